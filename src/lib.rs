@@ -1,5 +1,6 @@
 //! bladefs: mount buckets of an S3-compatible object store (first of all the
 //! Pure Storage FlashBlade) as directories on Linux.
 
+pub mod cli;
 pub mod config;
 pub mod s3;

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     PreconditionFailed,
     /// A GET with a Range beyond the object (416).
     InvalidRange,
+    /// A GET with If-None-Match found the ETag unchanged (304).
+    NotModified,
     /// Bucket not empty, bucket already exists, conflicting operation (409).
     Conflict,
     /// The server asked us to slow down (503 SlowDown / ServiceUnavailable).
@@ -79,6 +81,8 @@ pub enum S3ErrorCode {
     SlowDown,
     /// Synthesised for body-less responses (HEAD) where only the status is known.
     NotFound,
+    /// Synthesised for 304 answers to If-None-Match, which have no body.
+    NotModified,
     Other(String),
 }
 
@@ -121,6 +125,7 @@ impl S3ErrorCode {
             "SignatureDoesNotMatch" => SignatureDoesNotMatch,
             "SlowDown" => SlowDown,
             "NotFound" => NotFound,
+            "NotModified" => NotModified,
             other => Other(other.to_string()),
         }
     }
@@ -163,6 +168,7 @@ impl S3ErrorCode {
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
             NotFound => "NotFound",
+            NotModified => "NotModified",
             Other(s) => s,
         }
     }
@@ -311,6 +317,7 @@ fn kind_of(status: u16, code: &S3ErrorCode) -> ErrorKind {
         | C::InvalidToken
         | C::RequestTimeTooSkewed => ErrorKind::AccessDenied,
         C::PreconditionFailed => ErrorKind::PreconditionFailed,
+        C::NotModified => ErrorKind::NotModified,
         C::InvalidRange => ErrorKind::InvalidRange,
         C::BucketNotEmpty
         | C::BucketAlreadyExists
@@ -340,6 +347,7 @@ fn kind_of(status: u16, code: &S3ErrorCode) -> ErrorKind {
 
 fn kind_of_status(status: u16) -> ErrorKind {
     match status {
+        304 => ErrorKind::NotModified,
         401 | 403 => ErrorKind::AccessDenied,
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
@@ -356,6 +364,7 @@ fn kind_of_status(status: u16) -> ErrorKind {
 /// stands for.
 pub(crate) fn code_for_status(status: u16) -> S3ErrorCode {
     match status {
+        304 => S3ErrorCode::NotModified,
         403 => S3ErrorCode::AccessDenied,
         404 => S3ErrorCode::NotFound,
         412 => S3ErrorCode::PreconditionFailed,

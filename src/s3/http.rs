@@ -137,6 +137,8 @@ pub struct S3Client {
     stats: Arc<ClientStats>,
     /// Set once the server has answered ListObjectsV2 with NotImplemented.
     list_v1_only: AtomicBool,
+    /// Set once a listing claimed `encoding-type=url` but held raw keys.
+    listings_raw: AtomicBool,
 }
 
 impl std::fmt::Debug for S3Client {
@@ -215,6 +217,7 @@ impl S3Client {
             creds,
             stats: Arc::new(ClientStats::default()),
             list_v1_only: AtomicBool::new(false),
+            listings_raw: AtomicBool::new(false),
         })
     }
 
@@ -479,7 +482,34 @@ impl S3Client {
     }
 
     fn list_encoding(&self) -> Option<&'static str> {
-        self.config.list_url_encoding.then_some("url")
+        (self.config.list_url_encoding && !self.listings_raw.load(Ordering::Relaxed))
+            .then_some("url")
+    }
+
+    /// Whether a listing's values are URL-encoded: we asked, the server says
+    /// so, and the values look it. Some servers (s3s-fs) echo
+    /// `encoding-type=url` but send raw keys; a raw space, non-ASCII or
+    /// control byte, or a broken `%` escape gives them away, and from then on
+    /// this client stops asking.
+    fn listing_encoded<'v>(
+        &self,
+        op: Op,
+        encoding_type: Option<&str>,
+        mut values: impl Iterator<Item = &'v str>,
+    ) -> bool {
+        if self.list_encoding().is_none() || encoding_type != Some("url") {
+            return false;
+        }
+        if values.all(looks_url_encoded) {
+            return true;
+        }
+        if !self.listings_raw.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                op = op.name(),
+                "the server claims URL-encoded listings but sends raw keys; no longer asking for encoding-type=url"
+            );
+        }
+        false
     }
 
     /// Decodes a listing value if the server says it url-encoded it.
@@ -560,6 +590,20 @@ impl S3Client {
             next_continuation_token: out.next_marker,
         })
     }
+}
+
+/// What a URL encoder can produce: printable ASCII only, and `%` only as
+/// the start of a two-digit hex escape.
+fn looks_url_encoded(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| match c {
+        b'%' => {
+            b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        }
+        0x21..=0x7e => true,
+        _ => false,
+    })
 }
 
 /// The ETag S3 gives a completed multipart upload: the MD5 of the parts'
@@ -803,7 +847,7 @@ impl ObjectClient for S3Client {
             )
             .await?;
         let doc: xml::ListBucketResult = Self::parse(op, &resp.body)?;
-        let encoded = self.config.list_url_encoding && doc.encoding_type.as_deref() == Some("url");
+        let encoded = self.listing_encoded(op, doc.encoding_type.as_deref(), doc.values());
         let (objects, common_prefixes) =
             Self::objects_from(op, encoded, doc.contents, doc.common_prefixes)?;
         let next_continuation_token = match (doc.is_truncated, doc.next_continuation_token) {
@@ -840,7 +884,7 @@ impl ObjectClient for S3Client {
             )
             .await?;
         let doc: xml::ListBucketResult = Self::parse(op, &resp.body)?;
-        let encoded = self.config.list_url_encoding && doc.encoding_type.as_deref() == Some("url");
+        let encoded = self.listing_encoded(op, doc.encoding_type.as_deref(), doc.values());
         let next_marker = match doc.next_marker.filter(|m| !m.is_empty()) {
             Some(m) => Some(Self::decode(op, encoded, m)?),
             None => None,
@@ -916,7 +960,7 @@ impl ObjectClient for S3Client {
             )
             .await?;
         let doc: xml::ListVersionsResult = Self::parse(op, &resp.body)?;
-        let encoded = self.config.list_url_encoding && doc.encoding_type.as_deref() == Some("url");
+        let encoded = self.listing_encoded(op, doc.encoding_type.as_deref(), doc.values());
         let mut versions = Vec::with_capacity(doc.versions.len() + doc.delete_markers.len());
         for (entries, is_delete_marker) in [(doc.versions, false), (doc.delete_markers, true)] {
             for v in entries {
@@ -1305,16 +1349,19 @@ impl ObjectClient for S3Client {
         } else {
             None
         };
+        let mut parts: Vec<PartInfo> = doc
+            .parts
+            .into_iter()
+            .map(|p| PartInfo {
+                part_number: p.part_number,
+                etag: p.etag,
+                size: p.size,
+            })
+            .collect();
+        // S3 sorts parts by number; some servers (s3s-fs) do not.
+        parts.sort_by_key(|p| p.part_number);
         Ok(ListPartsOutput {
-            parts: doc
-                .parts
-                .into_iter()
-                .map(|p| PartInfo {
-                    part_number: p.part_number,
-                    etag: p.etag,
-                    size: p.size,
-                })
-                .collect(),
+            parts,
             next_part_number_marker: next,
         })
     }
@@ -1336,7 +1383,7 @@ impl ObjectClient for S3Client {
             )
             .await?;
         let doc: xml::ListMultipartUploadsResult = Self::parse(op, &resp.body)?;
-        let encoded = self.config.list_url_encoding && doc.encoding_type.as_deref() == Some("url");
+        let encoded = self.listing_encoded(op, doc.encoding_type.as_deref(), doc.values());
         let uploads = doc
             .uploads
             .into_iter()
@@ -1379,6 +1426,16 @@ impl ObjectClient for S3Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_encoded_look() {
+        assert!(looks_url_encoded("a+b%20c%2Fd/e~f"));
+        assert!(!looks_url_encoded("a b"));
+        assert!(!looks_url_encoded("100%"));
+        assert!(!looks_url_encoded("%4g"));
+        assert!(!looks_url_encoded("é"));
+        assert!(!looks_url_encoded("tab\there"));
+    }
 
     #[test]
     fn content_range_parsing() {

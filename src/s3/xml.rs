@@ -95,6 +95,17 @@ pub struct ListBucketResult {
     pub encoding_type: Option<String>,
 }
 
+impl ListBucketResult {
+    /// Every value that `encoding-type=url` would have encoded.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.contents
+            .iter()
+            .map(|c| c.key.as_str())
+            .chain(self.common_prefixes.iter().map(|p| p.prefix.as_str()))
+            .chain(self.next_marker.as_deref())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ObjectEntry {
     #[serde(rename = "Key")]
@@ -129,6 +140,18 @@ pub struct ListVersionsResult {
     pub delete_markers: Vec<VersionEntry>,
     #[serde(rename = "CommonPrefixes", default)]
     pub common_prefixes: Vec<PrefixEntry>,
+}
+
+impl ListVersionsResult {
+    /// Every value that `encoding-type=url` would have encoded.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.versions
+            .iter()
+            .chain(&self.delete_markers)
+            .map(|v| v.key.as_str())
+            .chain(self.common_prefixes.iter().map(|p| p.prefix.as_str()))
+            .chain(self.next_key_marker.as_deref())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +223,16 @@ pub struct ListMultipartUploadsResult {
     pub encoding_type: Option<String>,
     #[serde(rename = "Upload", default)]
     pub uploads: Vec<UploadEntry>,
+}
+
+impl ListMultipartUploadsResult {
+    /// Every value that `encoding-type=url` would have encoded.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.uploads
+            .iter()
+            .map(|u| u.key.as_str())
+            .chain(self.next_key_marker.as_deref())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +420,18 @@ mod tests {
         ] {
             assert!(parse::<ListBucketResult>(doc).is_err(), "{doc:?}");
         }
+    }
+
+    #[test]
+    fn delete_result_with_per_key_errors() {
+        let doc = br#"<DeleteResult><Deleted><Key>a</Key></Deleted>
+<Error><Key>b</Key><Code>AccessDenied</Code><Message>no</Message></Error>
+<Deleted><Key>c</Key><VersionId>v1</VersionId></Deleted></DeleteResult>"#;
+        let r: DeleteResult = parse(doc).unwrap();
+        assert_eq!(r.deleted.len(), 2);
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors[0].key, "b");
+        assert_eq!(r.errors[0].code.as_deref(), Some("AccessDenied"));
     }
 
     #[test]

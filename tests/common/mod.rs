@@ -1,0 +1,220 @@
+//! Test harness: real third-party S3 servers started on free ports of
+//! 127.0.0.1 with their data in temp dirs, stopped when dropped; and a
+//! fault-injecting TCP proxy to put in front of them.
+//!
+//! A missing server binary fails the test with the command that installs
+//! it: a test that cannot run must not pass.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bladefs::config::S3Config;
+use bladefs::s3::{Credentials, ObjectClient, S3Client};
+
+pub mod proxy;
+
+/// How long a server may take to start listening.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Verifies SigV4/SigV2 and Content-MD5; no versioning, no
+    /// ListMultipartUploads, ignores If-Match on GET, keys are file paths.
+    S3sFs,
+    /// Versioning and multipart listing; accepts any signature.
+    Moto,
+}
+
+pub struct Server {
+    pub kind: Kind,
+    pub endpoint: String,
+    pub addr: SocketAddr,
+    pub access_key: String,
+    pub secret_key: String,
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tools_dir() -> PathBuf {
+    std::env::var_os("BLADEFS_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/bladefs/tools"))
+}
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+}
+
+fn find_binary(env_var: &str, candidates: &[PathBuf]) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return PathBuf::from(p);
+    }
+    for c in candidates {
+        if c.is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "test server binary not found (looked at ${env_var} and {candidates:?}); run scripts/install-test-servers"
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {addr}: {status}");
+        }
+        assert!(
+            start.elapsed() < STARTUP_DEADLINE,
+            "{what} did not listen on {addr} within {STARTUP_DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static SERIAL: AtomicUsize = AtomicUsize::new(0);
+
+/// A key pair unique to this test process, so no test passes on a
+/// hard-coded secret.
+fn fresh_keys() -> (String, String) {
+    let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let seed = format!("{}-{n}-{:?}", std::process::id(), Instant::now());
+    let hex = format!("{:x}", md5_of(seed.as_bytes()));
+    (
+        format!("GK{}", &hex[..24]),
+        format!("{hex}{hex}")[..40].to_string(),
+    )
+}
+
+fn md5_of(data: &[u8]) -> u128 {
+    use md5::Digest;
+    u128::from_be_bytes(md5::Md5::digest(data).into())
+}
+
+pub fn start(kind: Kind) -> Server {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (access_key, secret_key) = fresh_keys();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut child, what) = match kind {
+        Kind::S3sFs => {
+            let bin = find_binary(
+                "BLADEFS_S3S_FS",
+                &[
+                    home().join(".cargo/bin/s3s-fs"),
+                    PathBuf::from("/usr/local/bin/s3s-fs"),
+                ],
+            );
+            let child = Command::new(bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", &access_key, "--secret-key", &secret_key])
+                .arg(data.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start s3s-fs");
+            (child, "s3s-fs")
+        }
+        Kind::Moto => {
+            let bin = find_binary(
+                "BLADEFS_MOTO_SERVER",
+                &[tools_dir().join("venv/bin/moto_server")],
+            );
+            let child = Command::new(bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .current_dir(data.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            (child, "moto_server")
+        }
+    };
+    wait_listening(addr, &mut child, what);
+    Server {
+        kind,
+        endpoint: format!("http://{addr}"),
+        addr,
+        access_key,
+        secret_key,
+        child,
+        _data: data,
+    }
+}
+
+impl Server {
+    pub fn credentials(&self) -> Credentials {
+        Credentials::new(&self.access_key, &self.secret_key)
+    }
+
+    /// The client configuration fit for this server: quick retries (tests
+    /// must not wait out production backoff), and no URL-encoded listings on
+    /// s3s-fs, which echoes `encoding-type=url` but sends keys raw.
+    pub fn config(&self) -> S3Config {
+        let mut cfg = S3Config::new(&self.endpoint);
+        cfg.retry.initial_backoff = Duration::from_millis(5);
+        cfg.retry.max_backoff = Duration::from_millis(50);
+        cfg.list_url_encoding = self.kind != Kind::S3sFs;
+        cfg
+    }
+
+    pub fn client(&self) -> Arc<S3Client> {
+        self.client_with(self.config())
+    }
+
+    pub fn client_with(&self, cfg: S3Config) -> Arc<S3Client> {
+        Arc::new(S3Client::new(cfg, self.credentials()).expect("client"))
+    }
+
+    /// A client with a fresh bucket of its own.
+    pub async fn client_and_bucket(&self, name: &str) -> (Arc<S3Client>, String) {
+        let client = self.client();
+        client.create_bucket(name).await.expect("create bucket");
+        (client, name.to_string())
+    }
+}
+
+/// Deterministic test data: `len` bytes that differ with `seed`.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    format!("{:032x}", md5_of(data))
+}
