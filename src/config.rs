@@ -1,6 +1,7 @@
 //! Plain configuration structs, filled by the CLI (or by tests), each field
 //! documented with its default.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,6 +76,10 @@ pub struct S3Config {
     pub list_api: ListApi,
     /// Idle connections kept per host for reuse. Default 64.
     pub max_idle_connections: usize,
+    /// Host names connected to at fixed addresses instead of through DNS
+    /// (like curl's `--resolve`): for virtual-hosted bucket names that DNS
+    /// does not know, or to pin a data VIP. The URL's port is kept.
+    pub resolve: Vec<(String, SocketAddr)>,
 }
 
 impl S3Config {
@@ -92,6 +97,7 @@ impl S3Config {
             list_url_encoding: true,
             list_api: ListApi::default(),
             max_idle_connections: 64,
+            resolve: Vec::new(),
         }
     }
 }

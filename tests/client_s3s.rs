@@ -799,3 +799,237 @@ async fn raw_listings_behind_an_encoding_claim_are_detected() {
         assert!(listed[0] == "pct%41" || listed[0] == "a+b", "{listed:?}");
     }
 }
+
+#[tokio::test]
+async fn https_with_a_private_ca() {
+    let server = common::start(Kind::S3sFs);
+    let tls = proxy::start_tls(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+
+    let mut cfg = server.config();
+    cfg.endpoint = tls.endpoint.clone();
+    cfg.ca_bundle = Some(ca);
+    let client = server.client_with(cfg.clone());
+    client.create_bucket("tls").await.unwrap();
+    let body = Bytes::from(data(300_000, 4));
+    client.put_object("tls", "k", body.clone()).await.unwrap();
+    let got = client
+        .get_object("tls", "k", &GetObjectParams::default())
+        .await
+        .unwrap();
+    assert_eq!(got.body, body);
+
+    // Without the CA the certificate is refused, at once and for good.
+    cfg.ca_bundle = None;
+    let client = server.client_with(cfg);
+    let err = client.head_bucket("tls").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(err.to_string().contains("--ca-bundle"), "{err}");
+    assert_eq!(client.stats().snapshot().get(Op::HeadBucket).requests, 1);
+}
+
+#[tokio::test]
+async fn virtual_hosted_addressing_with_both_signatures() {
+    let server = common::start_with(Kind::S3sFs, &["--domain", "s3.test:{port}"]);
+    for (signature, bucket) in [(SignatureVersion::V4, "vh4"), (SignatureVersion::V2, "vh2")] {
+        let mut cfg = server.config();
+        cfg.endpoint = format!("http://s3.test:{}", server.addr.port());
+        cfg.addressing = bladefs::config::Addressing::VirtualHosted;
+        cfg.signature = signature;
+        cfg.resolve = vec![
+            ("s3.test".to_string(), server.addr),
+            (format!("{bucket}.s3.test"), server.addr),
+        ];
+        let client = server.client_with(cfg);
+        client.create_bucket(bucket).await.unwrap();
+        client
+            .put_object(bucket, "dir/a b", Bytes::from_static(b"vhost"))
+            .await
+            .unwrap();
+        let page = client
+            .list_objects(
+                bucket,
+                &ListObjectsParams {
+                    prefix: "dir/".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.objects[0].key, "dir/a b", "{signature:?}");
+        let got = client
+            .get_object(bucket, "dir/a b", &GetObjectParams::default())
+            .await
+            .unwrap();
+        assert_eq!(&got.body[..], b"vhost");
+        let names: Vec<String> = client
+            .list_buckets()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert!(names.contains(&bucket.to_string()), "{names:?}");
+    }
+    // The path-style view of the same store sees what went in by host name.
+    let got = server
+        .client()
+        .get_object("vh4", "dir/a b", &GetObjectParams::default())
+        .await
+        .unwrap();
+    assert_eq!(&got.body[..], b"vhost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_falls_back_to_v1_when_v2_is_not_implemented() {
+    let server = common::start(Kind::S3sFs);
+    let (seeder, bucket) = server.client_and_bucket("fallback").await;
+    let keys: Vec<String> = (0..1500).map(|i| format!("k{i:04}")).collect();
+    put_many(&seeder, &bucket, &keys).await;
+    let proxy = proxy::start_rules(
+        server.addr,
+        vec![proxy::Rule {
+            when: vec!["list-type=2"],
+            fault: proxy::Fault::NotImplemented,
+            count: usize::MAX,
+        }],
+    )
+    .await;
+    let mut cfg = server.config();
+    cfg.endpoint = proxy.endpoint.clone();
+    let client = server.client_with(cfg);
+    let mut params = ListObjectsParams::default();
+    let mut listed = Vec::new();
+    loop {
+        let page = client.list_objects(&bucket, &params).await.unwrap();
+        listed.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next_continuation_token {
+            Some(t) => params.continuation_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(listed, keys);
+    let stats = client.stats().snapshot();
+    assert_eq!(stats.get(Op::ListObjectsV2).requests, 1, "V2 is tried once");
+    assert_eq!(stats.get(Op::ListObjectsV1).requests, 2);
+}
+
+#[tokio::test]
+async fn an_error_inside_a_200_answer_is_an_error() {
+    let server = common::start(Kind::S3sFs);
+    let (_, bucket) = server.client_and_bucket("embedded").await;
+    let proxy = proxy::start_rules(
+        server.addr,
+        vec![
+            proxy::Rule {
+                when: vec!["x-amz-copy-source"],
+                fault: proxy::Fault::ErrorIn200,
+                count: 2,
+            },
+            proxy::Rule {
+                when: vec!["post ", "uploadid="],
+                fault: proxy::Fault::ErrorIn200,
+                count: 1,
+            },
+        ],
+    )
+    .await;
+    let mut cfg = server.config();
+    cfg.endpoint = proxy.endpoint.clone();
+    let client = server.client_with(cfg);
+    client
+        .put_object(&bucket, "src", Bytes::from_static(b"source"))
+        .await
+        .unwrap();
+    let src = CopySource {
+        bucket: bucket.clone(),
+        key: "src".into(),
+        version_id: None,
+        if_match: None,
+    };
+    client.copy_object(&bucket, "dst", &src).await.unwrap();
+    let upload = client.create_multipart_upload(&bucket, "mp").await.unwrap();
+    let etag = client
+        .upload_part(&bucket, "mp", &upload, 1, Bytes::from_static(b"part"))
+        .await
+        .unwrap();
+    client
+        .complete_multipart_upload(
+            &bucket,
+            "mp",
+            &upload,
+            &[CompletedPart {
+                part_number: 1,
+                etag,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(proxy.injected(), 3);
+    let stats = client.stats().snapshot();
+    assert_eq!(stats.get(Op::CopyObject).retries, 2);
+    assert_eq!(stats.get(Op::CompleteMultipartUpload).retries, 1);
+    for (key, want) in [("dst", &b"source"[..]), ("mp", b"part")] {
+        let got = client
+            .get_object(&bucket, key, &GetObjectParams::default())
+            .await
+            .unwrap();
+        assert_eq!(&got.body[..], want);
+    }
+}
+
+/// CompleteMultipartUpload reaches the server, which completes the upload,
+/// but the answer is lost. The retry finds the upload gone; the client then
+/// recognises the object as its own by its multipart ETag. (moto lets an
+/// upload be completed twice, so it cannot show this.)
+#[tokio::test]
+async fn a_lost_complete_answer_is_recognised() {
+    let server = common::start(Kind::S3sFs);
+    let (_, bucket) = server.client_and_bucket("lostanswer").await;
+    let proxy = proxy::start_rules(
+        server.addr,
+        vec![proxy::Rule {
+            when: vec!["post ", "uploadid="],
+            fault: proxy::Fault::LoseAnswer,
+            count: 1,
+        }],
+    )
+    .await;
+    let mut cfg = server.config();
+    cfg.endpoint = proxy.endpoint.clone();
+    let client = server.client_with(cfg);
+    let upload = client
+        .create_multipart_upload(&bucket, "obj")
+        .await
+        .unwrap();
+    let first = common::data(5 * 1024 * 1024, 1);
+    let second = common::data(1000, 2);
+    let mut parts = Vec::new();
+    for (n, body) in [(1u32, &first), (2, &second)] {
+        let etag = client
+            .upload_part(&bucket, "obj", &upload, n, Bytes::from(body.clone()))
+            .await
+            .unwrap();
+        parts.push(CompletedPart {
+            part_number: n,
+            etag,
+        });
+    }
+    let out = client
+        .complete_multipart_upload(&bucket, "obj", &upload, &parts)
+        .await
+        .unwrap();
+    assert_eq!(proxy.injected(), 1);
+    let stats = client.stats().snapshot();
+    assert_eq!(stats.get(Op::CompleteMultipartUpload).requests, 2);
+    assert_eq!(stats.get(Op::HeadObject).requests, 1);
+    assert!(out.etag.unwrap().ends_with("-2\""));
+    let got = client
+        .get_object(&bucket, "obj", &GetObjectParams::default())
+        .await
+        .unwrap();
+    assert_eq!(got.body.len(), first.len() + second.len());
+    assert!(got.body[..first.len()] == first[..] && got.body[first.len()..] == second[..]);
+}

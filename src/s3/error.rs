@@ -33,8 +33,10 @@ pub enum ErrorKind {
     /// The request was refused as invalid (other 4xx: bad digest, bad name,
     /// key too long, entity too small...).
     InvalidRequest,
-    /// The network failed: refused, reset, DNS, TLS.
+    /// The network failed: refused, reset, DNS.
     Transport,
+    /// The server's TLS certificate was not trusted (see `--ca-bundle`).
+    Tls,
     /// No answer in time.
     Timeout,
     /// The server answered something we could not understand.
@@ -215,6 +217,13 @@ pub enum S3Error {
         operation: &'static str,
         detail: String,
     },
+    #[error(
+        "{operation}: TLS certificate not trusted (use --ca-bundle for a private CA): {detail}"
+    )]
+    Tls {
+        operation: &'static str,
+        detail: String,
+    },
     #[error("{operation}: no answer from the S3 endpoint within {seconds} s")]
     Timeout {
         operation: &'static str,
@@ -263,6 +272,7 @@ impl S3Error {
         match self {
             S3Error::Service(e) => kind_of(e.status, &e.code),
             S3Error::Transport { .. } => ErrorKind::Transport,
+            S3Error::Tls { .. } => ErrorKind::Tls,
             S3Error::Timeout { .. } => ErrorKind::Timeout,
             S3Error::InvalidResponse { .. } => ErrorKind::InvalidResponse,
             S3Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
@@ -286,7 +296,7 @@ impl S3Error {
             S3Error::Transport { .. } | S3Error::Timeout { .. } => true,
             // A body cut short or garbled in transit reads as malformed.
             S3Error::InvalidResponse { .. } => true,
-            S3Error::InvalidRequest { .. } => false,
+            S3Error::InvalidRequest { .. } | S3Error::Tls { .. } => false,
         }
     }
 

@@ -51,6 +51,8 @@ struct Request<'a> {
     headers: Vec<(String, String)>,
     body: Body,
     idempotency: Idempotency,
+    /// The operation may answer `200 OK` with an `<Error>` body.
+    error_in_200: bool,
 }
 
 impl<'a> Request<'a> {
@@ -64,7 +66,16 @@ impl<'a> Request<'a> {
             headers: Vec::new(),
             body: Body::Empty,
             idempotency: Idempotency::Idempotent,
+            error_in_200: false,
         }
+    }
+
+    /// CopyObject, UploadPartCopy and CompleteMultipartUpload can fail after
+    /// the server has sent `200 OK`: the error is then the body, and it is
+    /// judged (and retried) like any other error answer.
+    fn error_in_200(mut self) -> Self {
+        self.error_in_200 = true;
+        self
     }
 
     fn query(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -195,6 +206,9 @@ impl S3Client {
             // internet must not capture it.
             .no_proxy()
             .user_agent(concat!("bladefs/", env!("CARGO_PKG_VERSION")));
+        for (name, addr) in &config.resolve {
+            builder = builder.resolve(name, *addr);
+        }
         if let Some(path) = &config.ca_bundle {
             let pem = std::fs::read(path)
                 .map_err(|e| bad(format!("cannot read CA bundle {}: {e}", path.display())))?;
@@ -267,8 +281,15 @@ impl S3Client {
     }
 
     async fn execute(&self, req: Request<'_>) -> Result<Response, S3Error> {
-        if let Some(key) = req.key {
-            Self::check_key(req.op, key)?;
+        self.execute_counted(req).await.0
+    }
+
+    /// `execute`, also telling how many times the request was sent.
+    async fn execute_counted(&self, req: Request<'_>) -> (Result<Response, S3Error>, u32) {
+        if let Some(key) = req.key
+            && let Err(e) = Self::check_key(req.op, key)
+        {
+            return (Err(e), 0);
         }
         // Digests are computed once, not per attempt.
         let content_md5 = req
@@ -282,12 +303,14 @@ impl S3Client {
             (Body::Data(_), PayloadSigning::Chunked { .. }) => sign::STREAMING_PAYLOAD.to_string(),
         };
         let op = req.op;
+        let mut sent = 1;
         let result = self
             .config
             .retry
             .run(
                 req.idempotency,
                 |err, attempt| {
+                    sent += 1;
                     self.stats.retry(op);
                     tracing::debug!(op = op.name(), attempt, error = %err, "retrying");
                 },
@@ -298,7 +321,7 @@ impl S3Client {
             self.stats.failure(op);
             tracing::debug!(op = op.name(), error = %err, "request failed");
         }
-        result
+        (result, sent)
     }
 
     async fn attempt(
@@ -421,7 +444,9 @@ impl S3Client {
             ms = started.elapsed().as_millis() as u64,
             "s3 request"
         );
-        if !(200..300).contains(&status) {
+        if !(200..300).contains(&status)
+            || (req.error_in_200 && xml::root_element(&body).as_deref() == Some("Error"))
+        {
             return Err(error_from_response(op, status, &resp_headers, &body));
         }
         Ok(Response {
@@ -449,6 +474,12 @@ impl S3Client {
         if detail.is_empty() {
             detail = err.to_string();
         }
+        if detail.contains("certificate") {
+            return S3Error::Tls {
+                operation: op.name(),
+                detail,
+            };
+        }
         let detail = if err.is_connect() {
             format!("{CONNECT_FAILED} to {}: {detail}", self.endpoint.authority)
         } else {
@@ -465,20 +496,6 @@ impl S3Client {
             operation: op.name(),
             detail,
         })
-    }
-
-    /// CopyObject, UploadPartCopy and CompleteMultipartUpload can fail after
-    /// the server has sent `200 OK`: the error is then the body.
-    fn check_embedded_error(op: Op, response: &Response) -> Result<(), S3Error> {
-        if xml::root_element(&response.body).as_deref() == Some("Error") {
-            return Err(error_from_response(
-                op,
-                200,
-                &response.headers,
-                &response.body,
-            ));
-        }
-        Ok(())
     }
 
     fn list_encoding(&self) -> Option<&'static str> {
@@ -1180,10 +1197,10 @@ impl ObjectClient for S3Client {
             .execute(
                 Request::new(op, Method::PUT, Some(bucket), Some(key))
                     .header("x-amz-copy-source", copy_source_header(source))
-                    .header_opt("x-amz-copy-source-if-match", source.if_match.clone()),
+                    .header_opt("x-amz-copy-source-if-match", source.if_match.clone())
+                    .error_in_200(),
             )
             .await?;
-        Self::check_embedded_error(op, &resp)?;
         let doc: xml::CopyResult = Self::parse(op, &resp.body)?;
         Ok(CopyObjectOutput {
             etag: doc.etag,
@@ -1249,10 +1266,10 @@ impl ObjectClient for S3Client {
                     .query("uploadId", upload_id)
                     .header("x-amz-copy-source", copy_source_header(source))
                     .header_opt("x-amz-copy-source-range", range.as_ref().map(range_header))
-                    .header_opt("x-amz-copy-source-if-match", source.if_match.clone()),
+                    .header_opt("x-amz-copy-source-if-match", source.if_match.clone())
+                    .error_in_200(),
             )
             .await?;
-        Self::check_embedded_error(op, &resp)?;
         let doc: xml::CopyResult = Self::parse(op, &resp.body)?;
         doc.etag.ok_or_else(|| S3Error::InvalidResponse {
             operation: op.name(),
@@ -1272,26 +1289,30 @@ impl ObjectClient for S3Client {
             .iter()
             .map(|p| (p.part_number, p.etag.clone()))
             .collect();
-        let before = self.stats.snapshot().get(op).requests;
-        let result = self
-            .execute(
+        let (result, sent) = self
+            .execute_counted(
                 Request::new(op, Method::POST, Some(bucket), Some(key))
                     .query("uploadId", upload_id)
-                    .body(Body::Xml(xml::complete_multipart_body(&list).into())),
+                    .body(Body::Xml(xml::complete_multipart_body(&list).into()))
+                    .error_in_200(),
             )
             .await;
         let resp = match result {
             Ok(resp) => resp,
-            Err(e) if e.code() == Some(&S3ErrorCode::NoSuchUpload) => {
-                let retried = self.stats.snapshot().get(op).requests > before + 1;
-                if retried && let Some(done) = self.completed_earlier(bucket, key, parts).await {
+            Err(e) => {
+                // A resend can fail because an earlier attempt, whose answer
+                // was lost, completed the upload (NoSuchUpload on AWS and
+                // Garage, AccessDenied on s3s-fs). Our object then carries
+                // the multipart ETag of our parts.
+                if sent > 1
+                    && let Some(done) = self.completed_earlier(bucket, key, parts).await
+                {
+                    tracing::debug!(key, "an earlier CompleteMultipartUpload had succeeded");
                     return Ok(done);
                 }
                 return Err(e);
             }
-            Err(e) => return Err(e),
         };
-        Self::check_embedded_error(op, &resp)?;
         let doc: xml::CompleteMultipartUploadResult = Self::parse(op, &resp.body)?;
         Ok(PutObjectOutput {
             etag: doc.etag,

@@ -116,10 +116,20 @@ fn md5_of(data: &[u8]) -> u128 {
 }
 
 pub fn start(kind: Kind) -> Server {
+    start_with(kind, &[])
+}
+
+/// A server started with extra command-line arguments; `{port}` in them
+/// stands for the port it listens on.
+pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
     let data = tempfile::tempdir().expect("temp dir");
     let (access_key, secret_key) = fresh_keys();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let extra: Vec<String> = extra
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
     let (mut child, what) = match kind {
         Kind::S3sFs => {
             let bin = find_binary(
@@ -132,6 +142,7 @@ pub fn start(kind: Kind) -> Server {
             let child = Command::new(bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", &access_key, "--secret-key", &secret_key])
+                .args(&extra)
                 .arg(data.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -147,6 +158,7 @@ pub fn start(kind: Kind) -> Server {
             );
             let child = Command::new(bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(&extra)
                 .current_dir(data.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -1,13 +1,19 @@
-//! A fault-injecting TCP proxy between the client and a real server on
-//! loopback. The first `count` connections get a fault instead of the
-//! server; the rest pass through byte for byte (the signed Host header is
-//! unchanged, so signatures still verify upstream).
+//! Proxies between the client and a real server on loopback.
+//!
+//! `start`/`start_rules`: a fault-injecting HTTP proxy. Every request gets a
+//! connection of its own (the proxy adds `Connection: close`, an unsigned
+//! header, so signatures still verify upstream), which lets each request be
+//! matched against the rules; a matching rule with faults left answers in
+//! the server's place, the rest pass through byte for byte.
+//!
+//! `start_tls`: terminates TLS with a certificate from a CA made for the
+//! test, and passes plain HTTP to the server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +22,30 @@ pub enum Fault {
     SlowDown,
     /// 500 with an S3 InternalError body.
     InternalError,
+    /// 501 with an S3 NotImplemented body.
+    NotImplemented,
+    /// 200 OK whose body is an InternalError document (as CopyObject and
+    /// CompleteMultipartUpload may answer).
+    ErrorIn200,
     /// The connection is reset once the request has arrived.
     Reset,
+    /// The request reaches the server, which acts on it; its answer is
+    /// thrown away and the client's connection reset.
+    LoseAnswer,
+}
+
+/// Faults for the requests whose head (lower-cased) holds every string of
+/// `when`: at most `count` of them.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub when: Vec<&'static str>,
+    pub fault: Fault,
+    pub count: usize,
+}
+
+struct RuleState {
+    rule: Rule,
+    left: AtomicUsize,
 }
 
 pub struct FaultProxy {
@@ -39,10 +67,31 @@ impl FaultProxy {
     }
 }
 
+/// Faults the first `count` requests, whatever they are.
 pub async fn start(upstream: SocketAddr, fault: Fault, count: usize) -> FaultProxy {
+    start_rules(
+        upstream,
+        vec![Rule {
+            when: vec![],
+            fault,
+            count,
+        }],
+    )
+    .await
+}
+
+pub async fn start_rules(upstream: SocketAddr, rules: Vec<Rule>) -> FaultProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().unwrap();
-    let left = Arc::new(AtomicUsize::new(count));
+    let rules: Arc<Vec<RuleState>> = Arc::new(
+        rules
+            .into_iter()
+            .map(|rule| RuleState {
+                left: AtomicUsize::new(rule.count),
+                rule,
+            })
+            .collect(),
+    );
     let injected = Arc::new(AtomicUsize::new(0));
     let injected2 = injected.clone();
     let task = tokio::spawn(async move {
@@ -50,10 +99,10 @@ pub async fn start(upstream: SocketAddr, fault: Fault, count: usize) -> FaultPro
             let Ok((conn, _)) = listener.accept().await else {
                 return;
             };
-            let left = left.clone();
+            let rules = rules.clone();
             let injected = injected2.clone();
             tokio::spawn(async move {
-                let _ = serve(conn, upstream, fault, &left, &injected).await;
+                let _ = serve(conn, upstream, &rules, &injected).await;
             });
         }
     });
@@ -67,46 +116,76 @@ pub async fn start(upstream: SocketAddr, fault: Fault, count: usize) -> FaultPro
 async fn serve(
     mut client: TcpStream,
     upstream: SocketAddr,
-    fault: Fault,
-    left: &AtomicUsize,
+    rules: &[RuleState],
     injected: &AtomicUsize,
 ) -> std::io::Result<()> {
     let (head, rest) = read_head(&mut client).await?;
-    let take_fault = left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if !take_fault {
+    let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let fault = rules.iter().find_map(|r| {
+        let applies = r.rule.when.iter().all(|w| lower.contains(w))
+            && r.left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        applies.then_some(r.rule.fault)
+    });
+    let head = with_connection_close(&head);
+    let body_len = content_length(&head).unwrap_or(0);
+    let Some(fault) = fault else {
         let mut server = TcpStream::connect(upstream).await?;
         server.write_all(&head).await?;
         server.write_all(&rest).await?;
-        tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+        copy_exact(
+            &mut client,
+            &mut server,
+            body_len.saturating_sub(rest.len()),
+        )
+        .await?;
+        // The answer must say `Connection: close` too, or the client would
+        // pool this connection and send later requests past the rules.
+        let (answer_head, answer_rest) = read_head(&mut server).await?;
+        client
+            .write_all(&with_connection_close(&answer_head))
+            .await?;
+        client.write_all(&answer_rest).await?;
+        tokio::io::copy(&mut server, &mut client).await?;
+        return client.shutdown().await;
+    };
+    injected.fetch_add(1, Ordering::SeqCst);
+    if fault == Fault::LoseAnswer {
+        let mut server = TcpStream::connect(upstream).await?;
+        server.write_all(&head).await?;
+        server.write_all(&rest).await?;
+        copy_exact(
+            &mut client,
+            &mut server,
+            body_len.saturating_sub(rest.len()),
+        )
+        .await?;
+        let mut answer = Vec::new();
+        server.read_to_end(&mut answer).await?;
+        client.set_zero_linger()?;
         return Ok(());
     }
-    injected.fetch_add(1, Ordering::SeqCst);
     // Take in the whole body first, so the client reads our answer rather
     // than a reset caused by unread bytes.
-    let body_len = content_length(&head).unwrap_or(0);
-    let mut remaining = body_len.saturating_sub(rest.len());
-    let mut sink = vec![0u8; 64 * 1024];
-    while remaining > 0 {
-        let want = remaining.min(sink.len());
-        let n = client.read(&mut sink[..want]).await?;
-        if n == 0 {
-            break;
-        }
-        remaining -= n;
-    }
+    copy_exact(
+        &mut client,
+        &mut tokio::io::sink(),
+        body_len.saturating_sub(rest.len()),
+    )
+    .await?;
     let (status, code) = match fault {
         Fault::SlowDown => ("503 Slow Down", "SlowDown"),
         Fault::InternalError => ("500 Internal Server Error", "InternalError"),
-        Fault::Reset => {
+        Fault::NotImplemented => ("501 Not Implemented", "NotImplemented"),
+        Fault::ErrorIn200 => ("200 OK", "InternalError"),
+        Fault::Reset | Fault::LoseAnswer => {
             client.set_zero_linger()?;
-            drop(client);
             return Ok(());
         }
     };
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>"
     );
     let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -116,9 +195,27 @@ async fn serve(
     client.shutdown().await
 }
 
+async fn copy_exact<R, W>(from: &mut R, to: &mut W, mut remaining: usize) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    while remaining > 0 {
+        let want = remaining.min(buf.len());
+        let n = from.read(&mut buf[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).await?;
+        remaining -= n;
+    }
+    Ok(())
+}
+
 /// Reads up to the end of the request head; returns the head and whatever
 /// body bytes came with it.
-async fn read_head(conn: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+async fn read_head<S: AsyncRead + Unpin>(conn: &mut S) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
@@ -134,6 +231,21 @@ async fn read_head(conn: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> 
     }
 }
 
+/// A request or response head with any Connection header replaced by
+/// `Connection: close`.
+fn with_connection_close(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::with_capacity(text.len() + 20);
+    for line in text.trim_end_matches("\r\n").split("\r\n") {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
 fn content_length(head: &[u8]) -> Option<usize> {
     let text = std::str::from_utf8(head).ok()?;
     text.lines().find_map(|line| {
@@ -142,4 +254,69 @@ fn content_length(head: &[u8]) -> Option<usize> {
             .eq_ignore_ascii_case("content-length")
             .then(|| value.trim().parse().ok())?
     })
+}
+
+pub struct TlsProxy {
+    pub endpoint: String,
+    /// PEM of the CA that signed the proxy's certificate.
+    pub ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An https front for `upstream`, at `https://localhost:PORT`, with a
+/// certificate signed by a CA made for this proxy alone.
+pub async fn start_tls(upstream: SocketAddr) -> TlsProxy {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bladefs test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else {
+                    return;
+                };
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    TlsProxy {
+        endpoint: format!("https://localhost:{port}"),
+        ca_pem: ca.pem(),
+        task,
+    }
 }
