@@ -90,3 +90,277 @@ impl S3Args {
         Ok(S3Client::new(self.config(), self.credentials()?)?)
     }
 }
+
+/// `bladefs [OPTIONS] SOURCE MOUNTPOINT`
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "bladefs",
+    version,
+    about = "Mount an S3 bucket (FlashBlade or any S3-compatible store) as a directory",
+    after_help = "SOURCE is BUCKET or BUCKET:PREFIX; with --all-buckets, any label.\n\
+                  Every option may also be given as -o name[=value] (fstab: type fuse.bladefs)."
+)]
+pub struct MountArgs {
+    /// BUCKET, BUCKET:PREFIX, or a label with --all-buckets.
+    pub source: String,
+    /// An empty directory to mount on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Show every bucket of the store as a directory of the root.
+    #[arg(long)]
+    pub all_buckets: bool,
+    /// Stay in the foreground instead of detaching once mounted.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Refuse every change (EROFS).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users use the mount (the kernel then checks mode bits);
+    /// needs user_allow_other in /etc/fuse.conf unless run as root.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner of every file and directory. Default: the mounting user.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file and directory. Default: the mounting user's group.
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, in octal.
+    #[arg(long, default_value = "0644", value_parser = parse_mode)]
+    pub file_mode: u16,
+    /// Permission bits of directories, in octal.
+    #[arg(long, default_value = "0755", value_parser = parse_mode)]
+    pub dir_mode: u16,
+    /// How long names and attributes are trusted, in seconds (fractions
+    /// allowed), or "never" for data that does not change.
+    #[arg(long, default_value = "1", value_parser = parse_ttl)]
+    pub metadata_ttl: crate::fs::cache::Ttl,
+    /// Memory for read-ahead across all open files, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub prefetch_memory_mib: u64,
+    /// Kernel read-ahead of the mount, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub read_ahead_kb: u32,
+    /// Log at debug level (BLADEFS_LOG=... sets any filter).
+    #[arg(long)]
+    pub debug: bool,
+    /// Append logs to this file (default: standard error, which a
+    /// detached daemon no longer has).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode such as 0644"))
+}
+
+fn parse_ttl(s: &str) -> Result<crate::fs::cache::Ttl, String> {
+    if s == "never" || s == "inf" {
+        return Ok(crate::fs::cache::Ttl(None));
+    }
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds or \"never\""))?;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(crate::fs::cache::Ttl(Some(
+        std::time::Duration::from_secs_f64(secs),
+    )))
+}
+
+/// Mount words that mean nothing to bladefs itself (mount(8), fstab and
+/// mount.fuse3 pass them along); they are accepted and ignored.
+const IGNORED_MOUNT_WORDS: &[&str] = &[
+    "rw",
+    "_netdev",
+    "nofail",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "defaults",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "diratime",
+    "nodiratime",
+    "sync",
+    "async",
+    "loud",
+    "silent",
+    "comment",
+];
+
+/// Long options that take no value.
+const FLAG_OPTIONS: &[&str] = &[
+    "all-buckets",
+    "foreground",
+    "read-only",
+    "allow-other",
+    "debug",
+    "sigv2",
+    "virtual-hosted",
+    "unsigned-payload",
+    "chunked-signing",
+    "no-list-url-encoding",
+];
+
+/// Rewrites `-o a,b=c` (as fstab and mount.fuse3 pass options) into the
+/// long options `--a --b=c`, so every option can be given either way.
+pub fn expand_mount_options(
+    args: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let list = if text == "-o" {
+            iter.next()
+                .ok_or("-o needs a value")?
+                .to_string_lossy()
+                .into_owned()
+        } else if let Some(rest) = text
+            .strip_prefix("-o")
+            .filter(|r| !r.is_empty() && !text.starts_with("--"))
+        {
+            rest.to_string()
+        } else {
+            out.push(arg);
+            continue;
+        };
+        for word in list.split(',').filter(|w| !w.is_empty()) {
+            let (name, value) = match word.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (word, None),
+            };
+            if IGNORED_MOUNT_WORDS.contains(&name) || name.starts_with("x-") {
+                continue;
+            }
+            let long = match name {
+                "ro" => "read-only".to_string(),
+                "fsname" | "subtype" => continue,
+                other => other.replace('_', "-"),
+            };
+            match value {
+                Some(v) => out.push(format!("--{long}={v}").into()),
+                None if FLAG_OPTIONS.contains(&long.as_str()) || name == "ro" => {
+                    out.push(format!("--{long}").into())
+                }
+                None => return Err(format!("mount option {name} needs a value ({name}=...)")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl MountArgs {
+    /// What the mount shows, from SOURCE.
+    pub fn mount_source(&self) -> Result<crate::fs::MountSource, String> {
+        if self.all_buckets {
+            return Ok(crate::fs::MountSource::AllBuckets);
+        }
+        let (bucket, prefix) = match self.source.split_once(':') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (self.source.as_str(), ""),
+        };
+        if bucket.is_empty() {
+            return Err(format!(
+                "{:?} names no bucket (BUCKET or BUCKET:PREFIX)",
+                self.source
+            ));
+        }
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Ok(crate::fs::MountSource::Bucket {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn expand(args: &[&str]) -> Vec<String> {
+        expand_mount_options(args.iter().map(Into::into).collect())
+            .unwrap()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn fstab_options_become_long_options() {
+        assert_eq!(
+            expand(&[
+                "bladefs",
+                "bkt:pre",
+                "/mnt",
+                "-o",
+                "rw,ro,_netdev,endpoint=http://h:80,allow_other,metadata_ttl=never,x-systemd.automount",
+                "-oforeground"
+            ]),
+            [
+                "bladefs",
+                "bkt:pre",
+                "/mnt",
+                "--read-only",
+                "--endpoint=http://h:80",
+                "--allow-other",
+                "--metadata-ttl=never",
+                "--foreground"
+            ]
+        );
+        assert!(expand_mount_options(vec!["b".into(), "-o".into(), "uid".into()]).is_err());
+    }
+
+    #[test]
+    fn parses_a_full_command_line() {
+        let args = MountArgs::try_parse_from(expand(&[
+            "bladefs",
+            "bkt:/some/prefix/",
+            "/mnt",
+            "-o",
+            "endpoint=http://127.0.0.1:9000,uid=1000,file_mode=0600,metadata_ttl=0.5",
+        ]))
+        .unwrap();
+        assert_eq!(args.uid, Some(1000));
+        assert_eq!(args.file_mode, 0o600);
+        assert_eq!(
+            args.metadata_ttl,
+            crate::fs::cache::Ttl(Some(std::time::Duration::from_millis(500)))
+        );
+        assert_eq!(
+            args.mount_source().unwrap(),
+            crate::fs::MountSource::Bucket {
+                bucket: "bkt".into(),
+                prefix: "some/prefix/".into()
+            }
+        );
+        assert!(parse_mode("999").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+}

@@ -3,4 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod fs;
+pub mod fuse;
+pub mod mount;
 pub mod s3;

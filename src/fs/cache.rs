@@ -1,0 +1,197 @@
+//! The metadata cache: what a name is (file with its stat, directory, or
+//! nothing) and complete directory listings, each good for the metadata
+//! TTL, in bounded LRUs. A fresh complete listing answers lookups of every
+//! name in (and not in) that directory without a request.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::inode::{Kind, Stat};
+
+/// How long metadata is trusted. `None`: forever (static data sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Option<Duration>);
+
+impl Ttl {
+    pub fn fresh(&self, at: Instant) -> bool {
+        match self.0 {
+            None => true,
+            Some(ttl) => at.elapsed() < ttl,
+        }
+    }
+
+    /// For the kernel's attribute and entry caches: a long time stands for
+    /// forever.
+    pub fn kernel(&self) -> Duration {
+        self.0.unwrap_or(Duration::from_secs(365 * 24 * 3600))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File(Stat),
+    Dir,
+    Missing,
+}
+
+/// One name of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Arc<str>,
+    pub kind: Kind,
+    pub stat: Stat,
+}
+
+type Key = (Arc<str>, String);
+/// A complete listing and when it was taken.
+type Listing = (Arc<Vec<DirEntry>>, Instant);
+
+pub struct MetaCache {
+    ttl: Ttl,
+    names: Mutex<LruCache<Key, (Entry, Instant)>>,
+    listings: Mutex<LruCache<Key, Listing>>,
+    /// Listings longer than this are not kept (their memory would crowd
+    /// out everything else); they are listed again when read again.
+    max_listing_len: usize,
+}
+
+impl MetaCache {
+    pub fn new(ttl: Ttl, max_names: usize, max_listings: usize, max_listing_len: usize) -> Self {
+        let cap = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one");
+        MetaCache {
+            ttl,
+            names: Mutex::new(LruCache::new(cap(max_names))),
+            listings: Mutex::new(LruCache::new(cap(max_listings))),
+            max_listing_len,
+        }
+    }
+
+    pub fn ttl(&self) -> Ttl {
+        self.ttl
+    }
+
+    fn caching(&self) -> bool {
+        self.ttl.0 != Some(Duration::ZERO)
+    }
+
+    /// What `path` (a key without trailing slash) is, if known and fresh.
+    pub fn get(&self, bucket: &Arc<str>, path: &str) -> Option<Entry> {
+        if !self.caching() {
+            return None;
+        }
+        let mut names = self.names.lock().expect("cache lock");
+        let key = (bucket.clone(), path.to_string());
+        match names.get(&key) {
+            Some((entry, at)) if self.ttl.fresh(*at) => Some(entry.clone()),
+            Some(_) => {
+                names.pop(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn put(&self, bucket: &Arc<str>, path: &str, entry: Entry) {
+        if self.caching() {
+            self.names
+                .lock()
+                .expect("cache lock")
+                .put((bucket.clone(), path.to_string()), (entry, Instant::now()));
+        }
+    }
+
+    /// The complete listing of directory `prefix`, if fresh.
+    pub fn listing(&self, bucket: &Arc<str>, prefix: &str) -> Option<Arc<Vec<DirEntry>>> {
+        if !self.caching() {
+            return None;
+        }
+        let mut listings = self.listings.lock().expect("cache lock");
+        let key = (bucket.clone(), prefix.to_string());
+        match listings.get(&key) {
+            Some((entries, at)) if self.ttl.fresh(*at) => Some(entries.clone()),
+            Some(_) => {
+                listings.pop(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn put_listing(&self, bucket: &Arc<str>, prefix: &str, entries: Arc<Vec<DirEntry>>) {
+        if self.caching() && entries.len() <= self.max_listing_len {
+            self.listings.lock().expect("cache lock").put(
+                (bucket.clone(), prefix.to_string()),
+                (entries, Instant::now()),
+            );
+        }
+    }
+
+    /// What a name is according to a fresh complete listing of its
+    /// directory: `Some(Missing)` when the listing lacks it.
+    pub fn from_listing(&self, bucket: &Arc<str>, prefix: &str, name: &str) -> Option<Entry> {
+        let listing = self.listing(bucket, prefix)?;
+        let found = listing
+            .binary_search_by(|e| e.name.as_ref().cmp(name))
+            .ok()
+            .map(|i| &listing[i]);
+        Some(match found {
+            Some(e) if e.kind == Kind::Dir => Entry::Dir,
+            Some(e) => Entry::File(e.stat.clone()),
+            None => Entry::Missing,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn stat() -> Stat {
+        Stat {
+            size: 1,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+        }
+    }
+
+    #[test]
+    fn entries_expire_and_are_bounded() {
+        let b: Arc<str> = Arc::from("b");
+        let c = MetaCache::new(Ttl(Some(Duration::from_secs(60))), 2, 2, 10);
+        c.put(&b, "a", Entry::Missing);
+        c.put(&b, "b", Entry::Dir);
+        c.put(&b, "c", Entry::File(stat()));
+        assert_eq!(c.get(&b, "a"), None, "evicted by the bound");
+        assert_eq!(c.get(&b, "b"), Some(Entry::Dir));
+        let none = MetaCache::new(Ttl(Some(Duration::ZERO)), 2, 2, 10);
+        none.put(&b, "a", Entry::Dir);
+        assert_eq!(none.get(&b, "a"), None);
+    }
+
+    #[test]
+    fn listings_answer_lookups() {
+        let b: Arc<str> = Arc::from("b");
+        let c = MetaCache::new(Ttl(None), 10, 10, 10);
+        let entries = vec![
+            DirEntry {
+                name: Arc::from("d"),
+                kind: Kind::Dir,
+                stat: stat(),
+            },
+            DirEntry {
+                name: Arc::from("f"),
+                kind: Kind::File,
+                stat: stat(),
+            },
+        ];
+        c.put_listing(&b, "p/", Arc::new(entries));
+        assert_eq!(c.from_listing(&b, "p/", "d"), Some(Entry::Dir));
+        assert_eq!(c.from_listing(&b, "p/", "f"), Some(Entry::File(stat())));
+        assert_eq!(c.from_listing(&b, "p/", "zz"), Some(Entry::Missing));
+        assert_eq!(c.from_listing(&b, "q/", "d"), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! Directory listings for readdir: one ListObjectsV2 page (1000 names) at a
+//! time with delimiter `/`, attributes taken from the listing itself (no
+//! request per entry), offsets that stay stable while the kernel reads a
+//! big directory in several calls.
+//!
+//! Names come in key order, where a file `x` comes before `x!y` and both
+//! before the prefix `x/`. When `x` and `x/` both exist the directory wins,
+//! so a file name is held back ("pending") until the listing has passed
+//! `x/`; only settled names are handed to the kernel, and nothing it was
+//! given is ever taken back.
+
+use std::sync::{Arc, Mutex};
+
+use super::cache::DirEntry;
+use super::error::FsResult;
+use super::inode::{Kind, Location, Stat, valid_name};
+use crate::s3::{ListObjectsParams, ObjectClient};
+
+struct ListState {
+    entries: Vec<DirEntry>,
+    /// `entries[..settled]` are final.
+    settled: usize,
+    token: Option<String>,
+    done: bool,
+}
+
+pub struct DirHandle {
+    pub ino: u64,
+    loc: Location,
+    state: Mutex<ListState>,
+    /// Listed from the store by this handle (not handed a cached listing).
+    listed_here: bool,
+}
+
+/// A page of a listing turned into names.
+pub struct Page {
+    /// Names and kinds in key order.
+    pub entries: Vec<DirEntry>,
+    /// The relative name of the greatest key or prefix in the page.
+    pub last: Option<String>,
+    pub token: Option<String>,
+    /// Keys that are no file name (`a//b`, `.`, too long), for a log line.
+    pub skipped: Vec<String>,
+}
+
+impl DirHandle {
+    /// A handle over a listing already known in full.
+    pub fn complete(ino: u64, loc: Location, entries: Vec<DirEntry>) -> Self {
+        let settled = entries.len();
+        DirHandle {
+            ino,
+            loc,
+            state: Mutex::new(ListState {
+                entries,
+                settled,
+                token: None,
+                done: true,
+            }),
+            listed_here: false,
+        }
+    }
+
+    /// A handle that lists from the store as the kernel reads.
+    pub fn streaming(ino: u64, loc: Location) -> Self {
+        DirHandle {
+            ino,
+            loc,
+            state: Mutex::new(ListState {
+                entries: Vec::new(),
+                settled: 0,
+                token: None,
+                done: false,
+            }),
+            listed_here: true,
+        }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.loc
+    }
+
+    /// Settled entries from index `from` on (at most `max`), and whether
+    /// the listing is complete past them.
+    pub fn settled(&self, from: usize, max: usize) -> (Vec<DirEntry>, bool) {
+        let st = self.state.lock().expect("dir lock");
+        let end = st.settled.min(from.saturating_add(max));
+        let out = if from < end {
+            st.entries[from..end].to_vec()
+        } else {
+            Vec::new()
+        };
+        (out, st.done && end == st.settled)
+    }
+
+    /// The whole listing this handle fetched, once complete, sorted by name
+    /// (for the cache).
+    pub fn finished(&self) -> Option<Vec<DirEntry>> {
+        let st = self.state.lock().expect("dir lock");
+        if !st.done || !self.listed_here {
+            return None;
+        }
+        let mut all = st.entries.clone();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(all)
+    }
+
+    /// Fetches the next page and settles what it can. Returns the keys that
+    /// could not be names.
+    pub async fn fetch_more(
+        &self,
+        client: &dyn ObjectClient,
+        dir_stat: &Stat,
+    ) -> FsResult<Vec<String>> {
+        let token = {
+            let st = self.state.lock().expect("dir lock");
+            if st.done {
+                return Ok(Vec::new());
+            }
+            st.token.clone()
+        };
+        let page = list_page(client, &self.loc, token, dir_stat).await?;
+        let mut st = self.state.lock().expect("dir lock");
+        for entry in page.entries {
+            if entry.kind == Kind::Dir {
+                // The directory wins over a pending file of the same name.
+                let settled = st.settled;
+                if let Some(pos) = st.entries[settled..]
+                    .iter()
+                    .position(|e| e.kind == Kind::File && e.name == entry.name)
+                {
+                    st.entries.remove(settled + pos);
+                }
+            }
+            st.entries.push(entry);
+        }
+        st.token = page.token;
+        st.done = st.token.is_none();
+        if st.done {
+            st.settled = st.entries.len();
+        } else if let Some(last) = page.last {
+            while st.settled < st.entries.len() {
+                let e = &st.entries[st.settled];
+                let safe = e.kind == Kind::Dir || format!("{}/", e.name) <= last;
+                if !safe {
+                    break;
+                }
+                st.settled += 1;
+            }
+        }
+        Ok(page.skipped)
+    }
+}
+
+/// One page of the directory `loc`, as names.
+pub async fn list_page(
+    client: &dyn ObjectClient,
+    loc: &Location,
+    token: Option<String>,
+    dir_stat: &Stat,
+) -> FsResult<Page> {
+    let prefix = &loc.key;
+    let out = client
+        .list_objects(
+            &loc.bucket,
+            &ListObjectsParams {
+                prefix: prefix.clone(),
+                delimiter: Some("/".to_string()),
+                continuation_token: token,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut items: Vec<(String, DirEntry)> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut last: Option<String> = None;
+    for o in out.objects {
+        let Some(name) = o.key.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        last = last.max(Some(name.to_string()));
+        if name.is_empty() {
+            // The directory's own marker object.
+            continue;
+        }
+        if !valid_name(name) {
+            skipped.push(o.key.clone());
+            continue;
+        }
+        let entry = DirEntry {
+            name: Arc::from(name),
+            kind: Kind::File,
+            stat: Stat {
+                size: o.size,
+                mtime: o.last_modified.unwrap_or(dir_stat.mtime),
+                etag: o.etag,
+            },
+        };
+        items.push((o.key, entry));
+    }
+    for p in out.common_prefixes {
+        let Some(rel) = p.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        last = last.max(Some(rel.to_string()));
+        let name = rel.strip_suffix('/').unwrap_or(rel);
+        if !valid_name(name) {
+            skipped.push(p.clone());
+            continue;
+        }
+        let entry = DirEntry {
+            name: Arc::from(name),
+            kind: Kind::Dir,
+            stat: Stat {
+                size: 0,
+                mtime: dir_stat.mtime,
+                etag: None,
+            },
+        };
+        items.push((p, entry));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Page {
+        entries: items.into_iter().map(|(_, e)| e).collect(),
+        last,
+        token: out.next_continuation_token,
+        skipped,
+    })
+}

@@ -1,0 +1,95 @@
+//! The one errno boundary: every failure of the filesystem core is an
+//! [`FsError`], and [`FsError::errno`] is the only place it becomes an errno
+//! (an exhaustive match, so a new error cannot slip through unmapped).
+
+use crate::s3::{ErrorKind, S3Error};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("name is not valid here: {0}")]
+    InvalidName(String),
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("stale file handle: the object changed since it was opened")]
+    Stale,
+    #[error("unknown file handle")]
+    BadHandle,
+    #[error("the request was cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    #[error(transparent)]
+    S3(#[from] S3Error),
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+impl FsError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::InvalidName(_) => libc::EINVAL,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotSupported => libc::ENOTSUP,
+            FsError::Stale => libc::ESTALE,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Cancelled => libc::EINTR,
+            FsError::Internal(_) => libc::EIO,
+            FsError::S3(e) => match e.kind() {
+                ErrorKind::NotFound | ErrorKind::NoSuchBucket => libc::ENOENT,
+                ErrorKind::AccessDenied => libc::EACCES,
+                // A conditional read whose object changed under it.
+                ErrorKind::PreconditionFailed => libc::ESTALE,
+                ErrorKind::Conflict => libc::ENOTEMPTY,
+                ErrorKind::NotImplemented => libc::ENOSYS,
+                ErrorKind::InvalidRequest => libc::EINVAL,
+                ErrorKind::InvalidRange
+                | ErrorKind::NotModified
+                | ErrorKind::Throttled
+                | ErrorKind::ServerError
+                | ErrorKind::Transport
+                | ErrorKind::Tls
+                | ErrorKind::Timeout
+                | ErrorKind::InvalidResponse => libc::EIO,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::S3ErrorCode;
+
+    #[test]
+    fn s3_errors_map_to_errno() {
+        let e = |status, code| {
+            FsError::S3(S3Error::service(
+                "Op",
+                status,
+                S3ErrorCode::parse(code),
+                "",
+                None,
+            ))
+        };
+        assert_eq!(e(404, "NoSuchKey").errno(), libc::ENOENT);
+        assert_eq!(e(403, "AccessDenied").errno(), libc::EACCES);
+        assert_eq!(e(412, "PreconditionFailed").errno(), libc::ESTALE);
+        assert_eq!(e(503, "SlowDown").errno(), libc::EIO);
+        assert_eq!(e(500, "InternalError").errno(), libc::EIO);
+        assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+    }
+}

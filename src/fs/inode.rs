@@ -1,0 +1,285 @@
+//! The inode table: numbers that stay the same for as long as the kernel
+//! holds a reference (FUSE lookup counts), freed on forget so that walking
+//! a million keys does not grow memory without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// What the store tells about an object (directories have size 0 and the
+/// mount time, unless a marker object gives them a date).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub etag: Option<String>,
+}
+
+/// Where an inode lives in the store. For a directory `key` is the prefix
+/// (empty, or ending in `/`); for a file, the whole key. The all-buckets
+/// root has an empty bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub bucket: Arc<str>,
+    pub key: String,
+}
+
+impl Location {
+    /// The location of `name` inside this directory.
+    pub fn child(&self, name: &str, kind: Kind) -> Location {
+        if self.bucket.is_empty() {
+            // A child of the all-buckets root is a bucket.
+            return Location {
+                bucket: Arc::from(name),
+                key: String::new(),
+            };
+        }
+        let mut key = String::with_capacity(self.key.len() + name.len() + 1);
+        key.push_str(&self.key);
+        key.push_str(name);
+        if kind == Kind::Dir {
+            key.push('/');
+        }
+        Location {
+            bucket: self.bucket.clone(),
+            key,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Inode {
+    pub ino: Ino,
+    pub parent: Ino,
+    pub name: Arc<str>,
+    pub kind: Kind,
+    pub loc: Location,
+    pub stat: Stat,
+    /// When `stat` was last confirmed by the store.
+    pub stat_at: Instant,
+    /// The ETag whose content the kernel's page cache holds from an earlier
+    /// open; the cache is kept across opens only while it still matches.
+    pub cached_etag: Option<String>,
+    lookups: u64,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    inodes: HashMap<Ino, Inode>,
+    children: HashMap<(Ino, Arc<str>), Ino>,
+    next: Ino,
+}
+
+impl InodeTable {
+    pub fn new(root: Location, mount_time: SystemTime) -> Self {
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            ROOT_INO,
+            Inode {
+                ino: ROOT_INO,
+                parent: ROOT_INO,
+                name: Arc::from(""),
+                kind: Kind::Dir,
+                loc: root,
+                stat: Stat {
+                    size: 0,
+                    mtime: mount_time,
+                    etag: None,
+                },
+                stat_at: Instant::now(),
+                cached_etag: None,
+                // The root is never forgotten.
+                lookups: 1,
+            },
+        );
+        InodeTable {
+            inodes,
+            children: HashMap::new(),
+            next: ROOT_INO + 1,
+        }
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Inode> {
+        self.inodes.get_mut(&ino)
+    }
+
+    /// The inode of `name` in `parent`, if the kernel knows it.
+    pub fn child(&self, parent: Ino, name: &str) -> Option<&Inode> {
+        self.children
+            .get(&(parent, Arc::from(name)))
+            .and_then(|ino| self.inodes.get(ino))
+    }
+
+    /// Records that the kernel now holds one more reference to `name` in
+    /// `parent`, as `kind` with `stat`; returns its inode number. A name that
+    /// changed kind (a file replaced by a directory) gets a new number.
+    pub fn remember(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        stat: Stat,
+    ) -> Ino {
+        let key = (parent, Arc::<str>::from(name));
+        if let Some(&ino) = self.children.get(&key)
+            && let Some(inode) = self.inodes.get_mut(&ino)
+        {
+            if inode.kind == kind {
+                inode.lookups += 1;
+                if inode.stat != stat {
+                    inode.stat = stat;
+                }
+                inode.stat_at = Instant::now();
+                return ino;
+            }
+            // The old inode lives on until the kernel forgets it, but the
+            // name now leads to the new one.
+            self.children.remove(&key);
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.inodes.insert(
+            ino,
+            Inode {
+                ino,
+                parent,
+                name: key.1.clone(),
+                kind,
+                loc,
+                stat,
+                stat_at: Instant::now(),
+                cached_etag: None,
+                lookups: 1,
+            },
+        );
+        self.children.insert(key, ino);
+        ino
+    }
+
+    /// The kernel dropped `n` references; the inode goes when none is left.
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.lookups = inode.lookups.saturating_sub(n);
+        if inode.lookups == 0 {
+            let key = (inode.parent, inode.name.clone());
+            self.inodes.remove(&ino);
+            if self.children.get(&key) == Some(&ino) {
+                self.children.remove(&key);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inodes.is_empty()
+    }
+}
+
+/// Whether a key component can be a file name: not empty, not `.` or `..`,
+/// at most 255 bytes (NAME_MAX), no NUL.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= NAME_MAX
+        && !name.contains('\0')
+        && !name.contains('/')
+}
+
+pub const NAME_MAX: usize = 255;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> InodeTable {
+        InodeTable::new(
+            Location {
+                bucket: Arc::from("b"),
+                key: String::new(),
+            },
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    fn stat(size: u64) -> Stat {
+        Stat {
+            size,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+        }
+    }
+
+    fn loc(key: &str) -> Location {
+        Location {
+            bucket: Arc::from("b"),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn numbers_are_stable_while_referenced_and_freed_after() {
+        let mut t = root();
+        let a = t.remember(ROOT_INO, "a", Kind::File, loc("a"), stat(1));
+        assert_eq!(t.remember(ROOT_INO, "a", Kind::File, loc("a"), stat(2)), a);
+        assert_eq!(t.get(a).unwrap().stat.size, 2);
+        t.forget(a, 1);
+        assert!(t.get(a).is_some(), "one reference left");
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert!(t.child(ROOT_INO, "a").is_none());
+        assert_eq!(t.len(), 1);
+        t.forget(ROOT_INO, 100);
+        assert!(t.get(ROOT_INO).is_some());
+    }
+
+    #[test]
+    fn a_name_that_changes_kind_gets_a_new_inode() {
+        let mut t = root();
+        let f = t.remember(ROOT_INO, "x", Kind::File, loc("x"), stat(1));
+        let d = t.remember(ROOT_INO, "x", Kind::Dir, loc("x/"), stat(0));
+        assert_ne!(f, d);
+        assert_eq!(t.child(ROOT_INO, "x").unwrap().ino, d);
+        t.forget(f, 1);
+        assert_eq!(
+            t.child(ROOT_INO, "x").unwrap().ino,
+            d,
+            "forgetting the old one keeps the new"
+        );
+    }
+
+    #[test]
+    fn names() {
+        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        for good in ["a", "...", ".hidden", "é", &"x".repeat(255)] {
+            assert!(valid_name(good), "{good:?}");
+        }
+        let l = loc("dir/");
+        assert_eq!(l.child("f", Kind::File).key, "dir/f");
+        assert_eq!(l.child("d", Kind::Dir).key, "dir/d/");
+    }
+}

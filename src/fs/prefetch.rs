@@ -1,0 +1,275 @@
+//! Reading an object through ranged GETs, with read-ahead.
+//!
+//! Design:
+//! - Each open file has a [`FileReader`] holding the ETag and size seen at
+//!   open. Every GET carries `If-Match` with that ETag, so an object
+//!   replaced by another client mid-read fails the read (ESTALE) instead of
+//!   returning a mix of old and new bytes.
+//! - Reads near where the last one ended are *sequential*: the reader keeps
+//!   a window of parts in flight ahead of them. The window starts small
+//!   ([`PrefetchConfig::initial_window`], so the first byte comes quickly)
+//!   and doubles with every sequential read up to
+//!   [`PrefetchConfig::max_window`]; parts are a quarter of the window,
+//!   between `min_part` and `max_part`, fetched in parallel.
+//! - Any other read is *random*: the window collapses and only the bytes
+//!   asked for are fetched, so random access does not pull in megabytes it
+//!   will never use.
+//! - Parts are tasks whose results are shared futures: the state lock is
+//!   held only to decide and to clone those futures, never across an await.
+//!   A part holds permits of a semaphore counting bytes, so all readers
+//!   together stay under [`PrefetchConfig::max_memory`]; a fetch waits for
+//!   memory before it starts (back-pressure), and dropping a reader aborts
+//!   its fetches and frees its memory.
+//! - The kernel may deliver reads slightly out of order (async reads), so
+//!   parts are only dropped once they end [`BACK_SLACK`] behind the latest
+//!   read.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::{FsError, FsResult};
+use crate::s3::{GetObjectParams, ObjectClient, S3Error};
+
+#[derive(Debug, Clone)]
+pub struct PrefetchConfig {
+    /// Read-ahead after the first sequential read. Default 1 MiB.
+    pub initial_window: u64,
+    /// Read-ahead ceiling per open file. Default 64 MiB.
+    pub max_window: u64,
+    /// Smallest part fetched ahead. Default 256 KiB.
+    pub min_part: u64,
+    /// Largest part (one GET). Default 8 MiB.
+    pub max_part: u64,
+    /// Bytes all readers together may hold in fetched or in-flight parts.
+    /// Default 256 MiB.
+    pub max_memory: u64,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        PrefetchConfig {
+            initial_window: MIB,
+            max_window: 64 * MIB,
+            min_part: 256 * 1024,
+            max_part: 8 * MIB,
+            max_memory: 256 * MIB,
+        }
+    }
+}
+
+impl PrefetchConfig {
+    /// The semaphore all readers of one mount share.
+    pub fn memory(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.max_memory as usize))
+    }
+}
+
+/// How far behind the latest read a part may end and still be kept for a
+/// read that arrives late: twice the largest read the kernel sends (1 MiB).
+pub const BACK_SLACK: u64 = 2 * 1024 * 1024;
+
+struct Chunk {
+    bytes: Bytes,
+    _memory: OwnedSemaphorePermit,
+}
+
+type PartFuture = Shared<BoxFuture<'static, Result<Arc<Chunk>, FsError>>>;
+
+struct Part {
+    range: Range<u64>,
+    data: PartFuture,
+    task: tokio::task::AbortHandle,
+    /// Cloned by every read awaiting this part, so a part dropped while a
+    /// read still waits for it is left to finish.
+    waiters: Arc<()>,
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.waiters) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+struct ReadState {
+    parts: VecDeque<Part>,
+    /// Everything below this is fetched or being fetched (when parts exist).
+    fetched_to: u64,
+    /// Where the latest read ended.
+    next: u64,
+    window: u64,
+}
+
+pub struct FileReader {
+    client: Arc<dyn ObjectClient>,
+    bucket: Arc<str>,
+    key: String,
+    etag: Option<String>,
+    size: u64,
+    cfg: PrefetchConfig,
+    memory: Arc<Semaphore>,
+    state: Mutex<ReadState>,
+}
+
+impl FileReader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Arc<dyn ObjectClient>,
+        bucket: Arc<str>,
+        key: String,
+        etag: Option<String>,
+        size: u64,
+        cfg: PrefetchConfig,
+        memory: Arc<Semaphore>,
+    ) -> Self {
+        let window = cfg.initial_window;
+        FileReader {
+            client,
+            bucket,
+            key,
+            etag,
+            size,
+            cfg,
+            memory,
+            state: Mutex::new(ReadState {
+                parts: VecDeque::new(),
+                fetched_to: 0,
+                next: 0,
+                window,
+            }),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    fn part_len(&self, window: u64) -> u64 {
+        (window / 4)
+            .clamp(self.cfg.min_part, self.cfg.max_part)
+            .min(self.cfg.max_memory)
+    }
+
+    fn spawn_part(&self, range: Range<u64>) -> Part {
+        let client = self.client.clone();
+        let bucket = self.bucket.clone();
+        let key = self.key.clone();
+        let memory = self.memory.clone();
+        let params = GetObjectParams {
+            range: Some(range.clone()),
+            if_match: self.etag.clone(),
+            ..Default::default()
+        };
+        let len = range.end - range.start;
+        let task = tokio::spawn(async move {
+            let permit = memory
+                .acquire_many_owned(len as u32)
+                .await
+                .expect("the prefetch semaphore is never closed");
+            let out = client.get_object(&bucket, &key, &params).await?;
+            if out.body.len() as u64 != len {
+                return Err(FsError::S3(S3Error::InvalidResponse {
+                    operation: "GetObject",
+                    detail: format!("asked for {len} bytes, got {}", out.body.len()),
+                }));
+            }
+            Ok(Arc::new(Chunk {
+                bytes: out.body,
+                _memory: permit,
+            }))
+        });
+        let abort = task.abort_handle();
+        let data = async move {
+            match task.await {
+                Ok(result) => result,
+                Err(_) => Err(FsError::Cancelled),
+            }
+        }
+        .boxed()
+        .shared();
+        Part {
+            range,
+            data,
+            task: abort,
+            waiters: Arc::new(()),
+        }
+    }
+
+    /// Bytes `offset..offset+len` (fewer at the end of the object).
+    pub async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
+        if offset >= self.size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = self.size.min(offset + u64::from(len));
+        let needed: Vec<(Range<u64>, PartFuture, Arc<()>)> = {
+            let mut st = self.state.lock().expect("reader lock");
+            let covered_from = st.parts.front().map_or(st.fetched_to, |p| p.range.start);
+            let sequential =
+                (covered_from..=st.fetched_to).contains(&offset) && offset + BACK_SLACK >= st.next;
+            if sequential {
+                st.window = (st.window * 2).min(self.cfg.max_window);
+            } else {
+                st.parts.clear();
+                st.fetched_to = offset;
+                st.window = self.cfg.initial_window;
+            }
+            let keep_from = offset.saturating_sub(BACK_SLACK);
+            while st.parts.front().is_some_and(|p| p.range.end <= keep_from) {
+                st.parts.pop_front();
+            }
+            let target = if sequential {
+                self.size.min(end.max(offset + st.window))
+            } else {
+                end
+            };
+            while st.fetched_to < target {
+                let start = st.fetched_to;
+                let part_end = if sequential {
+                    self.size.min(start + self.part_len(st.window))
+                } else {
+                    end.min(start + self.cfg.max_part)
+                };
+                let part = self.spawn_part(start..part_end);
+                st.parts.push_back(part);
+                st.fetched_to = part_end;
+            }
+            st.next = end;
+            st.parts
+                .iter()
+                .filter(|p| p.range.start < end && p.range.end > offset)
+                .map(|p| (p.range.clone(), p.data.clone(), p.waiters.clone()))
+                .collect()
+        };
+        if let [(range, data, _waiting)] = needed.as_slice() {
+            let chunk = data.clone().await?;
+            return Ok(chunk
+                .bytes
+                .slice((offset - range.start) as usize..(end - range.start) as usize));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (range, data, _waiting) in needed {
+            let chunk = data.await?;
+            let from = offset.max(range.start) - range.start;
+            let to = end.min(range.end) - range.start;
+            out.extend_from_slice(&chunk.bytes[from as usize..to as usize]);
+        }
+        // Parts are contiguous from `covered_from` and the read lies inside
+        // them, so this holds; a gap would be a bug, not a short read.
+        if out.len() as u64 != end - offset {
+            return Err(FsError::Internal("read-ahead parts left a gap"));
+        }
+        Ok(out.freeze())
+    }
+}

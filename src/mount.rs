@@ -1,0 +1,286 @@
+//! The mount command from start to end: check the arguments and the
+//! mountpoint, detach, check the store (endpoint, credentials, bucket) with
+//! one listing request, mount, report ready, serve until `fusermount -u` or
+//! SIGTERM/SIGINT, then end cleanly with exit status 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::MountArgs;
+use crate::daemon::{self, Ready};
+use crate::fs::{Fs, FsConfig, MountSource};
+use crate::fuse::FuseAdapter;
+use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, S3Client, S3Error};
+
+/// The store check at start fails fast: a user waiting for `mount` wants
+/// to hear about a closed port in seconds, not after a minute of retries.
+const CHECK_ATTEMPTS: u32 = 3;
+const CHECK_DEADLINE: Duration = Duration::from_secs(10);
+const CHECK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time given to requests still running once the kernel has let go.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: MountArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("bladefs: {msg}");
+        ExitCode::FAILURE
+    };
+    let source = match args.mount_source() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mountpoint = match check_mountpoint(&args.mountpoint) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    // Credentials are read before detaching: a refused file is reported
+    // on the terminal, and the child needs no access to the user's files.
+    let creds = match args.s3.credentials() {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let ready = if args.foreground {
+        None
+    } else {
+        match daemon::detach(false) {
+            Ok(r) => Some(r),
+            Err(e) => return fail(format!("cannot detach: {e}")),
+        }
+    };
+    let report_fail = |ready: Option<Ready>, msg: String| {
+        match ready {
+            Some(r) => r.fail(&msg),
+            None => eprintln!("bladefs: {msg}"),
+        }
+        ExitCode::FAILURE
+    };
+    if let Err(e) = init_logging(&args) {
+        return report_fail(ready, e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bladefs")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report_fail(ready, format!("cannot start the runtime: {e}")),
+    };
+
+    let config = args.s3.config();
+    let client = match S3Client::new(config.clone(), creds.clone()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return report_fail(ready, e.to_string()),
+    };
+    let mut check_config = config;
+    check_config.retry.max_attempts = CHECK_ATTEMPTS;
+    check_config.retry.deadline = CHECK_DEADLINE;
+    check_config.connect_timeout = CHECK_CONNECT_TIMEOUT;
+    let checked = S3Client::new(check_config, creds)
+        .and_then(|checker| runtime.block_on(check_store(&checker, &source)));
+    if let Err(e) = checked {
+        return report_fail(ready, describe_check_failure(&e, &source));
+    }
+
+    let fs_config = FsConfig {
+        uid: args.uid.unwrap_or(FsConfig::default().uid),
+        gid: args.gid.unwrap_or(FsConfig::default().gid),
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+        metadata_ttl: args.metadata_ttl,
+        read_only: args.read_only,
+        prefetch: crate::fs::prefetch::PrefetchConfig {
+            max_memory: args.prefetch_memory_mib.max(16) * 1024 * 1024,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fs = Arc::new(Fs::new(client.clone(), source, fs_config));
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let mut options = vec![
+        fuser::MountOption::FSName(args.source.clone()),
+        fuser::MountOption::Subtype("bladefs".to_string()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::CUSTOM(format!("max_read={}", crate::fuse::MAX_IO)),
+    ];
+    if args.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.acl = if args.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    let mut session = match fuser::Session::new(adapter, &mountpoint, &fuse_config) {
+        Ok(s) => s,
+        Err(e) => {
+            return report_fail(
+                ready,
+                format!("cannot mount on {}: {e}", mountpoint.display()),
+            );
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let serving = std::thread::Builder::new()
+        .name("fuse".to_string())
+        .spawn(move || {
+            let _ = ended_tx.send(session.run());
+        });
+    if let Err(e) = serving {
+        return report_fail(ready, format!("cannot start serving: {e}"));
+    }
+    // Only now: it stats the mountpoint, which the kernel asks us about.
+    raise_read_ahead(&mountpoint, args.read_ahead_kb);
+    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, "mounted");
+    if let Some(r) = ready {
+        r.ok();
+    }
+
+    let ended = runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut ended_rx = ended_rx;
+        tokio::select! {
+            r = &mut ended_rx => return r,
+            _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
+            _ = int.recv() => tracing::info!("SIGINT: unmounting"),
+        }
+        if let Err(e) = unmounter.unmount() {
+            // Busy (open files): detach now, let the kernel finish later.
+            tracing::warn!(error = %e, "unmount failed; detaching lazily");
+            lazy_unmount(&mountpoint);
+        }
+        ended_rx.await
+    });
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    let stats = client.stats().snapshot();
+    tracing::info!("unmounted; requests:\n{stats}");
+    match ended {
+        Ok(Ok(())) | Err(_) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the FUSE session ended with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
+    let abs = path
+        .canonicalize()
+        .map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
+    if !abs.is_dir() {
+        return Err(format!("mountpoint {} is not a directory", path.display()));
+    }
+    let mut entries =
+        std::fs::read_dir(&abs).map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
+    if entries.next().is_some() {
+        return Err(format!(
+            "mountpoint {} is not an empty directory",
+            path.display()
+        ));
+    }
+    Ok(abs)
+}
+
+/// One request that proves the endpoint answers, the credentials are good
+/// and the bucket exists and may be listed.
+async fn check_store(client: &S3Client, source: &MountSource) -> Result<(), S3Error> {
+    match source {
+        MountSource::AllBuckets => client.list_buckets().await.map(drop),
+        MountSource::Bucket { bucket, prefix } => client
+            .list_objects(
+                bucket,
+                &ListObjectsParams {
+                    prefix: prefix.clone(),
+                    max_keys: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop),
+    }
+}
+
+fn describe_check_failure(e: &S3Error, source: &MountSource) -> String {
+    let bucket = match source {
+        MountSource::Bucket { bucket, .. } => format!("bucket {bucket:?}"),
+        MountSource::AllBuckets => "the bucket list".to_string(),
+    };
+    match e.kind() {
+        ErrorKind::NoSuchBucket => format!("{bucket} does not exist ({e})"),
+        ErrorKind::AccessDenied => {
+            format!("access to {bucket} refused: check the access key and secret ({e})")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn init_logging(args: &MountArgs) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let default = if args.debug {
+        "bladefs=debug,fuser=error,info"
+    } else {
+        "bladefs=info,fuser=error,warn"
+    };
+    let filter = EnvFilter::try_from_env("BLADEFS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &args.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .try_init()
+                .map_err(|e| e.to_string())
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| e.to_string()),
+    }
+}
+
+use std::sync::Mutex;
+
+/// Kernel read-ahead decides how big the reads reaching us are; FUSE
+/// cannot raise it at INIT, so it is set through the mount's BDI. Best
+/// effort: it needs root.
+fn raise_read_ahead(mountpoint: &Path, kb: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    match std::fs::write(&path, kb.to_string()) {
+        Ok(()) => tracing::debug!(path, kb, "kernel read-ahead set"),
+        Err(e) => tracing::debug!(path, error = %e, "kernel read-ahead left as is"),
+    }
+}
+
+fn lazy_unmount(mountpoint: &Path) {
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        tracing::error!(mountpoint = %mountpoint.display(), "lazy unmount failed");
+    }
+}
