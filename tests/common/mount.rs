@@ -1,0 +1,201 @@
+//! Real mounts for tests: the `bladefs` binary in the foreground as a child
+//! process, through the kernel's FUSE, against a server of the harness.
+//! `unmount` uses `fusermount3 -u` and checks that the process then exited
+//! with status 0; a mount dropped without it is torn down lazily.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Kind, Server};
+
+const MOUNT_DEADLINE: Duration = Duration::from_secs(30);
+const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Mounted {
+    pub path: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// A private credentials file for `server`, in `dir`.
+pub fn credentials_file(dir: &Path, server: &Server, secret: &str) -> PathBuf {
+    let path = dir.join("credentials");
+    std::fs::write(
+        &path,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+            server.access_key
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The bladefs command for `server`, with credentials from a file and no
+/// AWS variables from the environment.
+pub fn bladefs_command(server: &Server, creds: &Path, source: &str, mountpoint: &Path) -> Command {
+    bladefs_command_at(&server.endpoint, server.kind, creds, source, mountpoint)
+}
+
+/// The bladefs command for a server of `kind` reached at `endpoint`.
+pub fn bladefs_command_at(
+    endpoint: &str,
+    kind: Kind,
+    creds: &Path,
+    source: &str,
+    mountpoint: &Path,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bladefs"));
+    cmd.arg(source)
+        .arg(mountpoint)
+        .args(["--endpoint", endpoint, "--credentials-file"])
+        .arg(creds)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("BLADEFS_LOG")
+        .stdin(Stdio::null());
+    if kind == Kind::S3sFs {
+        cmd.arg("--no-list-url-encoding");
+    }
+    cmd
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy();
+    table
+        .lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == wanted))
+}
+
+impl Mounted {
+    /// Mounts `source` of `server` with `extra` options, in the foreground.
+    pub fn new(server: &Server, source: &str, extra: &[&str]) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let log = dir.path().join("bladefs.log");
+        let creds = credentials_file(dir.path(), server, &server.secret_key);
+        let mut child = bladefs_command(server, &creds, source, &path)
+            .args(["--foreground", "--debug", "--log-file"])
+            .arg(&log)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bladefs");
+        let start = Instant::now();
+        while !is_mounted(&path) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("bladefs exited before mounting ({status}): {err}");
+            }
+            assert!(start.elapsed() < MOUNT_DEADLINE, "not mounted in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Mounted {
+            path,
+            log,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// `fusermount3 -u`, then the daemon must exit with status 0. Returns
+    /// the log, which ends with the request counters.
+    pub fn unmount(mut self) -> String {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.path)
+            .output()
+            .expect("run fusermount3");
+        assert!(
+            out.status.success(),
+            "fusermount3 -u: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = self.child.take().unwrap();
+        let status =
+            wait_exit(&mut child, EXIT_DEADLINE).expect("bladefs did not exit after unmount");
+        assert!(status.success(), "bladefs exited with {status}");
+        assert!(!is_mounted(&self.path));
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the daemon and waits for it: status and log.
+    pub fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = wait_exit(&mut child, EXIT_DEADLINE).expect("bladefs did not exit on signal");
+        (
+            status,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        )
+    }
+}
+
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.path)
+                .output();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Requests of kind `op` in the counters the daemon logs at unmount.
+pub fn requests(log: &str, op: &str) -> u64 {
+    let tail = log.rsplit("unmounted; requests:").next().unwrap_or("");
+    tail.lines()
+        .find(|l| l.split_whitespace().next() == Some(op))
+        .and_then(|l| {
+            let mut words = l.split_whitespace();
+            words.position(|w| w == "requests")?;
+            words.next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a command, asserting success; returns standard output.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out: Output = Command::new(program).args(args).output().expect(program);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
