@@ -167,6 +167,10 @@ impl Fs {
         self.inodes.lock().expect("inode lock").len()
     }
 
+    pub fn open_file_count(&self) -> usize {
+        self.files.lock().expect("files lock").len()
+    }
+
     fn dir_stat(&self) -> Stat {
         Stat {
             size: 0,

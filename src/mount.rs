@@ -98,7 +98,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         ..Default::default()
     };
     let fs = Arc::new(Fs::new(client.clone(), source, fs_config));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut options = vec![
         fuser::MountOption::FSName(args.source.clone()),
         fuser::MountOption::Subtype("bladefs".to_string()),
@@ -138,20 +138,34 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
     // Only now: it stats the mountpoint, which the kernel asks us about.
     raise_read_ahead(&mountpoint, args.read_ahead_kb);
-    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, "mounted");
+    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, "mounted (SIGUSR1 logs counters)");
     if let Some(r) = ready {
         r.ok();
     }
 
+    let stats = client.stats().clone();
     let ended = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         let mut ended_rx = ended_rx;
-        tokio::select! {
-            r = &mut ended_rx => return r,
-            _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
-            _ = int.recv() => tracing::info!("SIGINT: unmounting"),
+        loop {
+            tokio::select! {
+                r = &mut ended_rx => return r,
+                _ = usr1.recv() => {
+                    tracing::info!(
+                        "stats: inodes {}, open files {}; requests:\n{}",
+                        fs.inode_count(),
+                        fs.open_file_count(),
+                        stats.snapshot()
+                    );
+                    continue;
+                }
+                _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
+                _ = int.recv() => tracing::info!("SIGINT: unmounting"),
+            }
+            break;
         }
         if let Err(e) = unmounter.unmount() {
             // Busy (open files): detach now, let the kernel finish later.
@@ -161,8 +175,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         ended_rx.await
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
-    let stats = client.stats().snapshot();
-    tracing::info!("unmounted; requests:\n{stats}");
+    tracing::info!("unmounted; requests:\n{}", client.stats().snapshot());
     match ended {
         Ok(Ok(())) | Err(_) => ExitCode::SUCCESS,
         Ok(Err(e)) => {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::mount::{
     Mounted, bladefs_command, bladefs_command_at, credentials_file, is_mounted, requests, run,
 };
-use common::{Kind, Server, data};
+use common::{Kind, Server, data, proxy};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
@@ -552,4 +552,147 @@ fn daemon_pid(mountpoint: &Path) -> Option<u32> {
             .collect();
         (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
     })
+}
+
+#[test]
+fn reads_of_different_files_proceed_concurrently() {
+    let server = common::start(Kind::S3sFs);
+    let slow = data(MIB, 1);
+    let fast = data(MIB, 2);
+    seed(
+        &server,
+        "concurrent",
+        vec![
+            ("slow.bin".into(), slow.clone()),
+            ("fast.bin".into(), fast.clone()),
+        ],
+    );
+    let rt = runtime();
+    // Every GET of slow.bin waits at the proxy until released.
+    let proxy = rt.block_on(proxy::start_rules(
+        server.addr,
+        vec![proxy::Rule {
+            when: vec!["get /concurrent/slow.bin"],
+            fault: proxy::Fault::Hold,
+            count: usize::MAX,
+        }],
+    ));
+    let m = Mounted::at(&server, &proxy.endpoint, "concurrent", &[]);
+    let slow_path = m.join("slow.bin");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let got = std::fs::read(slow_path);
+        let _ = done_tx.send(());
+        got
+    });
+    let start = Instant::now();
+    while proxy.injected() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "slow read never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // While that read is stuck in the store, another file reads in full.
+    assert!(std::fs::read(m.join("fast.bin")).unwrap() == fast);
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the slow read was held all along"
+    );
+    proxy.release(1000);
+    assert!(reader.join().unwrap().unwrap() == slow);
+    m.unmount();
+}
+
+/// The last inode count the daemon logged on SIGUSR1.
+fn logged_inodes(log: &str) -> Option<usize> {
+    log.rsplit("stats: inodes ")
+        .next()?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn inodes_are_freed_when_the_kernel_forgets_them() {
+    let server = common::start(Kind::S3sFs);
+    let objects = (0..600)
+        .map(|i| (format!("walk/d{}/f{i}", i % 6), vec![1u8]))
+        .collect();
+    seed(&server, "forget", objects);
+    let m = Mounted::new(&server, "forget", &[]);
+    let found = run("find", &[m.path.to_str().unwrap()]);
+    assert_eq!(found.lines().count(), 1 + 1 + 6 + 600);
+    let count_after = |m: &Mounted, want: &dyn Fn(usize) -> bool| {
+        let start = Instant::now();
+        loop {
+            m.signal(libc::SIGUSR1);
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some(n) = logged_inodes(&m.log_text()).filter(|n| want(*n)) {
+                return n;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{}",
+                m.log_text()
+            );
+        }
+    };
+    let walked = count_after(&m, &|n| n > 600);
+    // The kernel lets go of its dentries and inodes: FORGETs follow.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (root)");
+    let after = count_after(&m, &|n| n < 50);
+    println!("inodes: {walked} after find, {after} after the kernel forgot them");
+    m.unmount();
+}
+
+#[test]
+fn mounts_from_fstab_syntax_with_mount_8() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "mount(8) needs root");
+    let server = common::start(Kind::S3sFs);
+    seed(
+        &server,
+        "fstab",
+        vec![("f.txt".into(), b"from fstab".to_vec())],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let creds = credentials_file(dir.path(), &server, &server.secret_key);
+    // As a line of /etc/fstab would give it: TYPE fuse, the program in SOURCE.
+    let source = format!("{}#fstab", env!("CARGO_BIN_EXE_bladefs"));
+    let options = format!(
+        "endpoint={},credentials_file={},no_list_url_encoding,ro,_netdev,nofail,metadata_ttl=5",
+        server.endpoint,
+        creds.display()
+    );
+    run(
+        "mount",
+        &["-t", "fuse", &source, mnt.to_str().unwrap(), "-o", &options],
+    );
+    assert!(is_mounted(&mnt));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("f.txt")).unwrap(),
+        "from fstab"
+    );
+    assert_eq!(
+        std::fs::write(mnt.join("g.txt"), b"x")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EROFS)
+    );
+    let pid = daemon_pid(&mnt).expect("the daemon serving the mount");
+    run("umount", &[mnt.to_str().unwrap()]);
+    assert!(!is_mounted(&mnt));
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon still running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -78,12 +78,17 @@ pub fn is_mounted(path: &Path) -> bool {
 impl Mounted {
     /// Mounts `source` of `server` with `extra` options, in the foreground.
     pub fn new(server: &Server, source: &str, extra: &[&str]) -> Mounted {
+        Mounted::at(server, &server.endpoint, source, extra)
+    }
+
+    /// Mounts through another endpoint for `server` (a proxy before it).
+    pub fn at(server: &Server, endpoint: &str, source: &str, extra: &[&str]) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
         let log = dir.path().join("bladefs.log");
         let creds = credentials_file(dir.path(), server, &server.secret_key);
-        let mut child = bladefs_command(server, &creds, source, &path)
+        let mut child = bladefs_command_at(endpoint, server.kind, &creds, source, &path)
             .args(["--foreground", "--debug", "--log-file"])
             .arg(&log)
             .args(extra)
@@ -134,6 +139,16 @@ impl Mounted {
             wait_exit(&mut child, EXIT_DEADLINE).expect("bladefs did not exit after unmount");
         assert!(status.success(), "bladefs exited with {status}");
         assert!(!is_mounted(&self.path));
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
+    pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

@@ -32,6 +32,9 @@ pub enum Fault {
     /// The request reaches the server, which acts on it; its answer is
     /// thrown away and the client's connection reset.
     LoseAnswer,
+    /// The request waits at the proxy until [`FaultProxy::release`], then
+    /// passes through.
+    Hold,
 }
 
 /// Faults for the requests whose head (lower-cased) holds every string of
@@ -51,6 +54,7 @@ struct RuleState {
 pub struct FaultProxy {
     pub endpoint: String,
     injected: Arc<AtomicUsize>,
+    gate: Arc<tokio::sync::Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,6 +68,11 @@ impl FaultProxy {
     /// Faults injected so far.
     pub fn injected(&self) -> usize {
         self.injected.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` held requests go on.
+    pub fn release(&self, n: usize) {
+        self.gate.add_permits(n);
     }
 }
 
@@ -93,7 +102,8 @@ pub async fn start_rules(upstream: SocketAddr, rules: Vec<Rule>) -> FaultProxy {
             .collect(),
     );
     let injected = Arc::new(AtomicUsize::new(0));
-    let injected2 = injected.clone();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (injected2, gate2) = (injected.clone(), gate.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((conn, _)) = listener.accept().await else {
@@ -101,14 +111,16 @@ pub async fn start_rules(upstream: SocketAddr, rules: Vec<Rule>) -> FaultProxy {
             };
             let rules = rules.clone();
             let injected = injected2.clone();
+            let gate = gate2.clone();
             tokio::spawn(async move {
-                let _ = serve(conn, upstream, &rules, &injected).await;
+                let _ = serve(conn, upstream, &rules, &injected, &gate).await;
             });
         }
     });
     FaultProxy {
         endpoint: format!("http://{addr}"),
         injected,
+        gate,
         task,
     }
 }
@@ -118,6 +130,7 @@ async fn serve(
     upstream: SocketAddr,
     rules: &[RuleState],
     injected: &AtomicUsize,
+    gate: &tokio::sync::Semaphore,
 ) -> std::io::Result<()> {
     let (head, rest) = read_head(&mut client).await?;
     let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -130,6 +143,14 @@ async fn serve(
     });
     let head = with_connection_close(&head);
     let body_len = content_length(&head).unwrap_or(0);
+    let fault = match fault {
+        Some(Fault::Hold) => {
+            injected.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.expect("gate open").forget();
+            None
+        }
+        other => other,
+    };
     let Some(fault) = fault else {
         let mut server = TcpStream::connect(upstream).await?;
         server.write_all(&head).await?;
@@ -179,7 +200,7 @@ async fn serve(
         Fault::InternalError => ("500 Internal Server Error", "InternalError"),
         Fault::NotImplemented => ("501 Not Implemented", "NotImplemented"),
         Fault::ErrorIn200 => ("200 OK", "InternalError"),
-        Fault::Reset | Fault::LoseAnswer => {
+        Fault::Reset | Fault::LoseAnswer | Fault::Hold => {
             client.set_zero_linger()?;
             return Ok(());
         }
