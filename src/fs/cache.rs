@@ -82,16 +82,7 @@ impl MetaCache {
         if !self.caching() {
             return None;
         }
-        let mut names = self.names.lock().expect("cache lock");
-        let key = (bucket.clone(), path.to_string());
-        match names.get(&key) {
-            Some((entry, at)) if self.ttl.fresh(*at) => Some(entry.clone()),
-            Some(_) => {
-                names.pop(&key);
-                None
-            }
-            None => None,
-        }
+        fresh(&self.names, self.ttl, (bucket.clone(), path.to_string()))
     }
 
     pub fn put(&self, bucket: &Arc<str>, path: &str, entry: Entry) {
@@ -108,16 +99,11 @@ impl MetaCache {
         if !self.caching() {
             return None;
         }
-        let mut listings = self.listings.lock().expect("cache lock");
-        let key = (bucket.clone(), prefix.to_string());
-        match listings.get(&key) {
-            Some((entries, at)) if self.ttl.fresh(*at) => Some(entries.clone()),
-            Some(_) => {
-                listings.pop(&key);
-                None
-            }
-            None => None,
-        }
+        fresh(
+            &self.listings,
+            self.ttl,
+            (bucket.clone(), prefix.to_string()),
+        )
     }
 
     pub fn put_listing(&self, bucket: &Arc<str>, prefix: &str, entries: Arc<Vec<DirEntry>>) {
@@ -142,6 +128,20 @@ impl MetaCache {
             Some(e) => Entry::File(e.stat.clone()),
             None => Entry::Missing,
         })
+    }
+}
+
+/// The value under `key` if it is younger than `ttl`; a stale one is
+/// dropped on the way.
+fn fresh<V: Clone>(lru: &Mutex<LruCache<Key, (V, Instant)>>, ttl: Ttl, key: Key) -> Option<V> {
+    let mut lru = lru.lock().expect("cache lock");
+    match lru.get(&key) {
+        Some((value, at)) if ttl.fresh(*at) => Some(value.clone()),
+        Some(_) => {
+            lru.pop(&key);
+            None
+        }
+        None => None,
     }
 }
 
