@@ -40,6 +40,12 @@ pub struct S3Args {
     /// encode keys but do not; detected by itself in most cases).
     #[arg(long)]
     pub no_list_url_encoding: bool,
+    /// Attempts per request before an operation fails (1: no retries).
+    #[arg(long, default_value_t = 10)]
+    pub retries: u32,
+    /// Time in seconds after which no retry starts.
+    #[arg(long, default_value_t = 60)]
+    pub retry_deadline: u64,
     /// Extra CA certificates (PEM) to trust for https endpoints.
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
@@ -75,6 +81,8 @@ impl S3Args {
             };
         }
         cfg.list_url_encoding = !self.no_list_url_encoding;
+        cfg.retry.max_attempts = self.retries.max(1);
+        cfg.retry.deadline = std::time::Duration::from_secs(self.retry_deadline);
         cfg.ca_bundle.clone_from(&self.ca_bundle);
         cfg
     }
@@ -139,6 +147,20 @@ pub struct MountArgs {
     /// Memory for read-ahead across all open files, in MiB.
     #[arg(long, default_value_t = 256)]
     pub prefetch_memory_mib: u64,
+    /// Where files being written are staged (sparse temp files, removed
+    /// at once). Default: $TMPDIR or /tmp.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Staging space all files being written may use, in MiB (ENOSPC beyond).
+    #[arg(long, default_value_t = 10240)]
+    pub cache_size_mib: u64,
+    /// Memory for parts being uploaded, in MiB (writers wait beyond).
+    #[arg(long, default_value_t = 128)]
+    pub upload_memory_mib: u64,
+    /// At mount, abort multipart uploads under the mounted prefix older than
+    /// this many seconds (left by a crash). Negative: never.
+    #[arg(long, default_value_t = 86400, allow_negative_numbers = true)]
+    pub abort_uploads_after: i64,
     /// Kernel read-ahead of the mount, in KiB.
     #[arg(long, default_value_t = 1024)]
     pub read_ahead_kb: u32,

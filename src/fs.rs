@@ -7,13 +7,18 @@
 //! - `cache`: metadata and listing cache (TTL, LRU, negative entries)
 //! - `dir`: streaming, deduplicated directory listings
 //! - `prefetch`: ranged reads with read-ahead and a memory bound
+//! - `upload`: the write-back buffer and uploads (`ranges`: byte-range sets)
+//! - `namespace`: create, mkdir, rmdir, unlink, rename
 //! - `error`: the one errno boundary
 
 pub mod cache;
 pub mod dir;
 pub mod error;
 pub mod inode;
+mod namespace;
 pub mod prefetch;
+pub mod ranges;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -28,8 +33,9 @@ use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, limits};
 use cache::{DirEntry, Entry, MetaCache, Ttl};
 use dir::DirHandle;
 pub use error::{FsError, FsResult};
-use inode::{Ino, InodeTable, Kind, Location, NAME_MAX, ROOT_INO, Stat, valid_name};
+use inode::{Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, valid_name};
 use prefetch::{FileReader, PrefetchConfig};
+use upload::{DirtyFile, Uploads, WriteConfig};
 
 /// What a mount shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +57,7 @@ pub struct FsConfig {
     pub metadata_ttl: Ttl,
     pub read_only: bool,
     pub prefetch: PrefetchConfig,
+    pub write: WriteConfig,
     /// Names whose kind and attributes are cached. Default 100 000.
     pub max_cached_names: usize,
     /// Complete directory listings cached. Default 256.
@@ -71,6 +78,7 @@ impl Default for FsConfig {
             metadata_ttl: Ttl(Some(std::time::Duration::from_secs(1))),
             read_only: false,
             prefetch: PrefetchConfig::default(),
+            write: WriteConfig::default(),
             max_cached_names: 100_000,
             max_cached_listings: 256,
             max_cached_listing_len: 100_000,
@@ -101,12 +109,28 @@ pub struct ReaddirEntry<'a> {
     pub attr: Option<Attr>,
 }
 
+/// An open file: a reader of the object, or the file's write-back buffer
+/// (also used for reading while the file has unsaved changes).
+#[derive(Clone)]
+enum Handle {
+    Read(Arc<FileReader>),
+    Write { ino: Ino, file: Arc<DirtyFile> },
+}
+
+/// A file with a write-back buffer and the handles using it.
+struct Dirty {
+    file: Arc<DirtyFile>,
+    handles: usize,
+}
+
 pub struct Fs {
     client: Arc<dyn ObjectClient>,
     cfg: FsConfig,
     inodes: Mutex<InodeTable>,
     cache: MetaCache,
-    files: Mutex<HashMap<u64, Arc<FileReader>>>,
+    files: Mutex<HashMap<u64, Handle>>,
+    dirty: Mutex<HashMap<Ino, Dirty>>,
+    uploads: Arc<Uploads>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     memory: Arc<Semaphore>,
@@ -145,6 +169,8 @@ impl Fs {
             memory: cfg.prefetch.memory(),
             inodes: Mutex::new(InodeTable::new(root, mount_time)),
             files: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashMap::new()),
+            uploads: Uploads::new(client.clone(), cfg.write.clone()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             client,
@@ -179,19 +205,41 @@ impl Fs {
         }
     }
 
-    fn attr(&self, ino: Ino, kind: Kind, stat: &Stat) -> Attr {
+    fn attr(&self, ino: Ino, kind: Kind, stat: &Stat, ov: &Overrides) -> Attr {
+        // A file being written is as big as its buffer says.
+        let size = self
+            .dirty
+            .lock()
+            .expect("dirty lock")
+            .get(&ino)
+            .map_or(stat.size, |d| d.file.size());
         Attr {
             ino,
             kind,
-            size: stat.size,
-            mtime: stat.mtime,
-            perm: match kind {
+            size,
+            mtime: ov.mtime.unwrap_or(stat.mtime),
+            perm: ov.perm.unwrap_or(match kind {
                 Kind::File => self.cfg.file_mode,
                 Kind::Dir => self.cfg.dir_mode,
-            },
-            uid: self.cfg.uid,
-            gid: self.cfg.gid,
+            }),
+            uid: ov.uid.unwrap_or(self.cfg.uid),
+            gid: ov.gid.unwrap_or(self.cfg.gid),
         }
+    }
+
+    /// Records a kernel reference to `name` in `parent` and returns its
+    /// attributes.
+    fn remember(&self, parent: Ino, name: &str, kind: Kind, loc: Location, stat: Stat) -> Attr {
+        let (ino, ov) = {
+            let mut inodes = self.inodes.lock().expect("inode lock");
+            let ino = inodes.remember(parent, name, kind, loc, stat.clone());
+            let ov = inodes
+                .get(ino)
+                .map(|n| n.overrides.clone())
+                .unwrap_or_default();
+            (ino, ov)
+        };
+        self.attr(ino, kind, &stat, &ov)
     }
 
     fn inode(&self, ino: Ino) -> FsResult<inode::Inode> {
@@ -328,12 +376,7 @@ impl Fs {
             Entry::File(stat) => (Kind::File, stat),
         };
         let loc = p.loc.child(name, kind);
-        let ino =
-            self.inodes
-                .lock()
-                .expect("inode lock")
-                .remember(parent, name, kind, loc, stat.clone());
-        Ok(self.attr(ino, kind, &stat))
+        Ok(self.remember(parent, name, kind, loc, stat))
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
@@ -342,7 +385,14 @@ impl Fs {
 
     /// Re-reads a file's attributes when they are older than the TTL.
     async fn refresh(&self, node: &inode::Inode) -> FsResult<Stat> {
-        if node.kind == Kind::Dir || self.ttl().fresh(node.stat_at) {
+        if node.kind == Kind::Dir
+            || self.ttl().fresh(node.stat_at)
+            || self
+                .dirty
+                .lock()
+                .expect("dirty lock")
+                .contains_key(&node.ino)
+        {
             return Ok(node.stat.clone());
         }
         let h = self
@@ -364,15 +414,13 @@ impl Fs {
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let node = self.inode(ino)?;
         let stat = self.refresh(&node).await?;
-        Ok(self.attr(ino, node.kind, &stat))
+        Ok(self.attr(ino, node.kind, &stat, &node.overrides))
     }
 
-    /// Opens a file for reading. Returns the handle and whether the kernel
-    /// may keep the pages it cached at an earlier open (same ETag).
-    pub async fn open(&self, ino: Ino, write: bool) -> FsResult<(u64, bool)> {
-        if write {
-            // Writing arrives with the write-back buffer; until then, and
-            // always with --read-only, writes are refused.
+    /// Opens a file. Returns the handle and whether the kernel may keep the
+    /// pages it cached at an earlier open (same ETag, no unsaved changes).
+    pub async fn open(&self, ino: Ino, write: bool, truncate: bool) -> FsResult<(u64, bool)> {
+        if (write || truncate) && self.cfg.read_only {
             return Err(FsError::ReadOnly);
         }
         let node = self.inode(ino)?;
@@ -380,47 +428,221 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let stat = self.refresh(&node).await?;
-        let keep_cache = {
-            let mut inodes = self.inodes.lock().expect("inode lock");
-            match inodes.get_mut(ino) {
-                Some(n) => {
-                    let keep = stat.etag.is_some() && n.cached_etag == stat.etag;
-                    n.cached_etag.clone_from(&stat.etag);
-                    keep
+        let existing = self
+            .dirty
+            .lock()
+            .expect("dirty lock")
+            .get(&ino)
+            .map(|d| d.file.clone());
+        let handle = if write || truncate {
+            let file = match existing {
+                Some(f) => f,
+                None => DirtyFile::new(
+                    self.uploads.clone(),
+                    node.loc.clone(),
+                    Some((stat.etag.clone(), stat.size)),
+                )?,
+            };
+            if truncate {
+                file.set_size(0).await?;
+            }
+            Handle::Write { ino, file }
+        } else if let Some(file) = existing {
+            Handle::Write { ino, file }
+        } else {
+            Handle::Read(Arc::new(FileReader::new(
+                self.client.clone(),
+                node.loc.bucket.clone(),
+                node.loc.key.clone(),
+                stat.etag.clone(),
+                stat.size,
+                self.cfg.prefetch.clone(),
+                self.memory.clone(),
+            )))
+        };
+        let keep_cache = match &handle {
+            Handle::Write { .. } => false,
+            Handle::Read(_) => {
+                let mut inodes = self.inodes.lock().expect("inode lock");
+                match inodes.get_mut(ino) {
+                    Some(n) => {
+                        let keep = stat.etag.is_some() && n.cached_etag == stat.etag;
+                        n.cached_etag.clone_from(&stat.etag);
+                        keep
+                    }
+                    None => false,
                 }
-                None => false,
             }
         };
-        let reader = FileReader::new(
-            self.client.clone(),
-            node.loc.bucket.clone(),
-            node.loc.key.clone(),
-            stat.etag.clone(),
-            stat.size,
-            self.cfg.prefetch.clone(),
-            self.memory.clone(),
-        );
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .expect("files lock")
-            .insert(fh, Arc::new(reader));
-        Ok((fh, keep_cache))
+        Ok((self.add_handle(handle), keep_cache))
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let reader = self
-            .files
+    fn add_handle(&self, handle: Handle) -> u64 {
+        if let Handle::Write { ino, file } = &handle {
+            let mut dirty = self.dirty.lock().expect("dirty lock");
+            dirty
+                .entry(*ino)
+                .or_insert_with(|| Dirty {
+                    file: file.clone(),
+                    handles: 0,
+                })
+                .handles += 1;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().expect("files lock").insert(fh, handle);
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Handle> {
+        self.files
             .lock()
             .expect("files lock")
             .get(&fh)
             .cloned()
-            .ok_or(FsError::BadHandle)?;
-        reader.read(offset, size).await
+            .ok_or(FsError::BadHandle)
     }
 
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        match self.handle(fh)? {
+            Handle::Read(reader) => reader.read(offset, size).await,
+            Handle::Write { file, .. } => file.read(offset, size).await,
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        match self.handle(fh)? {
+            Handle::Read(_) => Err(FsError::BadHandle),
+            Handle::Write { file, .. } => file.write(offset, data).await,
+        }
+    }
+
+    /// Puts a file's changes in the bucket (close, fsync): returns once the
+    /// object is complete there.
+    async fn commit(&self, ino: Ino, file: &Arc<DirtyFile>) -> FsResult<()> {
+        let Some(done) = file.commit().await? else {
+            return Ok(());
+        };
+        let loc = file.location();
+        let stat = Stat {
+            size: done.size,
+            mtime: SystemTime::now(),
+            etag: done.etag,
+        };
+        let mut inodes = self.inodes.lock().expect("inode lock");
+        if let Some(n) = inodes.get_mut(ino) {
+            n.stat = stat.clone();
+            n.stat_at = std::time::Instant::now();
+            n.overrides.mtime = None;
+        }
+        drop(inodes);
+        let (parent, path) = split_key(&loc.key);
+        self.cache.invalidate(&loc.bucket, path, parent);
+        self.cache.put(&loc.bucket, path, Entry::File(stat));
+        Ok(())
+    }
+
+    /// close(): the changes are in the bucket, or the error is returned.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        match self.handle(fh)? {
+            Handle::Read(_) => Ok(()),
+            Handle::Write { ino, file } => self.commit(ino, &file).await,
+        }
+    }
+
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await
+    }
+
+    /// The last close of a handle. A write-back buffer goes with its last
+    /// handle. Its changes were committed at flush (every close); if that
+    /// failed, close() reported it and the changes are dropped here, not
+    /// tried again unseen.
     pub fn release(&self, fh: u64) {
-        self.files.lock().expect("files lock").remove(&fh);
+        let Some(handle) = self.files.lock().expect("files lock").remove(&fh) else {
+            return;
+        };
+        let Handle::Write { ino, file } = handle else {
+            return;
+        };
+        let mut dirty = self.dirty.lock().expect("dirty lock");
+        let last = match dirty.get_mut(&ino) {
+            Some(d) if d.handles > 1 => {
+                d.handles -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if last {
+            dirty.remove(&ino);
+            if file.is_dirty() {
+                tracing::warn!(key = %file.location().key, "unsaved changes dropped: their upload failed and close() reported it");
+            }
+        }
+    }
+
+    /// chmod, chown, utimes (in memory only) and truncate (in the bucket).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        perm: Option<u16>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mtime: Option<SystemTime>,
+    ) -> FsResult<Attr> {
+        if self.cfg.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let node = self.inode(ino)?;
+        if let Some(new_size) = size {
+            if node.kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let open = match fh.map(|fh| self.handle(fh)) {
+                Some(Ok(Handle::Write { file, .. })) => Some(file),
+                _ => self
+                    .dirty
+                    .lock()
+                    .expect("dirty lock")
+                    .get(&ino)
+                    .map(|d| d.file.clone()),
+            };
+            match open {
+                // An open file is saved at its close.
+                Some(file) => file.set_size(new_size).await?,
+                None => {
+                    let stat = self.refresh(&node).await?;
+                    let file = DirtyFile::new(
+                        self.uploads.clone(),
+                        node.loc.clone(),
+                        Some((stat.etag, stat.size)),
+                    )?;
+                    file.set_size(new_size).await?;
+                    self.commit(ino, &file).await?;
+                }
+            }
+        }
+        let (stat, ov) = {
+            let mut inodes = self.inodes.lock().expect("inode lock");
+            let n = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
+            if perm.is_some() {
+                n.overrides.perm = perm;
+            }
+            if uid.is_some() {
+                n.overrides.uid = uid;
+            }
+            if gid.is_some() {
+                n.overrides.gid = gid;
+            }
+            if mtime.is_some() {
+                n.overrides.mtime = mtime;
+            }
+            (n.stat.clone(), n.overrides.clone())
+        };
+        Ok(self.attr(ino, node.kind, &stat, &ov))
     }
 
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
@@ -470,7 +692,8 @@ impl Fs {
         let node = self.inode(ino)?;
         for (off, name, target) in [(0u64, ".", ino), (1, "..", node.parent)] {
             if offset == off {
-                let attr = plus.then(|| self.attr(target, Kind::Dir, &self.dir_stat()));
+                let attr = plus
+                    .then(|| self.attr(target, Kind::Dir, &self.dir_stat(), &Overrides::default()));
                 let full = fill(ReaddirEntry {
                     ino: target,
                     next_offset: off + 1,
@@ -489,14 +712,8 @@ impl Fs {
             for e in &batch {
                 let (entry_ino, attr) = if plus {
                     let loc = dir.location().child(&e.name, e.kind);
-                    let ino = self.inodes.lock().expect("inode lock").remember(
-                        ino,
-                        &e.name,
-                        e.kind,
-                        loc,
-                        e.stat.clone(),
-                    );
-                    (ino, Some(self.attr(ino, e.kind, &e.stat)))
+                    let attr = self.remember(ino, &e.name, e.kind, loc, e.stat.clone());
+                    (attr.ino, Some(attr))
                 } else {
                     let known = self
                         .inodes
@@ -545,4 +762,11 @@ impl Fs {
     pub fn root_ino(&self) -> Ino {
         ROOT_INO
     }
+}
+
+/// The parent prefix and the path (without trailing slash) of a key.
+fn split_key(key: &str) -> (&str, &str) {
+    let path = key.strip_suffix('/').unwrap_or(key);
+    let parent = path.rfind('/').map_or("", |i| &path[..=i]);
+    (parent, path)
 }

@@ -95,8 +95,18 @@ pub fn run(args: MountArgs) -> ExitCode {
             max_memory: args.prefetch_memory_mib.max(16) * 1024 * 1024,
             ..Default::default()
         },
+        write: crate::fs::upload::WriteConfig {
+            cache_dir: args.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
+            max_staged: args.cache_size_mib * 1024 * 1024,
+            max_memory: args.upload_memory_mib.max(16) * 1024 * 1024,
+            ..Default::default()
+        },
         ..Default::default()
     };
+    if args.abort_uploads_after >= 0 {
+        let age = Duration::from_secs(args.abort_uploads_after as u64);
+        runtime.block_on(abort_orphaned_uploads(client.as_ref(), &source, age));
+    }
     let fs = Arc::new(Fs::new(client.clone(), source, fs_config));
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut options = vec![
@@ -219,6 +229,60 @@ async fn check_store(client: &S3Client, source: &MountSource) -> Result<(), S3Er
             )
             .await
             .map(drop),
+    }
+}
+
+/// Multipart uploads under the mount older than `age` were left by a
+/// crash (bladefs completes or aborts its own): abort them so they do not
+/// pile up. Best effort: stores without ListMultipartUploads are skipped.
+async fn abort_orphaned_uploads(client: &S3Client, source: &MountSource, age: Duration) {
+    let MountSource::Bucket { bucket, prefix } = source else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut params = crate::s3::ListUploadsParams {
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let mut aborted = 0;
+    loop {
+        let page = match client.list_multipart_uploads(bucket, &params).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list multipart uploads; none aborted");
+                return;
+            }
+        };
+        for u in page.uploads {
+            let old = u
+                .initiated
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d >= age);
+            if old {
+                match client
+                    .abort_multipart_upload(bucket, &u.key, &u.upload_id)
+                    .await
+                {
+                    Ok(()) => aborted += 1,
+                    Err(e) => {
+                        tracing::warn!(key = %u.key, error = %e, "could not abort an old upload")
+                    }
+                }
+            }
+        }
+        match (page.next_key_marker, page.next_upload_id_marker) {
+            (Some(k), u) => {
+                params.key_marker = Some(k);
+                params.upload_id_marker = u;
+            }
+            _ => break,
+        }
+    }
+    if aborted > 0 {
+        tracing::info!(
+            aborted,
+            "aborted multipart uploads left by an earlier crash"
+        );
     }
 }
 

@@ -115,6 +115,25 @@ impl MetaCache {
         }
     }
 
+    /// Forgets what is known of `path` and of the listing of `parent`,
+    /// after a change there.
+    pub fn invalidate(&self, bucket: &Arc<str>, path: &str, parent: &str) {
+        self.names
+            .lock()
+            .expect("cache lock")
+            .pop(&(bucket.clone(), path.to_string()));
+        self.listings
+            .lock()
+            .expect("cache lock")
+            .pop(&(bucket.clone(), parent.to_string()));
+    }
+
+    /// Forgets everything (after a directory rename moved many keys).
+    pub fn clear(&self) {
+        self.names.lock().expect("cache lock").clear();
+        self.listings.lock().expect("cache lock").clear();
+    }
+
     /// What a name is according to a fresh complete listing of its
     /// directory: `Some(Missing)` when the listing lacks it.
     pub fn from_listing(&self, bucket: &Arc<str>, prefix: &str, name: &str) -> Option<Entry> {

@@ -26,6 +26,16 @@ pub enum FsError {
     BadHandle,
     #[error("the request was cancelled")]
     Cancelled,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("operation not permitted here")]
+    NotPermitted,
+    #[error("the staging space for writes is full")]
+    NoSpace,
+    #[error("local I/O error: {0}")]
+    Io(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
     #[error(transparent)]
@@ -47,6 +57,11 @@ impl FsError {
             FsError::Stale => libc::ESTALE,
             FsError::BadHandle => libc::EBADF,
             FsError::Cancelled => libc::EINTR,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NotPermitted => libc::EPERM,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::Io(_) => libc::EIO,
             FsError::Internal(_) => libc::EIO,
             FsError::S3(e) => match e.kind() {
                 ErrorKind::NotFound | ErrorKind::NoSuchBucket => libc::ENOENT,

@@ -69,7 +69,18 @@ pub struct Inode {
     /// The ETag whose content the kernel's page cache holds from an earlier
     /// open; the cache is kept across opens only while it still matches.
     pub cached_etag: Option<String>,
+    /// chmod/chown/utimes: kept for the inode's life in memory only (the
+    /// store has no metadata to hold them).
+    pub overrides: Overrides,
     lookups: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -97,6 +108,7 @@ impl InodeTable {
                 },
                 stat_at: Instant::now(),
                 cached_etag: None,
+                overrides: Overrides::default(),
                 // The root is never forgotten.
                 lookups: 1,
             },
@@ -163,11 +175,40 @@ impl InodeTable {
                 stat,
                 stat_at: Instant::now(),
                 cached_etag: None,
+                overrides: Overrides::default(),
                 lookups: 1,
             },
         );
         self.children.insert(key, ino);
         ino
+    }
+
+    /// `ino` is now `new_name` in `new_parent`, at `new_loc`; an inode that
+    /// had that name loses it.
+    pub fn rename(&mut self, ino: Ino, new_parent: Ino, new_name: &str, new_loc: Location) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        let old_key = (inode.parent, inode.name.clone());
+        let new_key = (new_parent, Arc::<str>::from(new_name));
+        inode.parent = new_parent;
+        inode.name = new_key.1.clone();
+        inode.loc = new_loc;
+        if self.children.get(&old_key) == Some(&ino) {
+            self.children.remove(&old_key);
+        }
+        self.children.insert(new_key, ino);
+    }
+
+    /// Every inode whose key starts with `old` in `bucket` moves to `new`.
+    pub fn rebase(&mut self, bucket: &str, old: &str, new: &str) {
+        for inode in self.inodes.values_mut() {
+            if inode.loc.bucket.as_ref() == bucket
+                && let Some(rest) = inode.loc.key.strip_prefix(old)
+            {
+                inode.loc.key = format!("{new}{rest}");
+            }
+        }
     }
 
     /// The kernel dropped `n` references; the inode goes when none is left.

@@ -1,0 +1,851 @@
+//! Writing: the write-back buffer and the uploads that empty it.
+//!
+//! Design:
+//! - A file open for writing has one [`DirtyFile`], shared by all its
+//!   handles. Written bytes go to a *staging file*: a sparse temp file in
+//!   the cache directory, unlinked at once (a crash leaves nothing behind).
+//!   RAM holds only parts being uploaded, bounded by a semaphore of bytes
+//!   shared by the mount: writers wait for memory instead of growing it.
+//!   Staged bytes of all files together are bounded too (ENOSPC beyond).
+//! - The file is the *base* object (its ETag and the length of it still in
+//!   use) overlaid with *dirty* ranges. Bytes of the base a reader or an
+//!   upload needs are fetched into the staging file on demand (*present*).
+//! - A new or truncated file written from start to end *streams*: each
+//!   part is uploaded in the background as soon as it is complete and more
+//!   data follows. Part sizes grow with the part number (8 MiB for the
+//!   first thousand, doubling every thousand) so 10 000 parts reach past
+//!   5 TiB without knowing the final size.
+//! - Otherwise `commit` plans the object afresh: unchanged ranges of the
+//!   base stay on the server (UploadPartCopy, guarded by If-Match on the
+//!   base ETag), changed ones are uploaded; a piece too small to be a part
+//!   (under 5 MiB, not the last) is merged into its neighbour, filling its
+//!   unchanged bytes from the base. Small files are one PUT.
+//! - `commit` (on close and fsync) returns only when the object is
+//!   complete in the bucket. A failed multipart upload is aborted, so no
+//!   partial object appears and the old content stays; the written data
+//!   stays staged and the error goes to close/fsync (EIO).
+
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::error::{FsError, FsResult};
+use super::inode::Location;
+use super::ranges::RangeSet;
+use crate::s3::{CompletedPart, CopySource, GetObjectParams, ObjectClient, S3Error, limits};
+
+#[derive(Debug, Clone)]
+pub struct WriteConfig {
+    /// Where staging files live. Default: `$TMPDIR` (or /var/tmp).
+    pub cache_dir: PathBuf,
+    /// Bytes all files together may stage. Default 10 GiB.
+    pub max_staged: u64,
+    /// Part size of the first thousand streamed parts, and the smallest
+    /// part of a planned upload. Default 8 MiB.
+    pub part_size: u64,
+    /// Parts of one file uploading at once. Default 4.
+    pub parts_in_flight: usize,
+    /// Bytes of parts in memory for all uploads together. Default 128 MiB.
+    pub max_memory: u64,
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        WriteConfig {
+            cache_dir: std::env::temp_dir(),
+            max_staged: 10 * 1024 * MIB,
+            part_size: 8 * MIB,
+            parts_in_flight: 4,
+            max_memory: 128 * MIB,
+        }
+    }
+}
+
+/// What every dirty file of a mount shares.
+pub struct Uploads {
+    pub cfg: WriteConfig,
+    client: Arc<dyn ObjectClient>,
+    memory: Arc<Semaphore>,
+    staged: AtomicU64,
+}
+
+impl Uploads {
+    pub fn new(client: Arc<dyn ObjectClient>, cfg: WriteConfig) -> Arc<Self> {
+        Arc::new(Uploads {
+            memory: Arc::new(Semaphore::new(cfg.max_memory as usize)),
+            cfg,
+            client,
+            staged: AtomicU64::new(0),
+        })
+    }
+
+    /// The size of streamed part number `n` (1-based).
+    fn stream_part_len(&self, n: u32) -> u64 {
+        self.cfg.part_size << ((n - 1) / 1000).min(10)
+    }
+
+    /// The size of planned parts for an object of `size` bytes.
+    fn planned_part_len(&self, size: u64) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        let fit = size
+            .div_ceil(u64::from(limits::MAX_PARTS) - 100)
+            .div_ceil(MIB)
+            * MIB;
+        self.cfg.part_size.max(fit).max(limits::MIN_PART_SIZE)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Base {
+    etag: Option<String>,
+    /// Bytes of the object that still belong to the file (truncation cuts).
+    len: u64,
+}
+
+struct Stream {
+    upload_id: String,
+    parts: Vec<JoinHandle<Result<CompletedPart, S3Error>>>,
+    uploaded_to: u64,
+}
+
+struct State {
+    size: u64,
+    base: Option<Base>,
+    dirty: RangeSet,
+    present: RangeSet,
+    generation: u64,
+    committed: u64,
+    stream: Option<Stream>,
+    /// Staged bytes counted against the mount's limit.
+    charged: u64,
+}
+
+pub struct DirtyFile {
+    up: Arc<Uploads>,
+    loc: Mutex<Location>,
+    staging: Arc<std::fs::File>,
+    state: Mutex<State>,
+    part_slots: Arc<Semaphore>,
+    /// Commits of one file run one at a time: each must see the result of
+    /// the one before. An async mutex, held across the upload on purpose;
+    /// nothing else ever waits on it while holding another lock.
+    commit_serial: tokio::sync::Mutex<()>,
+}
+
+/// What a successful commit left in the bucket.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// One piece of a planned upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes kept from the base object.
+    Copy(Range<u64>),
+    /// Bytes sent from the staging file.
+    Upload(Range<u64>),
+}
+
+impl Piece {
+    fn range(&self) -> &Range<u64> {
+        match self {
+            Piece::Copy(r) | Piece::Upload(r) => r,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        let r = self.range();
+        r.end - r.start
+    }
+}
+
+/// Splits `0..size` into parts: unchanged bytes of the base (below
+/// `base_len`, outside `dirty`) are copied, the rest uploaded; no part but
+/// the last is under 5 MiB, none over 5 GiB, uploads at most `part_len`.
+pub fn plan(size: u64, base_len: u64, dirty: &RangeSet, part_len: u64) -> Vec<Piece> {
+    let mut runs: Vec<Piece> = Vec::new();
+    let copyable_end = base_len.min(size);
+    let mut pos = 0;
+    for gap in dirty.gaps(0..copyable_end) {
+        if gap.start > pos {
+            runs.push(Piece::Upload(pos..gap.start));
+        }
+        runs.push(Piece::Copy(gap.clone()));
+        pos = gap.end;
+    }
+    if pos < size {
+        runs.push(Piece::Upload(pos..size));
+    }
+    let mut parts: Vec<Piece> = Vec::new();
+    for run in runs {
+        let (r, max) = match &run {
+            Piece::Copy(r) => (r.clone(), limits::MAX_PART_SIZE),
+            Piece::Upload(r) => (r.clone(), part_len),
+        };
+        let mut start = r.start;
+        while start < r.end {
+            let end = r.end.min(start + max);
+            parts.push(match run {
+                Piece::Copy(_) => Piece::Copy(start..end),
+                Piece::Upload(_) => Piece::Upload(start..end),
+            });
+            start = end;
+        }
+    }
+    // Grow every small part but the last into an upload of at least 5 MiB,
+    // taking bytes from the parts after it.
+    let mut i = 0;
+    while i + 1 < parts.len() {
+        if parts[i].len() >= limits::MIN_PART_SIZE {
+            i += 1;
+            continue;
+        }
+        let start = parts[i].range().start;
+        let want_end = start + part_len.max(limits::MIN_PART_SIZE);
+        let mut end = parts[i].range().end;
+        let mut j = i + 1;
+        while j < parts.len() && end < want_end {
+            let r = parts[j].range().clone();
+            if r.end <= want_end {
+                end = r.end;
+                j += 1;
+            } else {
+                end = want_end;
+                parts[j] = match &parts[j] {
+                    Piece::Copy(_) => Piece::Copy(want_end..r.end),
+                    Piece::Upload(_) => Piece::Upload(want_end..r.end),
+                };
+                break;
+            }
+        }
+        parts.splice(i..j, [Piece::Upload(start..end)]);
+        i += 1;
+    }
+    parts
+}
+
+fn io_error(e: std::io::Error) -> FsError {
+    FsError::Io(e.to_string())
+}
+
+impl DirtyFile {
+    /// A file whose content starts as `base` (an existing object of
+    /// `base_size` bytes), or empty.
+    pub fn new(
+        up: Arc<Uploads>,
+        loc: Location,
+        base: Option<(Option<String>, u64)>,
+    ) -> FsResult<Arc<Self>> {
+        let staging = tempfile::tempfile_in(&up.cfg.cache_dir).map_err(|e| {
+            FsError::Io(format!(
+                "cannot create a staging file in {}: {e}",
+                up.cfg.cache_dir.display()
+            ))
+        })?;
+        // An empty base is no base: the file is new, and may stream.
+        let base = base.filter(|b| b.1 > 0);
+        let size = base.as_ref().map_or(0, |b| b.1);
+        Ok(Arc::new(DirtyFile {
+            part_slots: Arc::new(Semaphore::new(up.cfg.parts_in_flight.max(1))),
+            up,
+            loc: Mutex::new(loc),
+            staging: Arc::new(staging),
+            state: Mutex::new(State {
+                size,
+                base: base.map(|(etag, len)| Base { etag, len }),
+                dirty: RangeSet::new(),
+                present: RangeSet::new(),
+                generation: 0,
+                committed: 0,
+                stream: None,
+                charged: 0,
+            }),
+            commit_serial: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.state.lock().expect("dirty lock").size
+    }
+
+    pub fn location(&self) -> Location {
+        self.loc.lock().expect("loc lock").clone()
+    }
+
+    pub fn set_location(&self, loc: Location) {
+        *self.loc.lock().expect("loc lock") = loc;
+    }
+
+    /// Whether there are changes not yet in the bucket.
+    pub fn is_dirty(&self) -> bool {
+        let st = self.state.lock().expect("dirty lock");
+        st.generation != st.committed
+    }
+
+    /// Counts `new_size` against the mount's staging limit.
+    fn charge(&self, st: &mut State, new_size: u64) -> FsResult<()> {
+        if new_size <= st.charged {
+            return Ok(());
+        }
+        let more = new_size - st.charged;
+        let before = self.up.staged.fetch_add(more, Ordering::SeqCst);
+        if before + more > self.up.cfg.max_staged {
+            self.up.staged.fetch_sub(more, Ordering::SeqCst);
+            return Err(FsError::NoSpace);
+        }
+        st.charged = new_size;
+        Ok(())
+    }
+
+    pub async fn write(self: &Arc<Self>, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let len = data.len() as u64;
+        let this = self.clone();
+        let data = data.to_vec();
+        // Local disk I/O off the async workers; the state lock covers the
+        // pwrite so a concurrent fill from the base cannot overwrite it.
+        tokio::task::spawn_blocking(move || {
+            let mut st = this.state.lock().expect("dirty lock");
+            let end = offset + len;
+            let grown = end.max(st.size);
+            this.charge(&mut st, grown)?;
+            this.staging.write_all_at(&data, offset).map_err(io_error)?;
+            st.size = st.size.max(end);
+            st.dirty.insert(offset..end);
+            st.present.insert(offset..end);
+            st.generation += 1;
+            if let Some(stream) = &st.stream
+                && offset < stream.uploaded_to
+            {
+                // Rewriting what already went up: plan afresh at commit.
+                let stream = st.stream.take().expect("checked");
+                this.abandon(stream);
+            }
+            Ok::<(), FsError>(())
+        })
+        .await
+        .map_err(|_| FsError::Cancelled)??;
+        self.stream_parts().await?;
+        Ok(len as u32)
+    }
+
+    /// Starts background uploads of the parts that are complete, when the
+    /// file is new (no base) and more data follows them.
+    async fn stream_parts(self: &Arc<Self>) -> FsResult<()> {
+        loop {
+            let (upload_id, range, number) = {
+                let st = self.state.lock().expect("dirty lock");
+                if st.base.is_some() {
+                    return Ok(());
+                }
+                let (uploaded_to, n) = st
+                    .stream
+                    .as_ref()
+                    .map_or((0, 1), |s| (s.uploaded_to, s.parts.len() as u32 + 1));
+                if n > limits::MAX_PARTS - 1 {
+                    return Ok(());
+                }
+                let part_end = uploaded_to + self.up.stream_part_len(n);
+                // The last part is left for the commit, so it is never empty.
+                if st.size <= part_end {
+                    return Ok(());
+                }
+                (
+                    st.stream.as_ref().map(|s| s.upload_id.clone()),
+                    uploaded_to..part_end,
+                    n,
+                )
+            };
+            // Back-pressure: a writer waits while its parts are uploading.
+            let slot = self
+                .part_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("slots never close");
+            let upload_id = match upload_id {
+                Some(id) => id,
+                None => {
+                    let loc = self.location();
+                    let id = self
+                        .up
+                        .client
+                        .create_multipart_upload(&loc.bucket, &loc.key)
+                        .await?;
+                    let mut st = self.state.lock().expect("dirty lock");
+                    if st.stream.is_some() || st.base.is_some() {
+                        // Raced with another writer, or truncated: let go.
+                        self.abort_in_background(id);
+                        continue;
+                    }
+                    st.stream = Some(Stream {
+                        upload_id: id.clone(),
+                        parts: Vec::new(),
+                        uploaded_to: 0,
+                    });
+                    id
+                }
+            };
+            let task = {
+                let this = self.clone();
+                let range = range.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let loc = this.location();
+                    let body =
+                        this.read_staging(range)
+                            .await
+                            .map_err(|e| S3Error::InvalidRequest {
+                                operation: "UploadPart",
+                                detail: e.to_string(),
+                            })?;
+                    let etag = this
+                        .up
+                        .client
+                        .upload_part(&loc.bucket, &loc.key, &upload_id, number, body.0)
+                        .await?;
+                    Ok(CompletedPart {
+                        part_number: number,
+                        etag,
+                    })
+                })
+            };
+            let mut st = self.state.lock().expect("dirty lock");
+            match &mut st.stream {
+                Some(s) if s.parts.len() as u32 + 1 == number && s.uploaded_to == range.start => {
+                    s.parts.push(task);
+                    s.uploaded_to = range.end;
+                }
+                _ => task.abort(),
+            }
+        }
+    }
+
+    fn abandon(&self, stream: Stream) {
+        for p in &stream.parts {
+            p.abort();
+        }
+        self.abort_in_background(stream.upload_id);
+    }
+
+    fn abort_in_background(&self, upload_id: String) {
+        let client = self.up.client.clone();
+        let loc = self.location();
+        tokio::spawn(async move {
+            if let Err(e) = client
+                .abort_multipart_upload(&loc.bucket, &loc.key, &upload_id)
+                .await
+            {
+                tracing::warn!(key = %loc.key, error = %e, "could not abort an abandoned upload");
+            }
+        });
+    }
+
+    /// Bytes of the staging file, holding memory permits while they live.
+    async fn read_staging(
+        &self,
+        range: Range<u64>,
+    ) -> FsResult<(Bytes, tokio::sync::OwnedSemaphorePermit)> {
+        let len = range.end - range.start;
+        let permit = self
+            .up
+            .memory
+            .clone()
+            .acquire_many_owned(len.min(self.up.cfg.max_memory) as u32)
+            .await
+            .expect("memory semaphore never closes");
+        let staging = self.staging.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len as usize];
+            staging.read_exact_at(&mut buf, range.start).map(|_| buf)
+        })
+        .await
+        .map_err(|_| FsError::Cancelled)?
+        .map_err(io_error)?;
+        Ok((Bytes::from(bytes), permit))
+    }
+
+    /// Makes the base's bytes in `range` present in the staging file.
+    async fn ensure_present(self: &Arc<Self>, range: Range<u64>) -> FsResult<()> {
+        let (gaps, etag) = {
+            let st = self.state.lock().expect("dirty lock");
+            let Some(base) = &st.base else {
+                return Ok(());
+            };
+            let end = range.end.min(base.len);
+            if range.start >= end {
+                return Ok(());
+            }
+            (st.present.gaps(range.start..end), base.etag.clone())
+        };
+        let loc = self.location();
+        let chunk = self.up.cfg.part_size;
+        let pieces: Vec<Range<u64>> = gaps
+            .into_iter()
+            .flat_map(|g| {
+                (g.start..g.end)
+                    .step_by(chunk as usize)
+                    .map(move |s| s..(s + chunk).min(g.end))
+            })
+            .collect();
+        futures::stream::iter(pieces)
+            .map(|piece| {
+                let loc = loc.clone();
+                let etag = etag.clone();
+                async move {
+                    let out = self
+                        .up
+                        .client
+                        .get_object(
+                            &loc.bucket,
+                            &loc.key,
+                            &GetObjectParams {
+                                range: Some(piece.clone()),
+                                if_match: etag,
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    let this = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut st = this.state.lock().expect("dirty lock");
+                        // Only what nobody wrote meanwhile.
+                        for gap in st.present.gaps(piece.clone()) {
+                            let from = (gap.start - piece.start) as usize;
+                            let to = (gap.end - piece.start) as usize;
+                            this.staging
+                                .write_all_at(&out.body[from..to], gap.start)
+                                .map_err(io_error)?;
+                        }
+                        st.present.insert(piece);
+                        Ok::<(), FsError>(())
+                    })
+                    .await
+                    .map_err(|_| FsError::Cancelled)?
+                }
+            })
+            .buffer_unordered(self.up.cfg.parts_in_flight.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Bytes `offset..offset+len` of the file as it is now.
+    pub async fn read(self: &Arc<Self>, offset: u64, len: u32) -> FsResult<Bytes> {
+        let size = self.size();
+        if offset >= size {
+            return Ok(Bytes::new());
+        }
+        let end = size.min(offset + u64::from(len));
+        self.ensure_present(offset..end).await?;
+        let staging = self.staging.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; (end - offset) as usize];
+            staging.read_exact_at(&mut buf, offset).map(|_| buf)
+        })
+        .await
+        .map_err(|_| FsError::Cancelled)?
+        .map_err(io_error)?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Truncates or extends the file to `new_size` (extension reads as zeros).
+    pub async fn set_size(self: &Arc<Self>, new_size: u64) -> FsResult<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut st = this.state.lock().expect("dirty lock");
+            this.charge(&mut st, new_size)?;
+            // The staging file follows the size both ways: cut bytes are
+            // gone (zeros if it grows again), added ones read as zeros.
+            this.staging.set_len(new_size).map_err(io_error)?;
+            if new_size < st.size {
+                st.dirty.truncate(new_size);
+                st.present.truncate(new_size);
+                if let Some(base) = &mut st.base {
+                    base.len = base.len.min(new_size);
+                }
+                if st
+                    .stream
+                    .as_ref()
+                    .is_some_and(|s| new_size <= s.uploaded_to)
+                {
+                    let stream = st.stream.take().expect("checked");
+                    this.abandon(stream);
+                }
+            }
+            if new_size == 0 {
+                // Nothing of the old object is left: a new file, which may stream.
+                st.base = None;
+            }
+            st.size = new_size;
+            st.generation += 1;
+            Ok::<(), FsError>(())
+        })
+        .await
+        .map_err(|_| FsError::Cancelled)?
+    }
+
+    /// Puts the file's content in the bucket; returns only when it is
+    /// complete there. `Ok(None)`: nothing had changed.
+    pub async fn commit(self: &Arc<Self>) -> FsResult<Option<Committed>> {
+        let _serial = self.commit_serial.lock().await;
+        let (generation, size, base, dirty, stream) = {
+            let mut st = self.state.lock().expect("dirty lock");
+            if st.generation == st.committed {
+                return Ok(None);
+            }
+            (
+                st.generation,
+                st.size,
+                st.base.clone(),
+                st.dirty.clone(),
+                st.stream.take(),
+            )
+        };
+        let loc = self.location();
+        let result = match stream {
+            Some(stream) => self.finish_stream(&loc, stream, size).await,
+            None => self.upload_planned(&loc, size, base.as_ref(), &dirty).await,
+        };
+        let etag = result?;
+        let mut st = self.state.lock().expect("dirty lock");
+        st.committed = generation;
+        st.base = Some(Base {
+            etag: etag.clone(),
+            len: size,
+        });
+        if st.generation == generation {
+            st.dirty = RangeSet::new();
+        }
+        Ok(Some(Committed { size, etag }))
+    }
+
+    async fn finish_stream(
+        self: &Arc<Self>,
+        loc: &Location,
+        stream: Stream,
+        size: u64,
+    ) -> FsResult<Option<String>> {
+        let client = &self.up.client;
+        let result: FsResult<Option<String>> = async {
+            let mut parts = Vec::with_capacity(stream.parts.len() + 1);
+            for task in stream.parts {
+                parts.push(task.await.map_err(|_| FsError::Cancelled)??);
+            }
+            let number = parts.len() as u32 + 1;
+            let (body, _memory) = self.read_staging(stream.uploaded_to..size).await?;
+            let etag = client
+                .upload_part(&loc.bucket, &loc.key, &stream.upload_id, number, body)
+                .await?;
+            parts.push(CompletedPart {
+                part_number: number,
+                etag,
+            });
+            let out = client
+                .complete_multipart_upload(&loc.bucket, &loc.key, &stream.upload_id, &parts)
+                .await?;
+            Ok(out.etag)
+        }
+        .await;
+        if result.is_err() {
+            // Aborted before the error is reported: no upload is left over.
+            self.abort_now(&loc.bucket, &loc.key, &stream.upload_id)
+                .await;
+        }
+        result
+    }
+
+    async fn abort_now(&self, bucket: &str, key: &str, upload_id: &str) {
+        if let Err(e) = self
+            .up
+            .client
+            .abort_multipart_upload(bucket, key, upload_id)
+            .await
+        {
+            tracing::warn!(key, error = %e, "could not abort a failed upload; the next mount cleans it up");
+        }
+    }
+
+    async fn upload_planned(
+        self: &Arc<Self>,
+        loc: &Location,
+        size: u64,
+        base: Option<&Base>,
+        dirty: &RangeSet,
+    ) -> FsResult<Option<String>> {
+        let client = &self.up.client;
+        let base_len = base.map_or(0, |b| b.len);
+        let part_len = self.up.planned_part_len(size);
+        if size <= part_len {
+            self.ensure_present(0..size).await?;
+            let (body, _memory) = self.read_staging(0..size).await?;
+            return Ok(client.put_object(&loc.bucket, &loc.key, body).await?.etag);
+        }
+        let pieces = plan(size, base_len, dirty, part_len);
+        let upload_id = client
+            .create_multipart_upload(&loc.bucket, &loc.key)
+            .await?;
+        let source = CopySource {
+            bucket: loc.bucket.to_string(),
+            key: loc.key.clone(),
+            version_id: None,
+            if_match: base.and_then(|b| b.etag.clone()),
+        };
+        let result: FsResult<Option<String>> = async {
+            let parts = futures::stream::iter(pieces.into_iter().enumerate())
+                .map(|(i, piece)| {
+                    let source = &source;
+                    let upload_id = &upload_id;
+                    async move {
+                        let number = i as u32 + 1;
+                        let etag = match piece {
+                            Piece::Copy(r) => {
+                                client
+                                    .upload_part_copy(
+                                        &loc.bucket,
+                                        &loc.key,
+                                        upload_id,
+                                        number,
+                                        source,
+                                        Some(r),
+                                    )
+                                    .await?
+                            }
+                            Piece::Upload(r) => {
+                                self.ensure_present(r.clone()).await?;
+                                let (body, _memory) = self.read_staging(r).await?;
+                                client
+                                    .upload_part(&loc.bucket, &loc.key, upload_id, number, body)
+                                    .await?
+                            }
+                        };
+                        Ok::<_, FsError>(CompletedPart {
+                            part_number: number,
+                            etag,
+                        })
+                    }
+                })
+                .buffered(self.up.cfg.parts_in_flight.max(1))
+                .try_collect::<Vec<_>>()
+                .await?;
+            let out = client
+                .complete_multipart_upload(&loc.bucket, &loc.key, &upload_id, &parts)
+                .await?;
+            Ok(out.etag)
+        }
+        .await;
+        if result.is_err() {
+            self.abort_now(&loc.bucket, &loc.key, &upload_id).await;
+        }
+        result
+    }
+}
+
+impl Drop for DirtyFile {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().expect("dirty lock");
+        self.up.staged.fetch_sub(st.charged, Ordering::SeqCst);
+        if let Some(stream) = st.stream.take() {
+            for p in &stream.parts {
+                p.abort();
+            }
+            let client = self.up.client.clone();
+            let loc = self.loc.get_mut().expect("loc lock").clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = client
+                        .abort_multipart_upload(&loc.bucket, &loc.key, &stream.upload_id)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn check(parts: &[Piece], size: u64) {
+        let mut pos = 0;
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.range().start, pos, "{parts:?}");
+            pos = p.range().end;
+            assert!(p.len() > 0);
+            assert!(p.len() <= limits::MAX_PART_SIZE);
+            if i + 1 < parts.len() {
+                assert!(
+                    p.len() >= limits::MIN_PART_SIZE,
+                    "part {i} small: {parts:?}"
+                );
+            }
+        }
+        assert_eq!(pos, size);
+    }
+
+    #[test]
+    fn append_to_a_large_object_copies_it_and_uploads_the_tail() {
+        let mut dirty = RangeSet::new();
+        dirty.insert(1024 * MIB..1025 * MIB);
+        let parts = plan(1025 * MIB, 1024 * MIB, &dirty, 8 * MIB);
+        assert_eq!(
+            parts,
+            [
+                Piece::Copy(0..1024 * MIB),
+                Piece::Upload(1024 * MIB..1025 * MIB)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_small_edit_in_the_middle_is_grown_to_a_part() {
+        let mut dirty = RangeSet::new();
+        dirty.insert(100 * MIB..100 * MIB + 10);
+        let parts = plan(200 * MIB, 200 * MIB, &dirty, 8 * MIB);
+        check(&parts, 200 * MIB);
+        let uploaded: u64 = parts
+            .iter()
+            .filter(|p| matches!(p, Piece::Upload(_)))
+            .map(Piece::len)
+            .sum();
+        assert!(uploaded <= 8 * MIB, "{parts:?}");
+    }
+
+    #[test]
+    fn plans_are_valid_for_many_shapes() {
+        let mut state = 1u64;
+        for _ in 0..500 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let size = 1 + (state >> 20) % (300 * MIB);
+            let base_len = (state >> 7) % (size + 1);
+            let mut dirty = RangeSet::new();
+            for k in 0..(state % 5) {
+                let s = (state >> (k * 3)) % size;
+                dirty.insert(s..(s + (state >> 40) % (20 * MIB)).min(size));
+            }
+            check(&plan(size, base_len, &dirty, 8 * MIB), size);
+        }
+    }
+
+    #[test]
+    fn part_sizes_reach_five_tib() {
+        let up = WriteConfig::default();
+        let total: u64 = (1..=limits::MAX_PARTS)
+            .map(|n| up.part_size << ((n - 1) / 1000).min(10))
+            .sum();
+        assert!(total >= 5 * 1024 * 1024 * MIB);
+    }
+}

@@ -1,0 +1,575 @@
+//! Writing through real kernel mounts with the tools people use, against
+//! Garage (a real store that checks digests and conditions and lists
+//! multipart uploads). Every result is checked through the S3 API as well:
+//! the right objects with the right bytes, no multipart upload left over,
+//! no directory marker left behind.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use bladefs::s3::{GetObjectParams, ListObjectsParams, ListUploadsParams, ObjectClient, S3Client};
+use common::mount::{Mounted, requests, run};
+use common::{Kind, Server, data};
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1024 * 1024;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+struct Store {
+    client: Arc<S3Client>,
+    bucket: String,
+}
+
+impl Store {
+    fn new(server: &Server, bucket: &str) -> Store {
+        let client = server.client();
+        runtime().block_on(client.create_bucket(bucket)).unwrap();
+        Store {
+            client,
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// Every key in the bucket with its size.
+    fn keys(&self) -> BTreeMap<String, u64> {
+        runtime().block_on(async {
+            let mut out = BTreeMap::new();
+            let mut params = ListObjectsParams::default();
+            loop {
+                let page = self
+                    .client
+                    .list_objects(&self.bucket, &params)
+                    .await
+                    .unwrap();
+                for o in page.objects {
+                    out.insert(o.key, o.size);
+                }
+                match page.next_continuation_token {
+                    Some(t) => params.continuation_token = Some(t),
+                    None => return out,
+                }
+            }
+        })
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        runtime()
+            .block_on(
+                self.client
+                    .get_object(&self.bucket, key, &GetObjectParams::default()),
+            )
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .body
+            .to_vec()
+    }
+
+    fn put(&self, key: &str, body: Vec<u8>) {
+        runtime()
+            .block_on(self.client.put_object(&self.bucket, key, body.into()))
+            .unwrap();
+    }
+
+    fn assert_no_uploads_left(&self) {
+        let left = runtime()
+            .block_on(
+                self.client
+                    .list_multipart_uploads(&self.bucket, &ListUploadsParams::default()),
+            )
+            .unwrap();
+        assert!(left.uploads.is_empty(), "uploads left: {:?}", left.uploads);
+    }
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn local_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let sizes = [0usize, 1, 5000, 70_000, 2 * MIB + 1];
+    for d in 0..4 {
+        for (i, size) in sizes.iter().enumerate() {
+            files.insert(
+                format!("dir{d}/sub/f{i}.bin"),
+                data(*size, (d * 10 + i) as u64),
+            );
+        }
+    }
+    files.insert("top.txt".into(), b"top\n".to_vec());
+    files.insert("with space/é.txt".into(), b"odd\n".to_vec());
+    for (k, v) in &files {
+        let p = root.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, v).unwrap();
+    }
+    files
+}
+
+#[test]
+fn cp_rsync_tar_round_trips_and_rm_r() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "tools");
+    let src = tempfile::tempdir().unwrap();
+    let files = local_tree(src.path());
+    let m = Mounted::new(&server, "tools", &[]);
+    let mnt = m.path.to_str().unwrap().to_string();
+    let s = src.path().to_str().unwrap();
+
+    // cp -r in, and back out.
+    sh(&format!("cp -r '{s}' '{mnt}/cp'"));
+    let keys = store.keys();
+    for (k, v) in &files {
+        assert_eq!(keys.get(&format!("cp/{k}")), Some(&(v.len() as u64)), "{k}");
+    }
+    assert_eq!(store.get("cp/dir2/sub/f4.bin"), files["dir2/sub/f4.bin"]);
+    let out = tempfile::tempdir().unwrap();
+    sh(&format!("cp -r '{mnt}/cp' '{}/back'", out.path().display()));
+    run(
+        "diff",
+        &["-r", s, &format!("{}/back", out.path().display())],
+    );
+
+    // rsync -a in, twice; the second run changes one file.
+    sh(&format!("rsync -a '{s}/' '{mnt}/rsync/'"));
+    run("diff", &["-r", s, &format!("{mnt}/rsync")]);
+    std::fs::write(src.path().join("top.txt"), b"changed\n").unwrap();
+    sh(&format!("rsync -a '{s}/' '{mnt}/rsync/'"));
+    assert_eq!(store.get("rsync/top.txt"), b"changed\n");
+    run("diff", &["-r", s, &format!("{mnt}/rsync")]);
+
+    // tar x into the mount, tar c out of it.
+    let tarball = out.path().join("t.tar");
+    sh(&format!("tar -C '{s}' -cf '{}' .", tarball.display()));
+    std::fs::create_dir(m.join("tar")).unwrap();
+    sh(&format!("tar -C '{mnt}/tar' -xf '{}'", tarball.display()));
+    run("diff", &["-r", s, &format!("{mnt}/tar")]);
+    sh(&format!(
+        "tar -C '{mnt}/tar' -cf '{}/again.tar' .",
+        out.path().display()
+    ));
+    std::fs::create_dir(out.path().join("untar")).unwrap();
+    sh(&format!(
+        "tar -C '{0}/untar' -xf '{0}/again.tar'",
+        out.path().display()
+    ));
+    run(
+        "diff",
+        &["-r", s, &format!("{}/untar", out.path().display())],
+    );
+
+    // rm -r leaves nothing, markers included.
+    sh(&format!("rm -r '{mnt}/cp' '{mnt}/rsync' '{mnt}/tar'"));
+    assert_eq!(std::fs::read_dir(&m.path).unwrap().count(), 0);
+    assert!(store.keys().is_empty(), "{:?}", store.keys());
+    m.unmount();
+    store.assert_no_uploads_left();
+}
+
+#[test]
+fn dd_300_mib_in_and_out_and_append_1_mib() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "bigwrite");
+    let body = data(300 * MIB, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("in.bin");
+    std::fs::write(&local, &body).unwrap();
+    let m = Mounted::new(&server, "bigwrite", &[]);
+    let target = m.join("big.bin");
+    run(
+        "dd",
+        &[
+            &format!("if={}", local.display()),
+            &format!("of={}", target.display()),
+            "bs=1M",
+            "status=none",
+        ],
+    );
+    let written = m.log_text();
+    assert_eq!(sha(&store.get("big.bin")), sha(&body));
+    let back = dir.path().join("out.bin");
+    run(
+        "dd",
+        &[
+            &format!("if={}", target.display()),
+            &format!("of={}", back.display()),
+            "bs=1M",
+            "status=none",
+        ],
+    );
+    assert_eq!(sha(&std::fs::read(&back).unwrap()), sha(&body));
+
+    // Append 1 MiB: the 300 MiB stay on the server (UploadPartCopy).
+    let tail = data(MIB, 6);
+    let before = usr1_counters(&m);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&target)
+        .unwrap();
+    f.write_all(&tail).unwrap();
+    drop(f);
+    let after = usr1_counters(&m);
+    let sent = counter(&after, "total", "sent") - counter(&before, "total", "sent");
+    println!(
+        "append 1 MiB to 300 MiB: {} bytes sent, UploadPartCopy {}, UploadPart {}",
+        sent,
+        counter(&after, "UploadPartCopy", "requests")
+            - counter(&before, "UploadPartCopy", "requests"),
+        counter(&after, "UploadPart", "requests") - counter(&before, "UploadPart", "requests"),
+    );
+    assert!(sent < 3 * MIB as u64, "{sent} bytes sent to append 1 MiB");
+    let mut all = body.clone();
+    all.extend_from_slice(&tail);
+    assert_eq!(sha(&store.get("big.bin")), sha(&all));
+    let log = m.unmount();
+    assert!(written.contains("mounted"));
+    assert!(
+        requests(&log, "UploadPart") >= 30,
+        "streamed in parts: {log}"
+    );
+    store.assert_no_uploads_left();
+}
+
+/// The counters the daemon logs on SIGUSR1, as text.
+fn usr1_counters(m: &Mounted) -> String {
+    let before = m.log_text().matches("stats: inodes").count();
+    m.signal(libc::SIGUSR1);
+    let start = std::time::Instant::now();
+    loop {
+        let log = m.log_text();
+        if log.matches("stats: inodes").count() > before
+            && log.trim_end().ends_with(|c: char| c.is_ascii_digit())
+        {
+            return log.rsplit("stats: inodes").next().unwrap().to_string();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn counter(stats: &str, op: &str, field: &str) -> u64 {
+    stats
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(op))
+        .and_then(|l| {
+            let mut w = l.split_whitespace();
+            w.position(|x| x == field)?;
+            w.next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn mv_of_files_and_of_a_directory_of_1500_files() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "moves");
+    let m = Mounted::new(&server, "moves", &[]);
+    std::fs::create_dir(m.join("src")).unwrap();
+    for i in 0..1500 {
+        std::fs::write(m.join(&format!("src/f{i:04}")), format!("file {i}")).unwrap();
+    }
+    std::fs::write(m.join("one.txt"), b"one").unwrap();
+    run(
+        "mv",
+        &[
+            m.join("one.txt").to_str().unwrap(),
+            m.join("two.txt").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(m.join("two.txt")).unwrap(), b"one");
+    assert!(std::fs::metadata(m.join("one.txt")).is_err());
+
+    let before = usr1_counters(&m);
+    run(
+        "mv",
+        &[
+            m.join("src").to_str().unwrap(),
+            m.join("dst").to_str().unwrap(),
+        ],
+    );
+    let after = usr1_counters(&m);
+    println!(
+        "mv of a directory of 1500 files: CopyObject {}, DeleteObjects {}, ListObjectsV2 {}, total requests {}",
+        counter(&after, "CopyObject", "requests") - counter(&before, "CopyObject", "requests"),
+        counter(&after, "DeleteObjects", "requests")
+            - counter(&before, "DeleteObjects", "requests"),
+        counter(&after, "ListObjectsV2", "requests")
+            - counter(&before, "ListObjectsV2", "requests"),
+        counter(&after, "total", "requests") - counter(&before, "total", "requests"),
+    );
+    assert_eq!(
+        counter(&after, "DeleteObjects", "requests")
+            - counter(&before, "DeleteObjects", "requests"),
+        2
+    );
+    assert_eq!(std::fs::read_dir(m.join("dst")).unwrap().count(), 1500);
+    assert_eq!(
+        std::fs::read_to_string(m.join("dst/f0042")).unwrap(),
+        "file 42"
+    );
+    let keys = store.keys();
+    assert!(keys.keys().all(|k| !k.starts_with("src/")), "sources left");
+    assert_eq!(keys.keys().filter(|k| k.starts_with("dst/f")).count(), 1500);
+    assert_eq!(store.get("dst/f1499"), b"file 1499");
+
+    // rename onto an existing file replaces it; mkdir + rmdir leave no marker.
+    std::fs::write(m.join("a.txt"), b"A").unwrap();
+    std::fs::write(m.join("b.txt"), b"B").unwrap();
+    std::fs::rename(m.join("a.txt"), m.join("b.txt")).unwrap();
+    assert_eq!(store.get("b.txt"), b"A");
+    std::fs::create_dir(m.join("empty")).unwrap();
+    assert!(store.keys().contains_key("empty/"), "mkdir writes a marker");
+    assert!(std::fs::metadata(m.join("empty")).unwrap().is_dir());
+    assert_eq!(
+        std::fs::remove_dir(m.join("dst"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    std::fs::remove_dir(m.join("empty")).unwrap();
+    assert!(!store.keys().contains_key("empty/"));
+    m.unmount();
+    store.assert_no_uploads_left();
+}
+
+#[test]
+fn appends_in_place_edits_editor_saves_and_truncate() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "edits");
+    store.put("notes.txt", b"line one\nline two\n".to_vec());
+    let m = Mounted::new(&server, "edits", &[]);
+    let notes = m.join("notes.txt");
+    let n = notes.to_str().unwrap();
+    sh(&format!("echo 'line three' >> '{n}'"));
+    assert_eq!(store.get("notes.txt"), b"line one\nline two\nline three\n");
+    sh(&format!("sed -i 's/two/2/' '{n}'"));
+    assert_eq!(store.get("notes.txt"), b"line one\nline 2\nline three\n");
+
+    // An editor's save: write a temp file, fsync, rename over the original.
+    let tmp = m.join(".notes.txt.swp");
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    f.write_all(b"saved by an editor\n").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    std::fs::rename(&tmp, &notes).unwrap();
+    assert_eq!(store.get("notes.txt"), b"saved by an editor\n");
+    assert!(!store.keys().contains_key(".notes.txt.swp"));
+
+    // Writes at offsets inside an existing object, and truncation both ways.
+    store.put("blob.bin", data(12 * MIB, 1));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("blob.bin"))
+        .unwrap();
+    f.write_all_at(b"XYZ", 6 * MIB as u64).unwrap();
+    f.sync_all().unwrap();
+    let mut want = data(12 * MIB, 1);
+    want[6 * MIB..6 * MIB + 3].copy_from_slice(b"XYZ");
+    assert_eq!(sha(&store.get("blob.bin")), sha(&want));
+    f.set_len(100).unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(store.get("blob.bin"), want[..100]);
+    f.set_len(200).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut grown = want[..100].to_vec();
+    grown.extend_from_slice(&[0u8; 100]);
+    assert_eq!(store.get("blob.bin"), grown);
+    run(
+        "truncate",
+        &["-s", "10", m.join("blob.bin").to_str().unwrap()],
+    );
+    assert_eq!(store.get("blob.bin"), grown[..10]);
+
+    // touch makes an empty object at once; chmod holds in memory.
+    run("touch", &[m.join("touched").to_str().unwrap()]);
+    assert_eq!(store.keys().get("touched"), Some(&0));
+    std::fs::set_permissions(
+        m.join("touched"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(m.join("touched"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // O_EXCL on an existing name fails.
+    assert_eq!(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(m.join("touched"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    m.unmount();
+    store.assert_no_uploads_left();
+}
+
+#[test]
+fn git_works_on_the_mount() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "gitrepo");
+    let m = Mounted::new(&server, "gitrepo", &[]);
+    let repo = m.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let r = repo.to_str().unwrap();
+    let git = |args: &str| {
+        sh(&format!(
+            "cd '{r}' && git -c user.name=t -c user.email=t@example.com -c init.defaultBranch=main {args}"
+        ))
+    };
+    git("init -q");
+    std::fs::write(repo.join("README"), b"hello git\n").unwrap();
+    std::fs::create_dir(repo.join("src")).unwrap();
+    std::fs::write(repo.join("src/lib.rs"), b"fn main() {}\n").unwrap();
+    git("add -A");
+    git("commit -q -m first");
+    let status = git("status --porcelain");
+    assert!(status.trim().is_empty(), "git status: {status}");
+    std::fs::write(repo.join("README"), b"hello again\n").unwrap();
+    git("commit -q -am second");
+    let log = git("log --oneline");
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(git("status --porcelain").trim().is_empty());
+    assert!(store.keys().contains_key("repo/.git/HEAD"));
+    assert_eq!(store.get("repo/README"), b"hello again\n");
+    m.unmount();
+    store.assert_no_uploads_left();
+}
+
+#[test]
+fn a_file_written_and_read_by_two_processes_at_once() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "shared");
+    let m = Mounted::new(&server, "shared", &[]);
+    let path = m.join("shared.log");
+    let writer = std::fs::File::create(&path).unwrap();
+    for i in 0..50u32 {
+        writer
+            .write_all_at(format!("{i:08}\n").as_bytes(), u64::from(i) * 9)
+            .unwrap();
+        // Another process reads what is written so far, before any close.
+        let seen = sh(&format!("cat '{}'", path.display()));
+        assert_eq!(seen.lines().count(), i as usize + 1, "{seen}");
+        assert_eq!(seen.lines().last().unwrap(), format!("{i:08}"));
+    }
+    writer.sync_all().unwrap();
+    drop(writer);
+    assert_eq!(store.get("shared.log").len(), 50 * 9);
+    m.unmount();
+}
+
+#[test]
+fn read_only_still_refuses_and_mkdir_rmdir_make_buckets_at_the_root() {
+    let server = common::start(Kind::Garage);
+    let m = Mounted::new(&server, "store", &["--all-buckets"]);
+    std::fs::create_dir(m.join("newbucket")).unwrap();
+    std::fs::write(m.join("newbucket/f.txt"), b"in a new bucket").unwrap();
+    let client = server.client();
+    let got = runtime()
+        .block_on(client.get_object("newbucket", "f.txt", &GetObjectParams::default()))
+        .unwrap();
+    assert_eq!(&got.body[..], b"in a new bucket");
+    assert_eq!(
+        std::fs::remove_dir(m.join("newbucket"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    std::fs::remove_file(m.join("newbucket/f.txt")).unwrap();
+    std::fs::remove_dir(m.join("newbucket")).unwrap();
+    assert!(runtime().block_on(client.head_bucket("newbucket")).is_err());
+    assert_eq!(
+        std::fs::create_dir(m.join("Bad_Name!"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EINVAL)
+    );
+    m.unmount();
+}
+
+/// Uploads that keep failing: close and fsync report EIO, nothing partial
+/// appears, the old content stays, and no multipart upload is left.
+#[test]
+fn a_failed_upload_is_an_error_and_loses_nothing() {
+    use common::proxy;
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "failing");
+    store.put("keep.txt", b"old content".to_vec());
+    store.put("big.bin", data(MIB, 3));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Every PUT of an object or a part fails; everything else works.
+    let proxy = rt.block_on(proxy::start_rules(
+        server.addr,
+        vec![proxy::Rule {
+            when: vec!["put /failing/"],
+            fault: proxy::Fault::InternalError,
+            count: usize::MAX,
+        }],
+    ));
+    let m = Mounted::at(&server, &proxy.endpoint, "failing", &["--retries", "3"]);
+
+    // A small file: one PUT at close.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.join("keep.txt"))
+        .unwrap();
+    f.write_all(b"new content that never lands").unwrap();
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    drop(f);
+    assert_eq!(store.get("keep.txt"), b"old content");
+
+    // A large one: streamed parts, then the failing close.
+    let mut f = std::fs::File::create(m.join("big.bin")).unwrap();
+    for i in 0..24 {
+        f.write_all(&data(MIB, 100 + i)).unwrap();
+    }
+    // close(2) itself reports the failure (flush), not just fsync.
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: closing the descriptor we own.
+    let rc = unsafe { libc::close(fd) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EIO)
+    );
+    assert_eq!(store.get("big.bin"), data(MIB, 3), "old content intact");
+    store.assert_no_uploads_left();
+    assert!(proxy.injected() > 0);
+    m.unmount();
+    store.assert_no_uploads_left();
+}
