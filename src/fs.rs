@@ -266,6 +266,20 @@ impl Fs {
         }
     }
 
+    /// The size of the file at `key` if it has a write-back buffer here.
+    fn local_file(&self, bucket: &str, key: &str) -> Option<u64> {
+        self.dirty
+            .lock()
+            .expect("dirty lock")
+            .values()
+            .map(|d| &d.file)
+            .find(|f| {
+                let loc = f.location();
+                !f.is_unlinked() && loc.bucket.as_ref() == bucket && loc.key == key
+            })
+            .map(|f| f.size())
+    }
+
     /// The buckets of the store, as the entries of the all-buckets root.
     async fn bucket_listing(&self) -> FsResult<Arc<Vec<DirEntry>>> {
         let none: Arc<str> = Arc::from("");
@@ -309,10 +323,19 @@ impl Fs {
                 },
             );
         }
+        let path = format!("{}{name}", parent.key);
+        // A file being written here is known locally, whatever the store
+        // says (a new one is not there before its first close).
+        if let Some(size) = self.local_file(&parent.bucket, &path) {
+            return Ok(Entry::File(Stat {
+                size,
+                mtime: SystemTime::now(),
+                etag: None,
+            }));
+        }
         if let Some(entry) = self.cache.from_listing(&parent.bucket, &parent.key, name) {
             return Ok(entry);
         }
-        let path = format!("{}{name}", parent.key);
         if path.len() >= limits::MAX_KEY_LEN {
             return Err(FsError::NameTooLong);
         }

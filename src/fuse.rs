@@ -394,8 +394,12 @@ impl Filesystem for FuseAdapter {
         self.rt.spawn(async move {
             match fs.create(parent.0, &name).await {
                 Ok((attr, fh)) => {
+                    let saved = fs.flush(fh).await;
                     fs.release(fh);
-                    reply.entry(&ttl, &file_attr(&attr), Generation(0))
+                    match saved {
+                        Ok(()) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                        Err(e) => reply.error(errno("mknod", parent.0, &e)),
+                    }
                 }
                 Err(e) => reply.error(errno("mknod", parent.0, &e)),
             }

@@ -198,6 +198,7 @@ fn dd_300_mib_in_and_out_and_append_1_mib() {
     std::fs::write(&local, &body).unwrap();
     let m = Mounted::new(&server, "bigwrite", &[]);
     let target = m.join("big.bin");
+    let before = usr1_counters(&m);
     run(
         "dd",
         &[
@@ -207,7 +208,23 @@ fn dd_300_mib_in_and_out_and_append_1_mib() {
             "status=none",
         ],
     );
-    let written = m.log_text();
+    let written = usr1_counters(&m);
+    println!(
+        "write 300 MiB (dd bs=1M): {} requests ({} UploadPart, {} CreateMultipartUpload, {} CompleteMultipartUpload, {} PutObject), {} bytes sent",
+        counter(&written, "total", "requests") - counter(&before, "total", "requests"),
+        counter(&written, "UploadPart", "requests") - counter(&before, "UploadPart", "requests"),
+        counter(&written, "CreateMultipartUpload", "requests")
+            - counter(&before, "CreateMultipartUpload", "requests"),
+        counter(&written, "CompleteMultipartUpload", "requests")
+            - counter(&before, "CompleteMultipartUpload", "requests"),
+        counter(&written, "PutObject", "requests") - counter(&before, "PutObject", "requests"),
+        counter(&written, "total", "sent") - counter(&before, "total", "sent"),
+    );
+    let sent = counter(&written, "total", "sent") - counter(&before, "total", "sent");
+    assert!(
+        sent < (300 * MIB + MIB) as u64,
+        "{sent} bytes sent for 300 MiB"
+    );
     assert_eq!(sha(&store.get("big.bin")), sha(&body));
     let back = dir.path().join("out.bin");
     run(
@@ -244,7 +261,6 @@ fn dd_300_mib_in_and_out_and_append_1_mib() {
     all.extend_from_slice(&tail);
     assert_eq!(sha(&store.get("big.bin")), sha(&all));
     let log = m.unmount();
-    assert!(written.contains("mounted"));
     assert!(
         requests(&log, "UploadPart") >= 30,
         "streamed in parts: {log}"
@@ -572,4 +588,135 @@ fn a_failed_upload_is_an_error_and_loses_nothing() {
     assert!(proxy.injected() > 0);
     m.unmount();
     store.assert_no_uploads_left();
+}
+
+#[test]
+fn staging_limit_noreplace_and_orphaned_uploads() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "limits");
+    // An upload left by a crash.
+    let orphan = runtime()
+        .block_on(
+            store
+                .client
+                .create_multipart_upload("limits", "crashed.bin"),
+        )
+        .unwrap();
+    let m = Mounted::new(
+        &server,
+        "limits",
+        &["--abort-uploads-after", "0", "--cache-size-mib", "4"],
+    );
+    let left = runtime()
+        .block_on(
+            store
+                .client
+                .list_multipart_uploads("limits", &ListUploadsParams::default()),
+        )
+        .unwrap();
+    assert!(
+        left.uploads.iter().all(|u| u.upload_id != orphan),
+        "the orphaned upload was aborted at mount"
+    );
+
+    // Writes beyond the staging space fail clearly, and lose nothing else.
+    let mut f = std::fs::File::create(m.join("too-big.bin")).unwrap();
+    let err = (0..8)
+        .map(|i| f.write_all(&data(MIB, i)))
+        .find_map(Result::err)
+        .expect("ENOSPC before 8 MiB");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    drop(f);
+    std::fs::write(m.join("small.txt"), b"fits").unwrap();
+    assert_eq!(store.get("small.txt"), b"fits");
+
+    // rename(2) with RENAME_NOREPLACE onto an existing name: EEXIST.
+    std::fs::write(m.join("other.txt"), b"other").unwrap();
+    let c = |p: std::path::PathBuf| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let (from, to) = (c(m.join("small.txt")), c(m.join("other.txt")));
+    // SAFETY: valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    assert_eq!(store.get("other.txt"), b"other");
+    m.unmount();
+}
+
+#[test]
+fn a_slow_upload_does_not_hold_up_writers_of_other_files() {
+    use common::proxy;
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "slowput");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = rt.block_on(proxy::start_rules(
+        server.addr,
+        vec![proxy::Rule {
+            when: vec!["put /slowput/slow.txt"],
+            fault: proxy::Fault::Hold,
+            count: 1,
+        }],
+    ));
+    let m = Mounted::at(&server, &proxy.endpoint, "slowput", &[]);
+    // create() puts the empty object (held), in another thread.
+    let slow = m.join("slow.txt");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let r = std::fs::write(slow, b"slow");
+        let _ = tx.send(());
+        r
+    });
+    let start = std::time::Instant::now();
+    while proxy.injected() == 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::write(m.join("fast.txt"), b"fast").unwrap();
+    assert_eq!(store.get("fast.txt"), b"fast");
+    if rx.try_recv().is_ok() {
+        panic!(
+            "the slow write finished early: {:?}\n{}",
+            writer.join().unwrap(),
+            m.log_text()
+        );
+    }
+    proxy.release(100);
+    writer.join().unwrap().unwrap();
+    assert_eq!(store.get("slow.txt"), b"slow");
+    m.unmount();
+}
+
+#[test]
+fn a_file_unlinked_while_open_is_not_written_back_and_new_files_are_visible_while_open() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "unlinked");
+    let m = Mounted::new(&server, "unlinked", &["--metadata-ttl", "0"]);
+    let mut f = std::fs::File::create(m.join("gone.txt")).unwrap();
+    f.write_all(b"never stored").unwrap();
+    // Still being written, and no cache to answer: stat finds it locally.
+    assert_eq!(std::fs::metadata(m.join("gone.txt")).unwrap().len(), 12);
+    std::fs::remove_file(m.join("gone.txt")).unwrap();
+    assert!(
+        std::fs::metadata(m.join("gone.txt")).is_err(),
+        "gone while still open"
+    );
+    f.write_all(b" more").unwrap();
+    drop(f);
+    assert!(!store.keys().contains_key("gone.txt"));
+    assert!(std::fs::metadata(m.join("gone.txt")).is_err());
+    m.unmount();
 }

@@ -74,7 +74,10 @@ impl Fs {
         self.cache.put(&loc.bucket, path, entry);
     }
 
-    /// Creates an empty file (the object exists at once) and opens it.
+    /// Creates a file and opens it. The object is written when the file is
+    /// closed (an empty one for `touch`): the kernel holds the directory
+    /// locked during create, so a request here would hold up every other
+    /// create in that directory for as long as the store takes.
     pub async fn create(&self, parent: u64, name: &OsStr) -> FsResult<(Attr, u64)> {
         self.writable()?;
         let p = self.dir_inode(parent)?;
@@ -85,18 +88,16 @@ impl Fs {
         }
         let loc = p.loc.child(name, Kind::File);
         Self::key_fits(&loc)?;
-        let out = self
-            .client
-            .put_object(&loc.bucket, &loc.key, Bytes::new())
-            .await?;
         let stat = Stat {
             size: 0,
             mtime: SystemTime::now(),
-            etag: out.etag.clone(),
+            etag: None,
         };
+        let file = DirtyFile::new(self.uploads.clone(), loc.clone(), None)?;
+        // New content (even empty) to be written at close.
+        file.set_size(0).await?;
         self.changed(&loc, Entry::File(stat.clone()));
-        let attr = self.remember(parent, name, Kind::File, loc.clone(), stat);
-        let file = DirtyFile::new(self.uploads.clone(), loc, None)?;
+        let attr = self.remember(parent, name, Kind::File, loc, stat);
         let fh = self.add_handle(Handle::Write {
             ino: attr.ino,
             file,
@@ -114,6 +115,11 @@ impl Fs {
             Entry::File(_) => {}
         }
         let loc = p.loc.child(name, Kind::File);
+        for (_, file) in self.dirty_under(&loc.bucket, &loc.key) {
+            if file.location().key == loc.key {
+                file.unlink();
+            }
+        }
         self.client
             .delete_object(&loc.bucket, &loc.key, None)
             .await?;

@@ -134,6 +134,8 @@ pub struct DirtyFile {
     staging: Arc<std::fs::File>,
     state: Mutex<State>,
     part_slots: Arc<Semaphore>,
+    /// Set by unlink: the name is gone, so nothing may be written back.
+    unlinked: std::sync::atomic::AtomicBool,
     /// Commits of one file run one at a time: each must see the result of
     /// the one before. An async mutex, held across the upload on purpose;
     /// nothing else ever waits on it while holding another lock.
@@ -271,6 +273,7 @@ impl DirtyFile {
                 charged: 0,
             }),
             commit_serial: tokio::sync::Mutex::new(()),
+            unlinked: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -286,10 +289,24 @@ impl DirtyFile {
         *self.loc.lock().expect("loc lock") = loc;
     }
 
+    /// The file's name was removed while it is open: its content is no
+    /// longer written back (as an unlinked file's data goes nowhere).
+    pub fn unlink(&self) {
+        self.unlinked.store(true, Ordering::SeqCst);
+        let mut st = self.state.lock().expect("dirty lock");
+        if let Some(stream) = st.stream.take() {
+            self.abandon(stream);
+        }
+    }
+
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked.load(Ordering::SeqCst)
+    }
+
     /// Whether there are changes not yet in the bucket.
     pub fn is_dirty(&self) -> bool {
         let st = self.state.lock().expect("dirty lock");
-        st.generation != st.committed
+        st.generation != st.committed && !self.unlinked.load(Ordering::SeqCst)
     }
 
     /// Counts `new_size` against the mount's staging limit.
@@ -600,7 +617,7 @@ impl DirtyFile {
         let _serial = self.commit_serial.lock().await;
         let (generation, size, base, dirty, stream) = {
             let mut st = self.state.lock().expect("dirty lock");
-            if st.generation == st.committed {
+            if st.generation == st.committed || self.unlinked.load(Ordering::SeqCst) {
                 return Ok(None);
             }
             (
