@@ -518,14 +518,9 @@ fn detached_by_default_and_stopped_by_unmount_or_signal() {
     );
     let pid = daemon_pid(&mnt).expect("a bladefs process serving the mount");
     run("fusermount3", &["-u", mnt.to_str().unwrap()]);
-    let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon still running"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_for("the daemon to exit", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
 
     // In the foreground, SIGTERM unmounts and exits 0.
     let m = Mounted::new(&server, "daemon", &[]);
@@ -585,14 +580,7 @@ fn reads_of_different_files_proceed_concurrently() {
         let _ = done_tx.send(());
         got
     });
-    let start = Instant::now();
-    while proxy.injected() == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "slow read never reached the store"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_for("the request to reach the proxy", || proxy.injected() > 0);
     // While that read is stuck in the store, another file reads in full.
     assert!(std::fs::read(m.join("fast.bin")).unwrap() == fast);
     assert!(
@@ -687,12 +675,7 @@ fn mounts_from_fstab_syntax_with_mount_8() {
     let pid = daemon_pid(&mnt).expect("the daemon serving the mount");
     run("umount", &[mnt.to_str().unwrap()]);
     assert!(!is_mounted(&mnt));
-    let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon still running"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_for("the daemon to exit", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
 }

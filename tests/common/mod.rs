@@ -312,6 +312,20 @@ impl Server {
     }
 }
 
+/// Polls `cond` until it holds; fails the test naming `what` if it has not
+/// within 30 s. For conditions no event announces (a process gone, a
+/// request reaching a proxy), checked often and bounded in time.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Deterministic test data: `len` bytes that differ with `seed`.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed
