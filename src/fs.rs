@@ -542,6 +542,7 @@ impl Fs {
     /// Puts a file's changes in the bucket (close, fsync): returns once the
     /// object is complete there.
     async fn commit(&self, ino: Ino, file: &Arc<DirtyFile>) -> FsResult<()> {
+        tracing::debug!(ino, size = file.size(), dirty = file.is_dirty(), "commit");
         let Some(done) = file.commit().await? else {
             return Ok(());
         };

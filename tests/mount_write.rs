@@ -268,21 +268,27 @@ fn dd_300_mib_in_and_out_and_append_1_mib() {
     store.assert_no_uploads_left();
 }
 
-/// The counters the daemon logs on SIGUSR1, as text.
+/// The counters the daemon logs on SIGUSR1, as text (up to the block's
+/// closing `total` line; other log lines may follow it).
 fn usr1_counters(m: &Mounted) -> String {
     let before = m.log_text().matches("stats: inodes").count();
     m.signal(libc::SIGUSR1);
-    let start = std::time::Instant::now();
-    loop {
+    let mut block = String::new();
+    common::wait_for("the counters in the log", || {
         let log = m.log_text();
-        if log.matches("stats: inodes").count() > before
-            && log.trim_end().ends_with(|c: char| c.is_ascii_digit())
-        {
-            return log.rsplit("stats: inodes").next().unwrap().to_string();
+        if log.matches("stats: inodes").count() <= before {
+            return false;
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+        let tail = log.rsplit("stats: inodes").next().unwrap_or("");
+        match tail.lines().position(|l| l.starts_with("total")) {
+            Some(end) => {
+                block = tail.lines().take(end + 1).collect::<Vec<_>>().join("\n");
+                true
+            }
+            None => false,
+        }
+    });
+    block
 }
 
 fn counter(stats: &str, op: &str, field: &str) -> u64 {
@@ -715,4 +721,33 @@ fn a_file_unlinked_while_open_is_not_written_back_and_new_files_are_visible_whil
     assert!(!store.keys().contains_key("gone.txt"));
     assert!(std::fs::metadata(m.join("gone.txt")).is_err());
     m.unmount();
+}
+
+#[test]
+fn sequential_writes_stream_parts_before_close() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "streaming");
+    let m = Mounted::new(&server, "streaming", &[]);
+    let mut f = std::fs::File::create(m.join("s.bin")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..40 {
+        let chunk = data(MIB, 500 + i);
+        f.write_all(&chunk).unwrap();
+        want.extend_from_slice(&chunk);
+    }
+    // Still open: parts are already going up (the last one waits for close).
+    let mut parts = 0;
+    common::wait_for("parts uploaded before close", || {
+        let stats = usr1_counters(&m);
+        parts = counter(&stats, "UploadPart", "requests");
+        parts >= 3
+    });
+    assert!(
+        store.keys().get("s.bin").is_none_or(|size| *size == 0),
+        "no object before close"
+    );
+    drop(f);
+    assert_eq!(sha(&store.get("s.bin")), sha(&want));
+    m.unmount();
+    store.assert_no_uploads_left();
 }

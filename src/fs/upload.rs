@@ -636,7 +636,9 @@ impl DirtyFile {
         let etag = result?;
         let mut st = self.state.lock().expect("dirty lock");
         st.committed = generation;
-        st.base = Some(Base {
+        // An empty object is no base: a file written from nothing after it
+        // (dd's first close comes before its writes) may still stream.
+        st.base = (size > 0).then(|| Base {
             etag: etag.clone(),
             len: size,
         });
