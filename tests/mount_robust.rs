@@ -1,0 +1,126 @@
+//! What happens when things go wrong: a daemon killed mid-write, and
+//! secrets kept out of every log line even at debug level.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use bladefs::s3::{GetObjectParams, ListUploadsParams, ObjectClient};
+use common::mount::{Mounted, bladefs_command, credentials_file, is_mounted, run, wait_exit};
+use common::{Kind, data};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn kill_9_mid_write_loses_nothing_that_was_closed() {
+    let server = common::start(Kind::Garage);
+    let client = server.client();
+    let rt = runtime();
+    rt.block_on(client.create_bucket("crash")).unwrap();
+    let old = data(3 * MIB, 1);
+    rt.block_on(client.put_object("crash", "big.bin", old.clone().into()))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let creds = credentials_file(dir.path(), &server, &server.secret_key);
+    let mut daemon = bladefs_command(&server, &creds, "crash", &mnt)
+        .args(["--foreground", "--abort-uploads-after", "-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_for("the mount", || is_mounted(&mnt));
+
+    // Closed before the crash: must be complete afterwards.
+    std::fs::write(mnt.join("closed.txt"), b"closed before the kill").unwrap();
+    // Being rewritten at the crash: parts already streaming.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(mnt.join("big.bin"))
+        .unwrap();
+    for i in 0..40 {
+        f.write_all(&data(MIB, 100 + i)).unwrap();
+    }
+    common::wait_for("a multipart upload in progress", || {
+        rt.block_on(client.list_multipart_uploads("crash", &ListUploadsParams::default()))
+            .map(|l| !l.uploads.is_empty())
+            .unwrap_or(false)
+    });
+    daemon.kill().unwrap(); // SIGKILL
+    wait_exit(&mut daemon, std::time::Duration::from_secs(10)).expect("killed");
+    drop(f); // fails: the daemon is gone
+    run("fusermount3", &["-u", mnt.to_str().unwrap()]);
+    assert!(!is_mounted(&mnt));
+
+    let get = |key: &str| {
+        rt.block_on(client.get_object("crash", key, &GetObjectParams::default()))
+            .unwrap()
+            .body
+    };
+    assert!(get("big.bin") == old, "the previous content is intact");
+    assert_eq!(&get("closed.txt")[..], b"closed before the kill");
+
+    // The next mount aborts the orphaned upload (any age, for the test).
+    let m = Mounted::new(&server, "crash", &["--abort-uploads-after", "0"]);
+    let left = rt
+        .block_on(client.list_multipart_uploads("crash", &ListUploadsParams::default()))
+        .unwrap();
+    assert!(left.uploads.is_empty(), "{:?}", left.uploads);
+    assert!(std::fs::read(m.join("big.bin")).unwrap() == old);
+    m.unmount();
+}
+
+#[test]
+fn a_debug_mount_never_logs_the_secret() {
+    let server = common::start(Kind::Garage);
+    let rt = runtime();
+    rt.block_on(server.client().create_bucket("secrets"))
+        .unwrap();
+    let m = Mounted::new(&server, "secrets", &[]);
+    std::fs::write(m.join("a.txt"), b"some data").unwrap();
+    std::fs::create_dir(m.join("d")).unwrap();
+    std::fs::rename(m.join("a.txt"), m.join("d/b.txt")).unwrap();
+    assert_eq!(std::fs::read(m.join("d/b.txt")).unwrap(), b"some data");
+    let _ = std::fs::read(m.join("missing"));
+    let log = m.unmount();
+    assert!(log.contains("DEBUG"), "debug logging was on");
+    assert!(log.contains("s3 request"));
+    assert!(
+        !log.contains(&server.secret_key),
+        "the secret is in the log"
+    );
+
+    // Failing to start prints no secret either, at trace level.
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let wrong = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let creds = credentials_file(dir.path(), &server, wrong);
+    let out = bladefs_command(&server, &creds, "secrets", &mnt)
+        .args(["--foreground", "--debug"])
+        .env("BLADEFS_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("refused"), "{all}");
+    assert!(
+        !all.contains(wrong) && !all.contains(&server.secret_key),
+        "{all}"
+    );
+}
