@@ -32,12 +32,14 @@ EOT
     sleep 0.1
   done
   local g="$bin -c $dir/garage.toml" id
-  id=$(RUST_LOG=warn $g node id -q | cut -d@ -f1)
-  RUST_LOG=warn $g layout assign -z dc1 -c 10G "$id" >/dev/null
-  RUST_LOG=warn $g layout apply --version 1 >/dev/null
+  # Right after start the node's RPC may refuse the CLI: try again a while.
+  retry() { local i; for i in $(seq 1 300); do "$@" && return 0; sleep 0.2; done; return 1; }
+  id=$(RUST_LOG=warn retry $g node id -q | cut -d@ -f1)
+  RUST_LOG=warn retry $g layout assign -z dc1 -c 10G "$id" >/dev/null
+  RUST_LOG=warn retry $g layout apply --version 1 >/dev/null
   GARAGE_KEY="GK$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   GARAGE_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  RUST_LOG=warn $g key import --yes "$GARAGE_KEY" "$GARAGE_SECRET" -n bench >/dev/null
-  RUST_LOG=warn $g key allow --create-bucket bench >/dev/null
+  RUST_LOG=warn retry $g key import --yes "$GARAGE_KEY" "$GARAGE_SECRET" -n bench >/dev/null
+  RUST_LOG=warn retry $g key allow --create-bucket bench >/dev/null
   GARAGE_ENDPOINT="http://127.0.0.1:$s3"
 }

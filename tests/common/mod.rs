@@ -232,20 +232,29 @@ fn start_garage(
     (child, "garage")
 }
 
+/// Runs the garage CLI against the node in `dir`. Right after the node
+/// starts, its RPC may not take connections yet: the command is tried
+/// again until it succeeds or 60 s have passed.
 fn garage_cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(garage_bin())
-        .arg("-c")
-        .arg(dir.join("garage.toml"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run garage");
-    assert!(
-        out.status.success(),
-        "garage {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let start = Instant::now();
+    loop {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(dir.join("garage.toml"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run garage");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            start.elapsed() < STARTUP_DEADLINE,
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// One node holding everything, and our key allowed to create buckets.
