@@ -46,6 +46,13 @@ pub struct S3Args {
     /// Time in seconds after which no retry starts.
     #[arg(long, default_value_t = 60)]
     pub retry_deadline: u64,
+    /// Seconds of silence from the server (waiting for an answer or in the
+    /// middle of one) after which a request is abandoned and retried.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Seconds allowed to connect (TCP and TLS).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
     /// Extra CA certificates (PEM) to trust for https endpoints.
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
@@ -83,6 +90,8 @@ impl S3Args {
         cfg.list_url_encoding = !self.no_list_url_encoding;
         cfg.retry.max_attempts = self.retries.max(1);
         cfg.retry.deadline = std::time::Duration::from_secs(self.retry_deadline);
+        cfg.read_timeout = std::time::Duration::from_secs(self.timeout);
+        cfg.connect_timeout = std::time::Duration::from_secs(self.connect_timeout);
         cfg.ca_bundle.clone_from(&self.ca_bundle);
         cfg
     }

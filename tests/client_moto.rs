@@ -358,3 +358,43 @@ async fn bucket_location_and_delete_objects_report() {
     let err = client.head_bucket(&bucket).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoSuchBucket, "{err}");
 }
+
+/// CreateMultipartUpload reaches the server, which creates an upload, but
+/// the answer is lost. The client retries (a write must not fail for one
+/// lost answer) and aborts the upload the lost attempt made, so exactly
+/// one upload of the key is left: the one it returned.
+#[tokio::test]
+async fn a_lost_create_answer_leaves_no_orphan() {
+    let server = common::start(Kind::Moto);
+    let (_, bucket) = server.client_and_bucket("lostcreate").await;
+    let proxy = common::proxy::start_rules(
+        server.addr,
+        vec![common::proxy::Rule {
+            when: vec!["post ", "?uploads"],
+            fault: common::proxy::Fault::LoseAnswer,
+            count: 1,
+        }],
+    )
+    .await;
+    let mut cfg = server.config();
+    cfg.endpoint = proxy.endpoint.clone();
+    let client = server.client_with(cfg);
+    let id = client
+        .create_multipart_upload(&bucket, "obj")
+        .await
+        .unwrap();
+    assert_eq!(proxy.injected(), 1);
+    let stats = client.stats().snapshot();
+    assert_eq!(stats.get(Op::CreateMultipartUpload).requests, 2);
+    assert_eq!(stats.get(Op::AbortMultipartUpload).requests, 1);
+    let listed = client
+        .list_multipart_uploads(&bucket, &ListUploadsParams::default())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed
+        .uploads
+        .iter()
+        .map(|u| u.upload_id.as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()]);
+}

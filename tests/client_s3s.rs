@@ -1033,3 +1033,36 @@ async fn a_lost_complete_answer_is_recognised() {
     assert_eq!(got.body.len(), first.len() + second.len());
     assert!(got.body[..first.len()] == first[..] && got.body[first.len()..] == second[..]);
 }
+
+/// A server that answers a listing with garbage, or with a document that
+/// never ends: an error each time, never a panic, and the endless one is
+/// cut off at the document limit instead of filling memory.
+#[tokio::test]
+async fn garbage_and_endless_answers_are_errors() {
+    let server = common::start(Kind::S3sFs);
+    let (_, bucket) = server.client_and_bucket("garbage").await;
+    // A garbled document is not retried (only a body cut short is); an
+    // endless one is cut off at the limit, which reads as cut short.
+    for (fault, count) in [(proxy::Fault::Garbage, 1), (proxy::Fault::Endless, 2)] {
+        let proxy = proxy::start(server.addr, fault, count).await;
+        let mut cfg = server.config();
+        cfg.endpoint = proxy.endpoint.clone();
+        cfg.retry.max_attempts = 2;
+        let client = server.client_with(cfg);
+        // Without the limit the endless answer would be read forever.
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            client.list_objects(&bucket, &ListObjectsParams::default()),
+        )
+        .await
+        .expect("an endless answer is cut off")
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{fault:?}: {err}");
+        assert_eq!(proxy.injected(), count, "{fault:?}");
+        // The server behind is fine once the faults are spent.
+        client
+            .list_objects(&bucket, &ListObjectsParams::default())
+            .await
+            .unwrap();
+    }
+}

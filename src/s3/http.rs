@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -106,11 +106,6 @@ impl<'a> Request<'a> {
         self.body = body;
         self
     }
-
-    fn not_idempotent(mut self) -> Self {
-        self.idempotency = Idempotency::NotIdempotent;
-        self
-    }
 }
 
 struct Response {
@@ -140,6 +135,10 @@ struct Endpoint {
 }
 
 /// The S3 client over HTTP. Cheap to share: clone the `Arc` it lives in.
+/// Largest XML answer accepted: a listing page of 1000 keys of 1024 bytes,
+/// escaped, is a few MiB; anything near this is a broken or hostile server.
+pub const MAX_DOCUMENT: usize = 64 << 20;
+
 pub struct S3Client {
     http: reqwest::Client,
     config: S3Config,
@@ -429,10 +428,7 @@ impl S3Client {
             .map_err(|e| self.transport_error(op, e))?;
         let status = response.status().as_u16();
         let resp_headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(op, e))?;
+        let body = self.read_answer(op, response).await?;
         self.stats.received(op, body.len() as u64);
         tracing::debug!(
             op = op.name(),
@@ -453,6 +449,41 @@ impl S3Client {
             headers: resp_headers,
             body,
         })
+    }
+
+    /// The whole answer body. Object data is bounded by the range asked
+    /// for; any other answer is an XML document, and one larger than
+    /// [`MAX_DOCUMENT`] is refused before it is all in memory, whatever the
+    /// server says its length is.
+    async fn read_answer(&self, op: Op, mut response: reqwest::Response) -> Result<Bytes, S3Error> {
+        if op == Op::GetObject {
+            return response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(op, e));
+        }
+        let too_large = || S3Error::InvalidResponse {
+            operation: op.name(),
+            detail: format!("answer larger than {MAX_DOCUMENT} bytes"),
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(op, e))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     fn transport_error(&self, op: Op, err: reqwest::Error) -> S3Error {
@@ -580,6 +611,38 @@ impl S3Client {
             etag: Some(etag),
             version_id: head.version_id,
         })
+    }
+
+    /// After a retried CreateMultipartUpload: aborts the uploads of `key`
+    /// that earlier attempts may have created, those initiated (by the
+    /// server's clock) within `window` before ours. Best effort; another
+    /// writer of the same key starting in that instant is the only other
+    /// candidate, and concurrent writers of one key race anyway.
+    async fn abort_lost_creates(&self, bucket: &str, key: &str, ours: &str, window: Duration) {
+        let params = ListUploadsParams {
+            prefix: key.to_string(),
+            ..Default::default()
+        };
+        let Ok(listed) = self.list_multipart_uploads(bucket, &params).await else {
+            return;
+        };
+        let same_key: Vec<_> = listed.uploads.iter().filter(|u| u.key == key).collect();
+        let Some(our_time) = same_key
+            .iter()
+            .find(|u| u.upload_id == ours)
+            .and_then(|u| u.initiated)
+        else {
+            return;
+        };
+        let window = window + Duration::from_secs(1);
+        for u in same_key {
+            let Some(t) = u.initiated else { continue };
+            let recent = our_time.duration_since(t).is_ok_and(|age| age <= window);
+            if u.upload_id != ours && recent {
+                tracing::debug!(key, upload_id = %u.upload_id, "aborting an upload a lost answer created");
+                let _ = self.abort_multipart_upload(bucket, key, &u.upload_id).await;
+            }
+        }
     }
 
     async fn list_v1_as_v2(
@@ -1211,14 +1274,20 @@ impl ObjectClient for S3Client {
 
     async fn create_multipart_upload(&self, bucket: &str, key: &str) -> S3Result<String> {
         let op = Op::CreateMultipartUpload;
-        let resp = self
-            .execute(
-                Request::new(op, Method::POST, Some(bucket), Some(key))
-                    .query("uploads", "")
-                    .not_idempotent(),
+        let started = Instant::now();
+        // Retried like an idempotent request: a write must not fail because
+        // one answer was lost. An upload an earlier attempt created is
+        // aborted below rather than left to accumulate.
+        let (result, sent) = self
+            .execute_counted(
+                Request::new(op, Method::POST, Some(bucket), Some(key)).query("uploads", ""),
             )
-            .await?;
-        let doc: xml::InitiateMultipartUploadResult = Self::parse(op, &resp.body)?;
+            .await;
+        let doc: xml::InitiateMultipartUploadResult = Self::parse(op, &result?.body)?;
+        if sent > 1 {
+            self.abort_lost_creates(bucket, key, &doc.upload_id, started.elapsed())
+                .await;
+        }
         Ok(doc.upload_id)
     }
 
