@@ -10,102 +10,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
 
-use bladefs::s3::{GetObjectParams, ListObjectsParams, ListUploadsParams, ObjectClient, S3Client};
+use bladefs::s3::{GetObjectParams, ListUploadsParams, ObjectClient};
 use common::mount::{Mounted, requests, run};
-use common::{Kind, Server, data};
-use sha2::{Digest, Sha256};
+use common::store::{Store, runtime, sh, sha};
+use common::{Kind, data};
 
 const MIB: usize = 1024 * 1024;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Store {
-    client: Arc<S3Client>,
-    bucket: String,
-}
-
-impl Store {
-    fn new(server: &Server, bucket: &str) -> Store {
-        let client = server.client();
-        runtime().block_on(client.create_bucket(bucket)).unwrap();
-        Store {
-            client,
-            bucket: bucket.to_string(),
-        }
-    }
-
-    /// Every key in the bucket with its size.
-    fn keys(&self) -> BTreeMap<String, u64> {
-        runtime().block_on(async {
-            let mut out = BTreeMap::new();
-            let mut params = ListObjectsParams::default();
-            loop {
-                let page = self
-                    .client
-                    .list_objects(&self.bucket, &params)
-                    .await
-                    .unwrap();
-                for o in page.objects {
-                    out.insert(o.key, o.size);
-                }
-                match page.next_continuation_token {
-                    Some(t) => params.continuation_token = Some(t),
-                    None => return out,
-                }
-            }
-        })
-    }
-
-    fn get(&self, key: &str) -> Vec<u8> {
-        runtime()
-            .block_on(
-                self.client
-                    .get_object(&self.bucket, key, &GetObjectParams::default()),
-            )
-            .unwrap_or_else(|e| panic!("{key}: {e}"))
-            .body
-            .to_vec()
-    }
-
-    fn put(&self, key: &str, body: Vec<u8>) {
-        runtime()
-            .block_on(self.client.put_object(&self.bucket, key, body.into()))
-            .unwrap();
-    }
-
-    fn assert_no_uploads_left(&self) {
-        let left = runtime()
-            .block_on(
-                self.client
-                    .list_multipart_uploads(&self.bucket, &ListUploadsParams::default()),
-            )
-            .unwrap();
-        assert!(left.uploads.is_empty(), "uploads left: {:?}", left.uploads);
-    }
-}
-
-fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn local_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -750,4 +661,57 @@ fn sequential_writes_stream_parts_before_close() {
     assert_eq!(sha(&store.get("s.bin")), sha(&want));
     m.unmount();
     store.assert_no_uploads_left();
+}
+
+/// Two mounts of one bucket at once: with `--metadata-ttl 0` the second
+/// sees every file the first has closed at once (new, overwritten, grown,
+/// removed); with the default TTL it does within a TTL of the close.
+#[test]
+fn a_second_mount_sees_closed_files_within_one_ttl() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "twomounts");
+    store.put("old.txt", b"version one".to_vec());
+    let a = Mounted::new(&server, "twomounts", &[]);
+    let b = Mounted::new(&server, "twomounts", &["--metadata-ttl", "0"]);
+    let c = Mounted::new(&server, "twomounts", &[]);
+    let names = |m: &Mounted| {
+        let mut v: Vec<String> = std::fs::read_dir(&m.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    // Both look first, so stale caches would show.
+    assert_eq!(names(&b), ["old.txt"]);
+    assert_eq!(names(&c), ["old.txt"]);
+    assert_eq!(std::fs::read(b.join("old.txt")).unwrap(), b"version one");
+    assert_eq!(std::fs::read(c.join("old.txt")).unwrap(), b"version one");
+
+    std::fs::write(a.join("new.txt"), b"made by a").unwrap();
+    std::fs::write(a.join("old.txt"), b"version two, longer").unwrap();
+    let closed = std::time::Instant::now();
+    assert_eq!(names(&b), ["new.txt", "old.txt"]);
+    assert_eq!(std::fs::read(b.join("new.txt")).unwrap(), b"made by a");
+    assert_eq!(
+        std::fs::read(b.join("old.txt")).unwrap(),
+        b"version two, longer"
+    );
+    common::wait_for("the default-TTL mount to catch up", || {
+        names(&c) == ["new.txt", "old.txt"]
+            && std::fs::read(c.join("old.txt")).unwrap() == b"version two, longer"
+    });
+    let caught_up = closed.elapsed();
+    // One TTL (1 s) plus the time of the calls themselves, on a busy machine.
+    assert!(
+        caught_up < std::time::Duration::from_secs(3),
+        "{caught_up:?}"
+    );
+
+    std::fs::remove_file(a.join("new.txt")).unwrap();
+    assert_eq!(names(&b), ["old.txt"]);
+    assert!(!b.join("new.txt").exists());
+    for m in [a, b, c] {
+        m.unmount();
+    }
 }

@@ -19,6 +19,7 @@ use bladefs::s3::{Credentials, ObjectClient, S3Client};
 
 pub mod mount;
 pub mod proxy;
+pub mod store;
 
 /// How long a server may take to start listening.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
