@@ -124,3 +124,74 @@ fn a_debug_mount_never_logs_the_secret() {
         "{all}"
     );
 }
+
+/// Runs `cmd` as the unprivileged user nobody; true if it succeeded.
+fn as_nobody(cmd: &str) -> bool {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Without `--allow-other` only the mounting user gets in; with it, others
+/// do, and the kernel enforces the mode bits (default_permissions),
+/// including ones changed by chmod for the inode's life.
+#[test]
+fn allow_other_is_off_by_default_and_mode_bits_hold_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = common::start(Kind::Garage);
+    let rt = runtime();
+    let client = server.client();
+    rt.block_on(client.create_bucket("shared")).unwrap();
+    rt.block_on(client.put_object("shared", "f.txt", b"shared data".to_vec().into()))
+        .unwrap();
+    let open_up = |m: &Mounted| {
+        // The mount point's parent is a private temp dir.
+        let parent = m.path.parent().unwrap();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        m.join("f.txt").to_str().unwrap().to_string()
+    };
+
+    let m = Mounted::new(&server, "shared", &[]);
+    let f = open_up(&m);
+    assert!(std::fs::read(&f).is_ok(), "the owner reads");
+    assert!(!as_nobody(&format!("cat '{f}'")), "others are kept out");
+    m.unmount();
+
+    let m = Mounted::new(&server, "shared", &["--allow-other"]);
+    let f = open_up(&m);
+    let dir = m.path.to_str().unwrap().to_string();
+    assert!(as_nobody(&format!("cat '{f}'")), "0644: others read");
+    assert!(
+        !as_nobody(&format!("echo x >> '{f}'")),
+        "0644: others do not write"
+    );
+    assert!(
+        !as_nobody(&format!("touch '{dir}/new.txt'")),
+        "0755 root dir"
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(
+        as_nobody(&format!("printf ' and more' >> '{f}'")),
+        "0666: others write"
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"shared data and more");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        !as_nobody(&format!("cat '{f}'")),
+        "0600: others do not read"
+    );
+    m.unmount();
+}
