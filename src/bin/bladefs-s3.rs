@@ -56,6 +56,18 @@ enum Command {
     Stat { target: String },
     /// Delete objects.
     Rm { targets: Vec<String> },
+    /// Create COUNT objects of SIZE bytes under BUCKET/PREFIX, `--jobs` at
+    /// a time, spread over DIRS subdirectories (`dNNN/`) if given: for
+    /// seeding listings and benchmarks.
+    Fill {
+        target: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long)]
+        dirs: Option<usize>,
+    },
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -69,6 +81,10 @@ fn split(path: &str) -> Result<(String, String), Error> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as for other command-line
+    // tools, instead of a panic on the closed pipe.
+    // SAFETY: only the default disposition is set; no handler runs our code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("BLADEFS_LOG"))
@@ -163,6 +179,34 @@ async fn run(cli: &Cli, client: &Arc<S3Client>) -> Result<(), Error> {
         Command::Get { source, file } => {
             let (bucket, key) = split(source)?;
             get(client, &bucket, &key, file.as_ref(), part_size, jobs).await?;
+        }
+        Command::Fill {
+            target,
+            count,
+            size,
+            dirs,
+        } => {
+            let (bucket, prefix) = match target.split_once('/') {
+                Some((b, p)) => (b.to_string(), p.trim_end_matches('/').to_string()),
+                None => (target.clone(), String::new()),
+            };
+            let body = Bytes::from(vec![b'x'; *size]);
+            futures::stream::iter(0..*count)
+                .map(|i| {
+                    let mut key = prefix.clone();
+                    if !key.is_empty() {
+                        key.push('/');
+                    }
+                    if let Some(d) = dirs {
+                        key.push_str(&format!("d{:03}/", i % (*d).max(1)));
+                    }
+                    key.push_str(&format!("f{i:06}"));
+                    let (bucket, body) = (&bucket, body.clone());
+                    async move { client.put_object(bucket, &key, body).await.map(|_| ()) }
+                })
+                .buffer_unordered(jobs.max(16))
+                .try_collect::<()>()
+                .await?;
         }
     }
     Ok(())
