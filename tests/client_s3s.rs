@@ -640,7 +640,7 @@ async fn transient_faults_are_retried_until_success() {
 }
 
 #[tokio::test]
-async fn retries_stop_at_the_limit_and_respect_idempotency() {
+async fn retries_stop_at_the_limit() {
     let server = common::start(Kind::S3sFs);
     let (_, bucket) = server.client_and_bucket("giveup").await;
     let proxy = proxy::start(server.addr, proxy::Fault::InternalError, 1000).await;
@@ -654,8 +654,9 @@ async fn retries_stop_at_the_limit_and_respect_idempotency() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ServerError, "{err}");
     assert_eq!(client.stats().snapshot().get(Op::GetObject).requests, 4);
-    // Initiating a multipart upload is not idempotent: a 500 might have
-    // created an upload, so it is not resent.
+    // Initiating a multipart upload is resent too (a 500 may have created
+    // an upload; what it created is aborted, see client_moto.rs), and gives
+    // up at the same limit.
     let err = client
         .create_multipart_upload(&bucket, "k")
         .await
@@ -667,7 +668,7 @@ async fn retries_stop_at_the_limit_and_respect_idempotency() {
             .snapshot()
             .get(Op::CreateMultipartUpload)
             .requests,
-        1
+        4
     );
 }
 
