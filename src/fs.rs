@@ -775,9 +775,7 @@ impl Fs {
                 return Ok(());
             }
             if batch.is_empty() {
-                let skipped = dir
-                    .fetch_more(self.client.as_ref(), &self.dir_stat())
-                    .await?;
+                let skipped = dir.fetch_more(&self.client, &self.dir_stat()).await?;
                 self.log_skipped(skipped);
             }
         }

@@ -8,11 +8,14 @@
 //! so a file name is held back ("pending") until the listing has passed
 //! `x/`; only settled names are handed to the kernel, and nothing it was
 //! given is ever taken back.
+//!
+//! While the kernel takes in one page, the next is already being fetched:
+//! a large directory costs about one page's round trip, not one per page.
 
 use std::sync::{Arc, Mutex};
 
 use super::cache::DirEntry;
-use super::error::FsResult;
+use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location, Stat, valid_name};
 use crate::s3::{ListObjectsParams, ObjectClient};
 
@@ -22,6 +25,8 @@ struct ListState {
     settled: usize,
     token: Option<String>,
     done: bool,
+    /// The page after `token`, already on its way.
+    ahead: Option<tokio::task::JoinHandle<FsResult<Page>>>,
 }
 
 pub struct DirHandle {
@@ -55,6 +60,7 @@ impl DirHandle {
                 settled,
                 token: None,
                 done: true,
+                ahead: None,
             }),
             listed_here: false,
         }
@@ -70,6 +76,7 @@ impl DirHandle {
                 settled: 0,
                 token: None,
                 done: false,
+                ahead: None,
             }),
             listed_here: true,
         }
@@ -104,21 +111,25 @@ impl DirHandle {
         Some(all)
     }
 
-    /// Fetches the next page and settles what it can. Returns the keys that
+    /// Fetches the next page (or takes the one fetched ahead), settles what
+    /// it can, and starts fetching the page after. Returns the keys that
     /// could not be names.
     pub async fn fetch_more(
         &self,
-        client: &dyn ObjectClient,
+        client: &Arc<dyn ObjectClient>,
         dir_stat: &Stat,
     ) -> FsResult<Vec<String>> {
-        let token = {
-            let st = self.state.lock().expect("dir lock");
+        let (token, ahead) = {
+            let mut st = self.state.lock().expect("dir lock");
             if st.done {
                 return Ok(Vec::new());
             }
-            st.token.clone()
+            (st.token.clone(), st.ahead.take())
         };
-        let page = list_page(client, &self.loc, token, dir_stat).await?;
+        let page = match ahead {
+            Some(task) => task.await.map_err(|_| FsError::Cancelled)??,
+            None => list_page(client.as_ref(), &self.loc, token, dir_stat).await?,
+        };
         let mut st = self.state.lock().expect("dir lock");
         for entry in page.entries {
             if entry.kind == Kind::Dir {
@@ -147,7 +158,24 @@ impl DirHandle {
                 st.settled += 1;
             }
         }
+        if let Some(token) = st.token.clone() {
+            let (client, loc, stat) = (client.clone(), self.loc.clone(), dir_stat.clone());
+            st.ahead = Some(tokio::spawn(async move {
+                list_page(client.as_ref(), &loc, Some(token), &stat).await
+            }));
+        }
         Ok(page.skipped)
+    }
+}
+
+impl Drop for DirHandle {
+    /// A listing given up part way (`ls | head`) stops fetching.
+    fn drop(&mut self) {
+        if let Ok(st) = self.state.get_mut()
+            && let Some(task) = st.ahead.take()
+        {
+            task.abort();
+        }
     }
 }
 
