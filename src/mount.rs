@@ -127,6 +127,18 @@ pub fn run(args: MountArgs) -> ExitCode {
     } else {
         fuser::SessionACL::Owner
     };
+    // Signal handlers go in before the mount appears: whoever sees it may
+    // signal at once, and SIGUSR1 unhandled would end the daemon.
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _guard = runtime.enter();
+        [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::user_defined1(),
+        ]
+        .map(|kind| signal(kind).expect("signal handler"))
+    };
     let mut session = match fuser::Session::new(adapter, &mountpoint, &fuse_config) {
         Ok(s) => s,
         Err(e) => {
@@ -155,10 +167,7 @@ pub fn run(args: MountArgs) -> ExitCode {
 
     let stats = client.stats().clone();
     let ended = runtime.block_on(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+        let [mut term, mut int, mut usr1] = signals;
         let mut ended_rx = ended_rx;
         loop {
             tokio::select! {
