@@ -71,9 +71,16 @@ impl PrefetchConfig {
     }
 }
 
-/// How far behind the latest read a part may end and still be kept for a
-/// read that arrives late: twice the largest read the kernel sends (1 MiB).
-pub const BACK_SLACK: u64 = 2 * 1024 * 1024;
+/// How far behind the furthest read a read may start and still count as
+/// sequential, and parts be kept for it. The kernel sends read-ahead as
+/// several 1 MiB reads at once (more with `POSIX_FADV_SEQUENTIAL`), which
+/// reach us in any order.
+pub const BACK_SLACK: u64 = 8 * 1024 * 1024;
+
+/// How far past what is fetched a read may start and still count as
+/// sequential (the gap is fetched too): a reader a few reads ahead of the
+/// read-ahead is not a random reader.
+pub const FORWARD_SLACK: u64 = 8 * 1024 * 1024;
 
 struct Chunk {
     bytes: Bytes,
@@ -103,7 +110,7 @@ struct ReadState {
     parts: VecDeque<Part>,
     /// Everything below this is fetched or being fetched (when parts exist).
     fetched_to: u64,
-    /// Where the latest read ended.
+    /// Where the furthest read since the last random one ended.
     next: u64,
     window: u64,
 }
@@ -216,16 +223,20 @@ impl FileReader {
         let needed: Vec<(Range<u64>, PartFuture, Arc<()>)> = {
             let mut st = self.state.lock().expect("reader lock");
             let covered_from = st.parts.front().map_or(st.fetched_to, |p| p.range.start);
-            let sequential =
-                (covered_from..=st.fetched_to).contains(&offset) && offset + BACK_SLACK >= st.next;
+            let sequential = (covered_from..=st.fetched_to + FORWARD_SLACK).contains(&offset)
+                && offset + BACK_SLACK >= st.next;
+            tracing::trace!(key = %self.key, offset, len, sequential, fetched_to = st.fetched_to, next = st.next, "read");
             if sequential {
                 st.window = (st.window * 2).min(self.cfg.max_window);
             } else {
                 st.parts.clear();
                 st.fetched_to = offset;
+                st.next = offset;
                 st.window = self.cfg.initial_window;
             }
-            let keep_from = offset.saturating_sub(BACK_SLACK);
+            // Reads arrive out of order: the furthest one counts.
+            st.next = st.next.max(end);
+            let keep_from = st.next.saturating_sub(BACK_SLACK);
             while st.parts.front().is_some_and(|p| p.range.end <= keep_from) {
                 st.parts.pop_front();
             }
@@ -245,7 +256,6 @@ impl FileReader {
                 st.parts.push_back(part);
                 st.fetched_to = part_end;
             }
-            st.next = end;
             st.parts
                 .iter()
                 .filter(|p| p.range.start < end && p.range.end > offset)

@@ -50,7 +50,7 @@ pub struct WriteConfig {
     /// Part size of the first thousand streamed parts, and the smallest
     /// part of a planned upload. Default 8 MiB.
     pub part_size: u64,
-    /// Parts of one file uploading at once. Default 4.
+    /// Parts of one file uploading at once. Default 8.
     pub parts_in_flight: usize,
     /// Bytes of parts in memory for all uploads together. Default 128 MiB.
     pub max_memory: u64,
@@ -63,7 +63,7 @@ impl Default for WriteConfig {
             cache_dir: std::env::temp_dir(),
             max_staged: 10 * 1024 * MIB,
             part_size: 8 * MIB,
-            parts_in_flight: 4,
+            parts_in_flight: 8,
             max_memory: 128 * MIB,
         }
     }

@@ -300,7 +300,7 @@ pub trait ObjectClient: Send + Sync + 'static {
         key: &str,
         params: &GetObjectParams,
     ) -> S3Result<GetObjectOutput>;
-    /// A single PUT, with Content-MD5 computed by the client.
+    /// A single PUT, its body guarded by a digest (see `S3Client`).
     async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> S3Result<PutObjectOutput>;
     async fn delete_object(
         &self,
@@ -323,7 +323,7 @@ pub trait ObjectClient: Send + Sync + 'static {
 
     /// Returns the upload id.
     async fn create_multipart_upload(&self, bucket: &str, key: &str) -> S3Result<String>;
-    /// Returns the part's ETag. Content-MD5 is computed by the client.
+    /// Returns the part's ETag. The body is guarded as for `put_object`.
     async fn upload_part(
         &self,
         bucket: &str,

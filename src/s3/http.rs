@@ -290,10 +290,22 @@ impl S3Client {
         {
             return (Err(e), 0);
         }
-        // Digests are computed once, not per attempt.
+        // Digests are computed once, not per attempt. Under SigV4 the server
+        // recomputes the signed SHA-256 of the body (or of each aws-chunked
+        // chunk), which guards it; MD5, the costliest hash we would run,
+        // is added only where nothing else guards the body (SigV2,
+        // UNSIGNED-PAYLOAD) and for XML bodies (DeleteObjects requires it).
+        let md5_needed = match (&req.body, self.config.signature) {
+            (Body::Empty, _) => false,
+            (Body::Xml(_), _) | (Body::Data(_), SignatureVersion::V2) => true,
+            (Body::Data(_), SignatureVersion::V4) => {
+                self.config.payload_signing == PayloadSigning::Unsigned
+            }
+        };
         let content_md5 = req
             .body
             .bytes()
+            .filter(|_| md5_needed)
             .map(|b| base64::engine::general_purpose::STANDARD.encode(Md5::digest(b.as_ref())));
         let payload_hash = match (&req.body, self.config.payload_signing) {
             (Body::Empty, _) => sign::EMPTY_SHA256.to_string(),
