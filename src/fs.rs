@@ -560,8 +560,13 @@ impl Fs {
         }
         drop(inodes);
         let (parent, path) = split_key(&loc.key);
-        self.cache.invalidate(&loc.bucket, path, parent);
-        self.cache.put(&loc.bucket, path, Entry::File(stat));
+        self.cache.changed(
+            &loc.bucket,
+            path,
+            parent,
+            Entry::File(stat),
+            &self.dir_stat(),
+        );
         Ok(())
     }
 

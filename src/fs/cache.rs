@@ -128,6 +128,52 @@ impl MetaCache {
             .pop(&(bucket.clone(), parent.to_string()));
     }
 
+    /// A change made through this mount: `path` (in directory `parent`)
+    /// is now `entry`. A cached listing of `parent` is edited to match
+    /// rather than dropped, and stays exactly as fresh as it was: filling
+    /// a directory does not make each next lookup in it ask the store.
+    /// Directories carry `dir_stat` in listings.
+    pub fn changed(
+        &self,
+        bucket: &Arc<str>,
+        path: &str,
+        parent: &str,
+        entry: Entry,
+        dir_stat: &Stat,
+    ) {
+        self.put(bucket, path, entry.clone());
+        let mut listings = self.listings.lock().expect("cache lock");
+        let Some((list, _)) = listings.peek_mut(&(bucket.clone(), parent.to_string())) else {
+            return;
+        };
+        let name = path.strip_prefix(parent).unwrap_or(path);
+        let list = Arc::make_mut(list);
+        let at = list.binary_search_by(|e| e.name.as_ref().cmp(name));
+        let new = match entry {
+            Entry::Missing => None,
+            Entry::File(stat) => Some((Kind::File, stat)),
+            Entry::Dir => Some((Kind::Dir, dir_stat.clone())),
+        };
+        match (at, new) {
+            (Ok(i), None) => {
+                list.remove(i);
+            }
+            (Err(_), None) => {}
+            (Ok(i), Some((kind, stat))) => {
+                list[i].kind = kind;
+                list[i].stat = stat;
+            }
+            (Err(i), Some((kind, stat))) => list.insert(
+                i,
+                DirEntry {
+                    name: Arc::from(name),
+                    kind,
+                    stat,
+                },
+            ),
+        }
+    }
+
     /// Forgets everything (after a directory rename moved many keys).
     pub fn clear(&self) {
         self.names.lock().expect("cache lock").clear();

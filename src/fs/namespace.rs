@@ -70,8 +70,8 @@ impl Fs {
 
     fn changed(&self, loc: &Location, entry: Entry) {
         let (parent, path) = split_key(&loc.key);
-        self.cache.invalidate(&loc.bucket, path, parent);
-        self.cache.put(&loc.bucket, path, entry);
+        self.cache
+            .changed(&loc.bucket, path, parent, entry, &self.dir_stat());
     }
 
     /// Creates a file and opens it. The object is written when the file is
@@ -148,6 +148,9 @@ impl Fs {
             .put_object(&loc.bucket, &loc.key, Bytes::new())
             .await?;
         self.changed(&loc, Entry::Dir);
+        // Nothing was under the new name: its listing is known, empty.
+        self.cache
+            .put_listing(&loc.bucket, &loc.key, Arc::new(Vec::new()));
         Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat()))
     }
 

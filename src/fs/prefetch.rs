@@ -77,9 +77,9 @@ impl PrefetchConfig {
 /// reach us in any order.
 pub const BACK_SLACK: u64 = 8 * 1024 * 1024;
 
-/// How far past what is fetched a read may start and still count as
-/// sequential (the gap is fetched too): a reader a few reads ahead of the
-/// read-ahead is not a random reader.
+/// How far past what is fetched a read of an established sequential
+/// stream may start and still count as sequential (the gap is fetched
+/// too): read-ahead requests overtaking each other are not a random reader.
 pub const FORWARD_SLACK: u64 = 8 * 1024 * 1024;
 
 struct Chunk {
@@ -223,7 +223,15 @@ impl FileReader {
         let needed: Vec<(Range<u64>, PartFuture, Arc<()>)> = {
             let mut st = self.state.lock().expect("reader lock");
             let covered_from = st.parts.front().map_or(st.fetched_to, |p| p.range.start);
-            let sequential = (covered_from..=st.fetched_to + FORWARD_SLACK).contains(&offset)
+            // Jumping ahead is sequential only for an established stream:
+            // a random reader that lands just past its last read stays
+            // random, and fetches only what it asks for.
+            let forward = if st.window > self.cfg.initial_window {
+                FORWARD_SLACK
+            } else {
+                0
+            };
+            let sequential = (covered_from..=st.fetched_to + forward).contains(&offset)
                 && offset + BACK_SLACK >= st.next;
             tracing::trace!(key = %self.key, offset, len, sequential, fetched_to = st.fetched_to, next = st.next, "read");
             if sequential {
