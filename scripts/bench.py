@@ -392,7 +392,9 @@ HIGHER_IS_BETTER = lambda name: ("seq" in name) or ("IOPS" in name)
 def report(results, args, server_desc, elapsed):
     lines = []
     tools = ["bladefs", "s3fs", "rclone", "rclone-writes", "raw"]
-    lines.append(f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed / 60:.0f} min; "
+    run_at = time.gmtime(Path(args.json).stat().st_mtime) if Path(args.json).exists() else time.gmtime()
+    lines.append(f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', run_at)}"
+                 + (f", {elapsed / 60:.0f} min" if elapsed else "") + "; "
                  f"server: {server_desc}; {args.reps} runs each, median (min–max).\n")
     lines.append(f"Machine: {platform.node()}, {os.cpu_count()} cores, "
                  f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.0f} GiB, "
@@ -506,9 +508,9 @@ def chart(results, path):
         return False
     tools = ["bladefs", "s3fs", "rclone", "rclone-writes", "raw"]
     colors = {"bladefs": "#1f77b4", "s3fs": "#ff7f0e", "rclone": "#2ca02c", "rclone-writes": "#98df8a", "raw": "#7f7f7f"}
-    tput = [n for n in results if n.startswith("seq") and "5 GiB" not in n]
+    tput = [n for n in results if n.startswith("seq") and "5 GiB" not in n and "failed" not in n]
     times = [n for n in results if n.endswith(" s")]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    fig, axes = plt.subplots(1, 3, figsize=(21, 5.5))
     for ax, names, title, ylabel, logy in [
         (axes[0], tput, "Throughput (higher is better)", "MiB/s", False),
         (axes[1], times, "Time (lower is better)", "seconds (log)", True),
@@ -529,6 +531,25 @@ def chart(results, path):
         if logy:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
+    # bladefs's speed over each other's, per workload (above 1: faster).
+    ax = axes[2]
+    names = [n for n in results if "failed" not in n and "5 GiB" not in n]
+    others = ["raw", "s3fs", "rclone"]
+    width = 0.8 / len(others)
+    for i, o in enumerate(others):
+        xs, ys = [], []
+        for j, n in enumerate(names):
+            b, x = median_of(results[n].get("bladefs", [])), median_of(results[n].get(o, []))
+            if b and x:
+                xs.append(j + i * width)
+                ys.append(b / x if HIGHER_IS_BETTER(n) else x / b)
+        ax.bar(xs, ys, width, label=f"bladefs / {o}", color=colors[o])
+    ax.axhline(1, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    ax.set_title("Ratios (above 1: bladefs faster)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return True
@@ -543,7 +564,13 @@ def main():
     p.add_argument("--server-desc", default="Garage, 1 node, 127.0.0.1")
     p.add_argument("--doc", default=str(ROOT / "docs/BENCHMARKS.md"))
     p.add_argument("--json", default=str(ROOT / "target/bench/results.json"))
+    p.add_argument("--from-json", help="only write the report and chart from a results file")
     args = p.parse_args()
+    if args.from_json:
+        args.json = args.from_json
+        results = json.loads(Path(args.from_json).read_text())
+        write_doc(results, args, args.server_desc, 0)
+        return
     work = Path(os.environ.get("BENCH_WORK") or tempfile.mkdtemp(prefix="bladefs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     server = Server(os.environ["BENCH_ENDPOINT"], os.environ["BENCH_KEY"], os.environ["BENCH_SECRET"],
@@ -576,11 +603,16 @@ def main():
     elapsed = time.time() - start
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(bench.results, indent=1))
-    table = report(bench.results, args, args.server_desc, elapsed)
-    verdict = targets(bench.results)
+    write_doc(bench.results, args, args.server_desc, elapsed)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write_doc(results, args, server_desc, elapsed):
+    table = report(results, args, server_desc, elapsed)
+    verdict = targets(results)
     doc = Path(args.doc)
     png = doc.parent / "benchmarks.png"
-    has_chart = chart(bench.results, png)
+    has_chart = chart(results, png)
     generated = (f"<!-- bench:begin (written by scripts/bench; edit outside these markers) -->\n"
                  f"{table}\n### Targets\n\n{verdict}\n"
                  + ("![throughput and times](benchmarks.png)\n" if has_chart else "")
@@ -590,7 +622,6 @@ def main():
     doc.write_text(text[:begin] + generated + text[end:])
     print(table)
     print(verdict)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
