@@ -17,16 +17,6 @@ use common::{Kind, Server, data};
 
 const MIB: usize = 1024 * 1024;
 
-/// The proxy's own runtime: it must keep serving while the test blocks in
-/// file system calls.
-fn proxy_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn start_proxy(rt: &tokio::runtime::Runtime, server: &Server) -> FaultProxy {
     rt.block_on(proxy::start_rules(server.addr, vec![]))
 }
@@ -55,7 +45,7 @@ fn failure<T: std::fmt::Debug>(f: impl FnOnce() -> std::io::Result<T>) -> (i32, 
 fn a_tenth_of_requests_faulted_loses_nothing() {
     let server = common::start(Kind::Garage);
     let store = Store::new(&server, "faulty");
-    let rt = proxy_runtime();
+    let rt = common::background_runtime();
     let proxy = start_proxy(&rt, &server);
     let seed = std::env::var("BLADEFS_FAULT_SEED")
         .ok()
@@ -135,7 +125,7 @@ fn faults_past_the_retry_deadline_are_eio_and_the_mount_recovers() {
     let server = common::start(Kind::Garage);
     let store = Store::new(&server, "outage");
     store.put("old.bin", data(MIB, 1));
-    let rt = proxy_runtime();
+    let rt = common::background_runtime();
     let proxy = start_proxy(&rt, &server);
     let m = Mounted::at(
         &server,
@@ -189,7 +179,7 @@ fn a_silent_server_costs_the_timeout_and_unmount_still_ends_the_daemon() {
     let server = common::start(Kind::Garage);
     let store = Store::new(&server, "silent");
     store.put("there.bin", data(300_000, 2));
-    let rt = proxy_runtime();
+    let rt = common::background_runtime();
     let proxy = start_proxy(&rt, &server);
     let m = Mounted::at(
         &server,

@@ -19,7 +19,7 @@ use common::{Kind, Server};
 
 /// Writes each key with its own name as content, with boto3.
 fn put_with_boto3(server: &Server, bucket: &str, keys: &[String]) {
-    let python = dirs_venv().join("bin/python");
+    let python = common::tools_dir().join("venv/bin/python");
     let script = r#"
 import sys, boto3
 from botocore.config import Config
@@ -48,15 +48,6 @@ for line in sys.stdin:
     }
     drop(stdin);
     assert!(child.wait().unwrap().success(), "boto3 put failed");
-}
-
-fn dirs_venv() -> std::path::PathBuf {
-    std::env::var_os("BLADEFS_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/bladefs/tools")
-        })
-        .join("venv")
 }
 
 /// Every file under `root` (relative path, content) and every directory.

@@ -22,19 +22,11 @@ use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Creates `bucket` and puts every object, 16 at a time; large ones go up
 /// in 8 MiB parts.
 fn seed(server: &Server, bucket: &str, objects: Vec<(String, Vec<u8>)>) -> Arc<S3Client> {
     let client = server.client();
-    let rt = runtime();
+    let rt = common::background_runtime();
     rt.block_on(async {
         client.create_bucket(bucket).await.expect("create bucket");
         futures::stream::iter(objects)
@@ -409,7 +401,7 @@ fn a_file_replaced_while_open_fails_instead_of_mixing() {
 
     // Another client replaces the object with new content of the same size.
     let new = data(64 * MIB, 2);
-    runtime()
+    common::background_runtime()
         .block_on(put(&client, "replace", "f.bin", new.clone()))
         .unwrap();
 
@@ -562,7 +554,7 @@ fn reads_of_different_files_proceed_concurrently() {
             ("fast.bin".into(), fast.clone()),
         ],
     );
-    let rt = runtime();
+    let rt = common::background_runtime();
     // Every GET of slow.bin waits at the proxy until released.
     let proxy = rt.block_on(proxy::start_rules(
         server.addr,

@@ -459,11 +459,7 @@ fn a_failed_upload_is_an_error_and_loses_nothing() {
     let store = Store::new(&server, "failing");
     store.put("keep.txt", b"old content".to_vec());
     store.put("big.bin", data(MIB, 3));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::background_runtime();
     // Every PUT of an object or a part fails; everything else works.
     let proxy = rt.block_on(proxy::start_rules(
         server.addr,
@@ -575,11 +571,7 @@ fn a_slow_upload_does_not_hold_up_writers_of_other_files() {
     use common::proxy;
     let server = common::start(Kind::Garage);
     let store = Store::new(&server, "slowput");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::background_runtime();
     let proxy = rt.block_on(proxy::start_rules(
         server.addr,
         vec![proxy::Rule {

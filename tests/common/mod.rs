@@ -53,7 +53,8 @@ impl Drop for Server {
     }
 }
 
-fn tools_dir() -> PathBuf {
+/// Where scripts/install-test-servers puts the servers and venvs.
+pub fn tools_dir() -> PathBuf {
     std::env::var_os("BLADEFS_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".cache/bladefs/tools"))
@@ -320,6 +321,16 @@ impl Server {
         client.create_bucket(name).await.expect("create bucket");
         (client, name.to_string())
     }
+}
+
+/// A runtime whose own threads drive what it runs (proxies, seeding), so
+/// that it keeps serving while the test blocks in file system calls.
+pub fn background_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Polls `cond` until it holds; fails the test naming `what` if it has not
