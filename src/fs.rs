@@ -532,7 +532,9 @@ impl Fs {
         }
     }
 
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// Takes the bytes by value: they move on to the staging write without
+    /// another copy.
+    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         match self.handle(fh)? {
             Handle::Read(_) => Err(FsError::BadHandle),
             Handle::Write { file, .. } => file.write(offset, data).await,

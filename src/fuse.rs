@@ -216,7 +216,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let data = data.to_vec();
         self.rt.spawn(async move {
-            match fs.write(fh.0, offset, &data).await {
+            match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", ino.0, &e)),
             }

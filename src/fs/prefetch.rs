@@ -20,9 +20,11 @@
 //!   together stay under [`PrefetchConfig::max_memory`]; a fetch waits for
 //!   memory before it starts (back-pressure), and dropping a reader aborts
 //!   its fetches and frees its memory.
-//! - The kernel may deliver reads slightly out of order (async reads), so
-//!   parts are only dropped once they end [`BACK_SLACK`] behind the latest
-//!   read.
+//! - The kernel delivers read-ahead as several reads at once, in any
+//!   order: a read up to [`BACK_SLACK`] behind the furthest one, or (for an
+//!   established stream) up to [`FORWARD_SLACK`] past what is fetched, is
+//!   still sequential, and parts are dropped only once they end
+//!   [`BACK_SLACK`] behind the furthest read.
 
 use std::collections::VecDeque;
 use std::ops::Range;

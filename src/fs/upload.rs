@@ -324,10 +324,9 @@ impl DirtyFile {
         Ok(())
     }
 
-    pub async fn write(self: &Arc<Self>, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub async fn write(self: &Arc<Self>, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         let len = data.len() as u64;
         let this = self.clone();
-        let data = data.to_vec();
         // Local disk I/O off the async workers; the state lock covers the
         // pwrite so a concurrent fill from the base cannot overwrite it.
         tokio::task::spawn_blocking(move || {
