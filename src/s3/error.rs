@@ -280,8 +280,7 @@ impl S3Error {
     }
 
     /// Whether the same request may succeed if sent again: the server was
-    /// busy or failed, or the network did. Whether it is *safe* to resend
-    /// depends on the operation's idempotency (see `retry`).
+    /// busy or failed, or the network did.
     pub fn is_transient(&self) -> bool {
         match self {
             S3Error::Service(e) => {
@@ -299,21 +298,10 @@ impl S3Error {
             S3Error::InvalidRequest { .. } | S3Error::Tls { .. } => false,
         }
     }
-
-    /// Whether the server certainly did not act on the request: it told us
-    /// to slow down, or the connection was never made. Only these are
-    /// retried for requests that are not idempotent.
-    pub fn certainly_not_applied(&self) -> bool {
-        match self {
-            S3Error::Service(e) => kind_of(e.status, &e.code) == ErrorKind::Throttled,
-            S3Error::Transport { detail, .. } => detail.starts_with(CONNECT_FAILED),
-            _ => false,
-        }
-    }
 }
 
 /// Prefix of the detail of transport errors raised before a connection was
-/// made (see [`S3Error::certainly_not_applied`]).
+/// made, so that a message tells a refused connection from a broken one.
 pub(crate) const CONNECT_FAILED: &str = "connection failed";
 
 fn kind_of(status: u16, code: &S3ErrorCode) -> ErrorKind {
@@ -427,8 +415,6 @@ mod tests {
         assert!(svc(400, "RequestTimeout").is_transient());
         assert!(!svc(404, "NoSuchKey").is_transient());
         assert!(!svc(400, "BadDigest").is_transient());
-        assert!(svc(503, "SlowDown").certainly_not_applied());
-        assert!(!svc(500, "InternalError").certainly_not_applied());
     }
 
     #[test]

@@ -16,7 +16,6 @@ use reqwest::header::HeaderMap;
 
 use super::client::*;
 use super::error::{CONNECT_FAILED, S3Error, S3ErrorCode, code_for_status};
-use super::retry::Idempotency;
 use super::sign::{self, Credentials, SignableRequest, V4Scope};
 use super::stats::{ClientStats, Op};
 use super::xml;
@@ -50,7 +49,6 @@ struct Request<'a> {
     /// Lower-case names.
     headers: Vec<(String, String)>,
     body: Body,
-    idempotency: Idempotency,
     /// The operation may answer `200 OK` with an `<Error>` body.
     error_in_200: bool,
 }
@@ -65,7 +63,6 @@ impl<'a> Request<'a> {
             query: Vec::new(),
             headers: Vec::new(),
             body: Body::Empty,
-            idempotency: Idempotency::Idempotent,
             error_in_200: false,
         }
     }
@@ -319,7 +316,6 @@ impl S3Client {
             .config
             .retry
             .run(
-                req.idempotency,
                 |err, attempt| {
                     sent += 1;
                     self.stats.retry(op);

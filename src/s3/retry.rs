@@ -1,7 +1,8 @@
 //! Retries: jittered exponential backoff under an attempt limit and a total
-//! deadline. What is retried depends on the request: idempotent requests on
-//! any transient failure, the others only when the server certainly did not
-//! act (throttled, or no connection made).
+//! deadline, on transient failures. Every request the client sends is safe
+//! to resend: the two that are not idempotent make up for it where they
+//! are sent (CreateMultipartUpload aborts what a lost answer created,
+//! CompleteMultipartUpload recognises its own object; see `http`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,17 +37,6 @@ impl Default for RetryConfig {
     }
 }
 
-/// Whether resending a request can change the outcome beyond what one
-/// success would have done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Idempotency {
-    /// GET, HEAD, PUT of a whole body, DELETE, upload part: resending is safe.
-    Idempotent,
-    /// Initiate/complete multipart upload: a resend after the server acted
-    /// would create a second upload or fail on a completed one.
-    NotIdempotent,
-}
-
 impl RetryConfig {
     /// The full-jitter backoff before retry number `retry` (1-based).
     fn backoff(&self, retry: u32) -> Duration {
@@ -58,19 +48,11 @@ impl RetryConfig {
         ceiling.mul_f64(fastrand::f64())
     }
 
-    fn should_retry(&self, err: &S3Error, idempotency: Idempotency) -> bool {
-        match idempotency {
-            Idempotency::Idempotent => err.is_transient(),
-            Idempotency::NotIdempotent => err.certainly_not_applied(),
-        }
-    }
-
     /// Runs `attempt` until it succeeds, fails for good, or the attempt limit
     /// or deadline is reached; returns the last error then. `on_retry` is told
     /// of each retry (for counters and logs).
     pub async fn run<T, F, Fut>(
         &self,
-        idempotency: Idempotency,
         mut on_retry: impl FnMut(&S3Error, u32),
         mut attempt: F,
     ) -> Result<T, S3Error>
@@ -85,7 +67,7 @@ impl RetryConfig {
             match attempt().await {
                 Ok(v) => return Ok(v),
                 Err(err) => {
-                    if tries >= self.max_attempts || !self.should_retry(&err, idempotency) {
+                    if tries >= self.max_attempts || !err.is_transient() {
                         return Err(err);
                     }
                     let wait = self.backoff(tries);
@@ -106,10 +88,6 @@ mod tests {
     use crate::s3::error::S3ErrorCode;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    fn slow_down() -> S3Error {
-        S3Error::service("Op", 503, S3ErrorCode::SlowDown, "slow", None)
-    }
-
     fn internal() -> S3Error {
         S3Error::service("Op", 500, S3ErrorCode::InternalError, "boom", None)
     }
@@ -129,7 +107,6 @@ mod tests {
         let mut retries = 0;
         let r = quick()
             .run(
-                Idempotency::Idempotent,
                 |_, _| retries += 1,
                 || async {
                     if calls.fetch_add(1, Ordering::SeqCst) < 3 {
@@ -150,7 +127,6 @@ mod tests {
         let calls = AtomicU32::new(0);
         let r: Result<(), _> = quick()
             .run(
-                Idempotency::Idempotent,
                 |_, _| {},
                 || async {
                     calls.fetch_add(1, Ordering::SeqCst);
@@ -167,7 +143,6 @@ mod tests {
         let calls = AtomicU32::new(0);
         let r: Result<(), _> = quick()
             .run(
-                Idempotency::Idempotent,
                 |_, _| {},
                 || async {
                     calls.fetch_add(1, Ordering::SeqCst);
@@ -185,36 +160,6 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn non_idempotent_only_retries_what_was_not_applied() {
-        let calls = AtomicU32::new(0);
-        let r: Result<(), _> = quick()
-            .run(
-                Idempotency::NotIdempotent,
-                |_, _| {},
-                || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Err(internal())
-                },
-            )
-            .await;
-        assert!(r.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-        let calls = AtomicU32::new(0);
-        let _: Result<(), _> = quick()
-            .run(
-                Idempotency::NotIdempotent,
-                |_, _| {},
-                || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Err(slow_down())
-                },
-            )
-            .await;
-        assert_eq!(calls.load(Ordering::SeqCst), 5);
-    }
-
     #[tokio::test(start_paused = true)]
     async fn deadline_bounds_total_time() {
         let cfg = RetryConfig {
@@ -227,7 +172,6 @@ mod tests {
         let start = tokio::time::Instant::now();
         let r: Result<(), _> = cfg
             .run(
-                Idempotency::Idempotent,
                 |_, _| {},
                 || async {
                     calls.fetch_add(1, Ordering::SeqCst);
