@@ -253,7 +253,7 @@ class Bench:
             for _ in range(self.args.reps):
                 m = self.cold_mount(tool)
                 f = m.path / "big1g"
-                args = [f"--name=r", f"--filename={f}", "--rw=read", f"--bs={bs}", "--readonly",
+                args = ["--name=r", f"--filename={f}", "--rw=read", f"--bs={bs}", "--readonly",
                         "--ioengine=psync", f"--numjobs={jobs}", "--group_reporting"]
                 if jobs > 1:
                     args += [f"--size={GIB // jobs}", f"--offset_increment={GIB // jobs}"]
@@ -280,7 +280,7 @@ class Bench:
         for rep in range(self.args.reps):
             m = self.cold_mount(tool)
             t = time.perf_counter()
-            fio([f"--name=w", f"--filename={m.path / f'fio-{rep}'}", "--rw=write", "--bs=1M",
+            fio(["--name=w", f"--filename={m.path / f'fio-{rep}'}", "--rw=write", "--bs=1M",
                  f"--size={GIB}", "--ioengine=psync", "--fsync_on_close=1", "--refill_buffers"])
             secs = time.perf_counter() - t
             self.record("seqwrite fio", tool, GIB / MIB / secs, m.stop())
@@ -310,7 +310,7 @@ class Bench:
         for bs in ["4k", "256k"]:
             for _ in range(self.args.reps):
                 m = self.cold_mount(tool)
-                r = fio([f"--name=rr", f"--filename={m.path / 'big1g'}", "--rw=randread", f"--bs={bs}",
+                r = fio(["--name=rr", f"--filename={m.path / 'big1g'}", "--rw=randread", f"--bs={bs}",
                          "--readonly", f"--size={GIB}", "--ioengine=psync", "--time_based",
                          f"--runtime={self.args.random_seconds}", "--randrepeat=0"])
                 job = r["jobs"][0]["read"]
@@ -349,7 +349,7 @@ class Bench:
             m = self.cold_mount(tool)
             secs = timed(["cp", "-r", str(m.path / dst), str(out)])
             self.record("cp -r 1000x4KiB out s", tool, secs, m.stop())
-            ok = run(["diff", "-r", str(self.small_src), str(out)], stdout=subprocess.DEVNULL)
+            run(["diff", "-r", str(self.small_src), str(out)], stdout=subprocess.DEVNULL)
             shutil.rmtree(out)
             m = self.cold_mount(tool)
             secs = timed(["rm", "-r", str(m.path / dst)])
@@ -359,7 +359,7 @@ class Bench:
         """Peak RSS of bladefs writing 5 GiB with default options."""
         m = self.cold_mount("bladefs")
         t = time.perf_counter()
-        fio([f"--name=w5", f"--filename={m.path / 'five-gib'}", "--rw=write", "--bs=1M",
+        fio(["--name=w5", f"--filename={m.path / 'five-gib'}", "--rw=write", "--bs=1M",
              f"--size={5 * GIB}", "--ioengine=psync", "--fsync_on_close=1", "--refill_buffers"])
         secs = time.perf_counter() - t
         self.record("seqwrite 5 GiB fio", "bladefs", 5 * GIB / MIB / secs, m.stop())
