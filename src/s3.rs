@@ -9,11 +9,15 @@
 //! - `retry`: backoff and what is safe to resend
 //! - `credentials`: where keys come from
 //! - `stats`: request counters
+//! - `mem`: an in-memory store, and `faults`: a fault-injecting wrapper,
+//!   both behind the same trait, for testing the core without a server
 
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod faults;
 pub mod http;
+pub mod mem;
 pub mod retry;
 pub mod sign;
 pub mod stats;
