@@ -8,6 +8,8 @@
 //! - `dir`: streaming, deduplicated directory listings
 //! - `prefetch`: ranged reads with read-ahead and a memory bound
 //! - `upload`: the write-back buffer and uploads (`ranges`: byte-range sets)
+//! - `open`: open files and handles, one owner per inode
+//! - `multipart`: the one multipart upload driver
 //! - `namespace`: create, mkdir, rmdir, unlink, rename
 //! - `error`: the one errno boundary
 
@@ -15,7 +17,9 @@ pub mod cache;
 pub mod dir;
 pub mod error;
 pub mod inode;
+pub mod multipart;
 mod namespace;
+pub mod open;
 pub mod prefetch;
 pub mod ranges;
 pub mod upload;
@@ -34,6 +38,7 @@ use cache::{DirEntry, Entry, MetaCache, Ttl};
 use dir::DirHandle;
 pub use error::{FsError, FsResult};
 use inode::{Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, valid_name};
+use open::{OpenFiles, Target};
 use prefetch::{FileReader, PrefetchConfig};
 use upload::{DirtyFile, Uploads, WriteConfig};
 
@@ -96,6 +101,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// 0 once a file's name was removed while it is open.
+    pub nlink: u32,
 }
 
 /// One entry handed to the kernel by [`Fs::readdir`].
@@ -109,27 +116,12 @@ pub struct ReaddirEntry<'a> {
     pub attr: Option<Attr>,
 }
 
-/// An open file: a reader of the object, or the file's write-back buffer
-/// (also used for reading while the file has unsaved changes).
-#[derive(Clone)]
-enum Handle {
-    Read(Arc<FileReader>),
-    Write { ino: Ino, file: Arc<DirtyFile> },
-}
-
-/// A file with a write-back buffer and the handles using it.
-struct Dirty {
-    file: Arc<DirtyFile>,
-    handles: usize,
-}
-
 pub struct Fs {
     client: Arc<dyn ObjectClient>,
     cfg: FsConfig,
     inodes: Mutex<InodeTable>,
     cache: MetaCache,
-    files: Mutex<HashMap<u64, Handle>>,
-    dirty: Mutex<HashMap<Ino, Dirty>>,
+    open: OpenFiles,
     uploads: Arc<Uploads>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
@@ -168,8 +160,7 @@ impl Fs {
             ),
             memory: cfg.prefetch.memory(),
             inodes: Mutex::new(InodeTable::new(root, mount_time)),
-            files: Mutex::new(HashMap::new()),
-            dirty: Mutex::new(HashMap::new()),
+            open: OpenFiles::default(),
             uploads: Uploads::new(client.clone(), cfg.write.clone()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -194,7 +185,17 @@ impl Fs {
     }
 
     pub fn open_file_count(&self) -> usize {
-        self.files.lock().expect("files lock").len()
+        self.open.handle_count()
+    }
+
+    /// Waits for background work (aborts of abandoned uploads) to finish.
+    pub async fn settle(&self) {
+        self.uploads.background.idle().await;
+    }
+
+    /// The inode a file handle was opened on.
+    pub fn handle_ino(&self, fh: u64) -> Option<Ino> {
+        self.open.target(fh).ok().map(|(ino, _, _)| ino)
     }
 
     fn dir_stat(&self) -> Stat {
@@ -205,14 +206,10 @@ impl Fs {
         }
     }
 
-    fn attr(&self, ino: Ino, kind: Kind, stat: &Stat, ov: &Overrides) -> Attr {
-        // A file being written is as big as its buffer says.
-        let size = self
-            .dirty
-            .lock()
-            .expect("dirty lock")
-            .get(&ino)
-            .map_or(stat.size, |d| d.file.size());
+    fn attr(&self, ino: Ino, kind: Kind, stat: &Stat, ov: &Overrides, unlinked: bool) -> Attr {
+        // A file being written is as big as its buffer says (read without
+        // waiting for the file's own lock: see `DirtyFile::size`).
+        let size = self.open.buffer(ino).map_or(stat.size, |f| f.size());
         Attr {
             ino,
             kind,
@@ -224,6 +221,11 @@ impl Fs {
             }),
             uid: ov.uid.unwrap_or(self.cfg.uid),
             gid: ov.gid.unwrap_or(self.cfg.gid),
+            nlink: match kind {
+                Kind::Dir => 2,
+                Kind::File if unlinked => 0,
+                Kind::File => 1,
+            },
         }
     }
 
@@ -239,7 +241,7 @@ impl Fs {
                 .unwrap_or_default();
             (ino, ov)
         };
-        self.attr(ino, kind, &stat, &ov)
+        self.attr(ino, kind, &stat, &ov, false)
     }
 
     fn inode(&self, ino: Ino) -> FsResult<inode::Inode> {
@@ -268,16 +270,39 @@ impl Fs {
 
     /// The size of the file at `key` if it has a write-back buffer here.
     fn local_file(&self, bucket: &str, key: &str) -> Option<u64> {
-        self.dirty
-            .lock()
-            .expect("dirty lock")
-            .values()
-            .map(|d| &d.file)
+        self.open
+            .buffers()
+            .into_iter()
+            .map(|(_, f)| f)
             .find(|f| {
                 let loc = f.location();
                 !f.is_unlinked() && loc.bucket.as_ref() == bucket && loc.key == key
             })
             .map(|f| f.size())
+    }
+
+    /// Files with a buffer here directly in directory `dir` (a new one
+    /// has no object before its first close, but exists all the same).
+    fn local_files_in(&self, dir: &Location) -> Vec<DirEntry> {
+        self.open
+            .buffers()
+            .into_iter()
+            .filter_map(|(_, f)| {
+                let loc = f.location();
+                let name = loc.key.strip_prefix(dir.key.as_str())?;
+                (!f.is_unlinked() && loc.bucket == dir.bucket && valid_name(name)).then(|| {
+                    DirEntry {
+                        name: Arc::from(name),
+                        kind: Kind::File,
+                        stat: Stat {
+                            size: f.size(),
+                            mtime: SystemTime::now(),
+                            etag: None,
+                        },
+                    }
+                })
+            })
+            .collect()
     }
 
     /// The buckets of the store, as the entries of the all-buckets root.
@@ -409,12 +434,9 @@ impl Fs {
     /// Re-reads a file's attributes when they are older than the TTL.
     async fn refresh(&self, node: &inode::Inode) -> FsResult<Stat> {
         if node.kind == Kind::Dir
+            || node.unlinked
             || self.ttl().fresh(node.stat_at)
-            || self
-                .dirty
-                .lock()
-                .expect("dirty lock")
-                .contains_key(&node.ino)
+            || self.open.buffer(node.ino).is_some()
         {
             return Ok(node.stat.clone());
         }
@@ -437,7 +459,7 @@ impl Fs {
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let node = self.inode(ino)?;
         let stat = self.refresh(&node).await?;
-        Ok(self.attr(ino, node.kind, &stat, &node.overrides))
+        Ok(self.attr(ino, node.kind, &stat, &node.overrides, node.unlinked))
     }
 
     /// Opens a file. Returns the handle and whether the kernel may keep the
@@ -451,93 +473,62 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let stat = self.refresh(&node).await?;
-        let existing = self
-            .dirty
-            .lock()
-            .expect("dirty lock")
-            .get(&ino)
-            .map(|d| d.file.clone());
-        let handle = if write || truncate {
-            let file = match existing {
-                Some(f) => f,
-                None => DirtyFile::new(
+        if write || truncate {
+            // Built before the table is locked (it creates a staging file);
+            // dropped unused if another open got there first.
+            let candidate = match self.open.buffer(ino) {
+                Some(_) => None,
+                None => Some(DirtyFile::new(
                     self.uploads.clone(),
                     node.loc.clone(),
                     Some((stat.etag.clone(), stat.size)),
-                )?,
+                )?),
             };
-            if truncate {
-                file.set_size(0).await?;
+            let (fh, buffer) = self.open.open(ino, None, candidate, true);
+            let file = buffer.expect("a writable handle has a buffer");
+            if truncate && let Err(e) = file.set_size(0).await {
+                self.release(fh);
+                return Err(e);
             }
-            Handle::Write { ino, file }
-        } else if let Some(file) = existing {
-            Handle::Write { ino, file }
-        } else {
-            Handle::Read(Arc::new(FileReader::new(
-                self.client.clone(),
-                node.loc.bucket.clone(),
-                node.loc.key.clone(),
-                stat.etag.clone(),
-                stat.size,
-                self.cfg.prefetch.clone(),
-                self.memory.clone(),
-            )))
-        };
-        let keep_cache = match &handle {
-            Handle::Write { .. } => false,
-            Handle::Read(_) => {
-                let mut inodes = self.inodes.lock().expect("inode lock");
-                match inodes.get_mut(ino) {
-                    Some(n) => {
-                        let keep = stat.etag.is_some() && n.cached_etag == stat.etag;
-                        n.cached_etag.clone_from(&stat.etag);
-                        keep
-                    }
-                    None => false,
-                }
-            }
-        };
-        Ok((self.add_handle(handle), keep_cache))
-    }
-
-    fn add_handle(&self, handle: Handle) -> u64 {
-        if let Handle::Write { ino, file } = &handle {
-            let mut dirty = self.dirty.lock().expect("dirty lock");
-            dirty
-                .entry(*ino)
-                .or_insert_with(|| Dirty {
-                    file: file.clone(),
-                    handles: 0,
-                })
-                .handles += 1;
+            return Ok((fh, false));
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().expect("files lock").insert(fh, handle);
-        fh
-    }
-
-    fn handle(&self, fh: u64) -> FsResult<Handle> {
-        self.files
-            .lock()
-            .expect("files lock")
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)
+        let reader = Arc::new(FileReader::new(
+            self.client.clone(),
+            node.loc.bucket.clone(),
+            node.loc.key.clone(),
+            stat.etag.clone(),
+            stat.size,
+            self.cfg.prefetch.clone(),
+            self.memory.clone(),
+        ));
+        let (fh, buffer) = self.open.open(ino, Some(reader), None, false);
+        let keep_cache = buffer.is_none() && {
+            let mut inodes = self.inodes.lock().expect("inode lock");
+            match inodes.get_mut(ino) {
+                Some(n) => {
+                    let keep = stat.etag.is_some() && n.cached_etag == stat.etag;
+                    n.cached_etag.clone_from(&stat.etag);
+                    keep
+                }
+                None => false,
+            }
+        };
+        Ok((fh, keep_cache))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        match self.handle(fh)? {
-            Handle::Read(reader) => reader.read(offset, size).await,
-            Handle::Write { file, .. } => file.read(offset, size).await,
+        match self.open.target(fh)?.1 {
+            Target::Reader(reader) => reader.read(offset, size).await,
+            Target::Buffer(file) => file.read(offset, size).await,
         }
     }
 
     /// Takes the bytes by value: they move on to the staging write without
     /// another copy.
     pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
-        match self.handle(fh)? {
-            Handle::Read(_) => Err(FsError::BadHandle),
-            Handle::Write { file, .. } => file.write(offset, data).await,
+        match self.open.target(fh)? {
+            (_, Target::Buffer(file), true) => file.write(offset, data).await,
+            _ => Err(FsError::BadHandle),
         }
     }
 
@@ -574,9 +565,9 @@ impl Fs {
 
     /// close(): the changes are in the bucket, or the error is returned.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        match self.handle(fh)? {
-            Handle::Read(_) => Ok(()),
-            Handle::Write { ino, file } => self.commit(ino, &file).await,
+        match self.open.target(fh)? {
+            (ino, Target::Buffer(file), true) => self.commit(ino, &file).await,
+            _ => Ok(()),
         }
     }
 
@@ -589,26 +580,13 @@ impl Fs {
     /// failed, close() reported it and the changes are dropped here, not
     /// tried again unseen.
     pub fn release(&self, fh: u64) {
-        let Some(handle) = self.files.lock().expect("files lock").remove(&fh) else {
+        let Some(released) = self.open.release(fh) else {
             return;
         };
-        let Handle::Write { ino, file } = handle else {
-            return;
-        };
-        let mut dirty = self.dirty.lock().expect("dirty lock");
-        let last = match dirty.get_mut(&ino) {
-            Some(d) if d.handles > 1 => {
-                d.handles -= 1;
-                false
-            }
-            Some(_) => true,
-            None => false,
-        };
-        if last {
-            dirty.remove(&ino);
-            if file.is_dirty() {
-                tracing::warn!(key = %file.location().key, "unsaved changes dropped: their upload failed and close() reported it");
-            }
+        if let Some(file) = released.last_buffer
+            && file.is_dirty()
+        {
+            tracing::warn!(key = %file.location().key, "unsaved changes dropped: their upload failed and close() reported it");
         }
     }
 
@@ -632,25 +610,33 @@ impl Fs {
             if node.kind == Kind::Dir {
                 return Err(FsError::IsDir);
             }
-            let open = match fh.map(|fh| self.handle(fh)) {
-                Some(Ok(Handle::Write { file, .. })) => Some(file),
-                _ => self
-                    .dirty
-                    .lock()
-                    .expect("dirty lock")
-                    .get(&ino)
-                    .map(|d| d.file.clone()),
-            };
-            match open {
-                // An open file is saved at its close.
-                Some(file) => file.set_size(new_size).await?,
+            // Through a handle open for writing (ftruncate), the change is
+            // saved at that handle's close, like its writes; any other way
+            // (truncate(2)) no close will follow, so it is saved now.
+            let through_writer = fh.is_some_and(
+                |fh| matches!(self.open.target(fh), Ok((i, Target::Buffer(_), true)) if i == ino),
+            );
+            match self.open.buffer(ino) {
+                Some(file) if through_writer => file.set_size(new_size).await?,
+                Some(file) => {
+                    file.set_size(new_size).await?;
+                    self.commit(ino, &file).await?;
+                }
                 None => {
                     let stat = self.refresh(&node).await?;
-                    let file = DirtyFile::new(
-                        self.uploads.clone(),
-                        node.loc.clone(),
-                        Some((stat.etag, stat.size)),
-                    )?;
+                    let make = || {
+                        DirtyFile::new(
+                            self.uploads.clone(),
+                            node.loc.clone(),
+                            Some((stat.etag.clone(), stat.size)),
+                        )
+                    };
+                    // Handles open for reading read the truncated file from
+                    // now on.
+                    let file = match self.open.buffer_or_insert(ino, make)? {
+                        Some(file) => file,
+                        None => make()?,
+                    };
                     file.set_size(new_size).await?;
                     self.commit(ino, &file).await?;
                 }
@@ -673,7 +659,7 @@ impl Fs {
             }
             (n.stat.clone(), n.overrides.clone())
         };
-        Ok(self.attr(ino, node.kind, &stat, &ov))
+        Ok(self.attr(ino, node.kind, &stat, &ov, node.unlinked))
     }
 
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
@@ -686,7 +672,8 @@ impl Fs {
         } else if let Some(listing) = self.cache.listing(&node.loc.bucket, &node.loc.key) {
             DirHandle::complete(ino, node.loc, listing.to_vec())
         } else {
-            DirHandle::streaming(ino, node.loc)
+            let local = self.local_files_in(&node.loc);
+            DirHandle::streaming(ino, node.loc, local)
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs
@@ -723,8 +710,15 @@ impl Fs {
         let node = self.inode(ino)?;
         for (off, name, target) in [(0u64, ".", ino), (1, "..", node.parent)] {
             if offset == off {
-                let attr = plus
-                    .then(|| self.attr(target, Kind::Dir, &self.dir_stat(), &Overrides::default()));
+                let attr = plus.then(|| {
+                    self.attr(
+                        target,
+                        Kind::Dir,
+                        &self.dir_stat(),
+                        &Overrides::default(),
+                        false,
+                    )
+                });
                 let full = fill(ReaddirEntry {
                     ino: target,
                     next_offset: off + 1,

@@ -27,6 +27,9 @@ struct ListState {
     done: bool,
     /// The page after `token`, already on its way.
     ahead: Option<tokio::task::JoinHandle<FsResult<Page>>>,
+    /// Files open here whose objects may not exist yet (created, not yet
+    /// closed): listed at the end unless the store listed them.
+    local: Vec<DirEntry>,
 }
 
 pub struct DirHandle {
@@ -61,13 +64,15 @@ impl DirHandle {
                 token: None,
                 done: true,
                 ahead: None,
+                local: Vec::new(),
             }),
             listed_here: false,
         }
     }
 
-    /// A handle that lists from the store as the kernel reads.
-    pub fn streaming(ino: u64, loc: Location) -> Self {
+    /// A handle that lists from the store as the kernel reads, then adds
+    /// the `local` files the store did not list.
+    pub fn streaming(ino: u64, loc: Location, local: Vec<DirEntry>) -> Self {
         DirHandle {
             ino,
             loc,
@@ -77,6 +82,7 @@ impl DirHandle {
                 token: None,
                 done: false,
                 ahead: None,
+                local,
             }),
             listed_here: true,
         }
@@ -147,6 +153,11 @@ impl DirHandle {
         st.token = page.token;
         st.done = st.token.is_none();
         if st.done {
+            for e in std::mem::take(&mut st.local) {
+                if !st.entries.iter().any(|x| x.name == e.name) {
+                    st.entries.push(e);
+                }
+            }
             st.settled = st.entries.len();
         } else if let Some(last) = page.last {
             while st.settled < st.entries.len() {

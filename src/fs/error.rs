@@ -2,6 +2,8 @@
 //! [`FsError`], and [`FsError::errno`] is the only place it becomes an errno
 //! (an exhaustive match, so a new error cannot slip through unmapped).
 
+use std::sync::Arc;
+
 use crate::s3::{ErrorKind, S3Error};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,8 +36,19 @@ pub enum FsError {
     NotPermitted,
     #[error("the staging space for writes is full")]
     NoSpace,
-    #[error("local I/O error: {0}")]
-    Io(String),
+    /// The local disk failed (staging files): what was being done, and why.
+    #[error("local I/O error {what}: {source}")]
+    LocalIo {
+        what: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A change reached the store only in part (some keys of a batch).
+    #[error("{0}")]
+    Partial(String),
+    /// The operation did not finish within its deadline.
+    #[error("{what} did not finish within {seconds} s")]
+    TimedOut { what: &'static str, seconds: u64 },
     #[error("internal error: {0}")]
     Internal(&'static str),
     #[error(transparent)]
@@ -43,6 +56,14 @@ pub enum FsError {
 }
 
 pub type FsResult<T> = Result<T, FsError>;
+
+/// A local I/O error, saying what was being done.
+pub fn local_io(what: impl Into<String>, source: std::io::Error) -> FsError {
+    FsError::LocalIo {
+        what: what.into(),
+        source: Arc::new(source),
+    }
+}
 
 impl FsError {
     pub fn errno(&self) -> i32 {
@@ -61,7 +82,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NotPermitted => libc::EPERM,
             FsError::NoSpace => libc::ENOSPC,
-            FsError::Io(_) => libc::EIO,
+            FsError::LocalIo { .. } | FsError::Partial(_) | FsError::TimedOut { .. } => libc::EIO,
             FsError::Internal(_) => libc::EIO,
             FsError::S3(e) => match e.kind() {
                 ErrorKind::NotFound | ErrorKind::NoSuchBucket => libc::ENOENT,
@@ -70,8 +91,11 @@ impl FsError {
                 ErrorKind::PreconditionFailed => libc::ESTALE,
                 ErrorKind::Conflict => libc::ENOTEMPTY,
                 ErrorKind::NotImplemented => libc::ENOSYS,
-                ErrorKind::InvalidRequest => libc::EINVAL,
-                ErrorKind::InvalidRange
+                // The store refused what the client sent (a missing
+                // header, a bad digest): a fault here, not in the caller's
+                // arguments, which EINVAL would blame.
+                ErrorKind::InvalidRequest
+                | ErrorKind::InvalidRange
                 | ErrorKind::NotModified
                 | ErrorKind::Throttled
                 | ErrorKind::ServerError
@@ -106,5 +130,18 @@ mod tests {
         assert_eq!(e(503, "SlowDown").errno(), libc::EIO);
         assert_eq!(e(500, "InternalError").errno(), libc::EIO);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+        // A request the store refused is the client's fault, not the caller's.
+        assert_eq!(e(411, "MissingContentLength").errno(), libc::EIO);
+        assert_eq!(e(400, "BadDigest").errno(), libc::EIO);
+        let disk = local_io(
+            "writing the staging file",
+            std::io::Error::other("disk gone"),
+        );
+        assert_eq!(disk.errno(), libc::EIO);
+        assert_eq!(
+            disk.to_string(),
+            "local I/O error writing the staging file: disk gone"
+        );
+        assert!(std::error::Error::source(&disk).is_some());
     }
 }

@@ -72,6 +72,9 @@ pub struct Inode {
     /// chmod/chown/utimes: kept for the inode's life in memory only (the
     /// store has no metadata to hold them).
     pub overrides: Overrides,
+    /// Its name was removed (unlink, or replaced by a rename) while the
+    /// kernel still references it: it has no link left.
+    pub unlinked: bool,
     lookups: u64,
 }
 
@@ -109,6 +112,7 @@ impl InodeTable {
                 stat_at: Instant::now(),
                 cached_etag: None,
                 overrides: Overrides::default(),
+                unlinked: false,
                 // The root is never forgotten.
                 lookups: 1,
             },
@@ -176,6 +180,7 @@ impl InodeTable {
                 stat_at: Instant::now(),
                 cached_etag: None,
                 overrides: Overrides::default(),
+                unlinked: false,
                 lookups: 1,
             },
         );
@@ -197,7 +202,22 @@ impl InodeTable {
         if self.children.get(&old_key) == Some(&ino) {
             self.children.remove(&old_key);
         }
-        self.children.insert(new_key, ino);
+        if let Some(replaced) = self.children.insert(new_key, ino)
+            && replaced != ino
+            && let Some(r) = self.inodes.get_mut(&replaced)
+        {
+            r.unlinked = true;
+        }
+    }
+
+    /// `name` in `parent` is gone: its inode (if the kernel still holds
+    /// it) has no link left, and the name may be given to a new inode.
+    pub fn unlink(&mut self, parent: Ino, name: &str) -> Option<Ino> {
+        let ino = self.children.remove(&(parent, Arc::from(name)))?;
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.unlinked = true;
+        }
+        Some(ino)
     }
 
     /// Every inode whose key starts with `old` in `bucket` moves to `new`.
@@ -294,6 +314,21 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.forget(ROOT_INO, 100);
         assert!(t.get(ROOT_INO).is_some());
+    }
+
+    #[test]
+    fn an_unlinked_inode_keeps_living_but_loses_its_name() {
+        let mut t = root();
+        let a = t.remember(ROOT_INO, "a", Kind::File, loc("a"), stat(1));
+        assert_eq!(t.unlink(ROOT_INO, "a"), Some(a));
+        assert!(t.get(a).unwrap().unlinked);
+        assert!(t.child(ROOT_INO, "a").is_none());
+        let b = t.remember(ROOT_INO, "a", Kind::File, loc("a"), stat(2));
+        assert_ne!(a, b, "a new file of that name is a new inode");
+        let c = t.remember(ROOT_INO, "c", Kind::File, loc("c"), stat(3));
+        t.rename(c, ROOT_INO, "a", loc("a"));
+        assert!(t.get(b).unwrap().unlinked, "replaced by the rename");
+        assert!(!t.get(c).unwrap().unlinked);
     }
 
     #[test]

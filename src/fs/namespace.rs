@@ -21,16 +21,17 @@ use futures::{StreamExt, TryStreamExt};
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
 use super::inode::{Inode, Kind, Location, NAME_MAX, Stat, valid_name};
+use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
-use super::{Attr, Fs, Handle, split_key};
-use crate::s3::{
-    CompletedPart, CopySource, ErrorKind, ListObjectsParams, ObjectIdentifier, S3Error, limits,
-};
+use super::{Attr, Fs, split_key};
+use crate::s3::{CopySource, ErrorKind, ListObjectsParams, ObjectIdentifier, S3Error, limits};
 
 /// Part size of multipart copies: 5 TiB fits in 5120 parts.
 const COPY_PART: u64 = 1024 * 1024 * 1024;
 /// Keys copied at once when a directory is renamed.
 const RENAME_PARALLEL: usize = 32;
+/// Parts of one large object copied at once.
+const COPY_PARALLEL: usize = 4;
 
 impl Fs {
     fn writable(&self) -> FsResult<()> {
@@ -97,12 +98,38 @@ impl Fs {
         // New content (even empty) to be written at close.
         file.set_size(0).await?;
         self.changed(&loc, Entry::File(stat.clone()));
+        // A created file is a new inode, whatever had the name before.
+        self.inodes.lock().expect("inode lock").unlink(parent, name);
         let attr = self.remember(parent, name, Kind::File, loc, stat);
-        let fh = self.add_handle(Handle::Write {
-            ino: attr.ino,
-            file,
-        });
+        let (fh, _) = self.open.open(attr.ino, None, Some(file), true);
         Ok((attr, fh))
+    }
+
+    /// Makes the content of `name` in `parent` local if the file is open,
+    /// so its handles keep reading it once its object is deleted or
+    /// replaced (POSIX keeps an unlinked file until its last close). The
+    /// buffer returned is then unlinked by the caller.
+    async fn keep_open_content(&self, parent: u64, name: &str) -> FsResult<Option<Arc<DirtyFile>>> {
+        let Some(node) = self
+            .inodes
+            .lock()
+            .expect("inode lock")
+            .child(parent, name)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        // The handles read the version they opened.
+        let base = match self.open.any_reader(node.ino) {
+            Some(r) => (r.etag(), r.size()),
+            None => (node.stat.etag.clone(), node.stat.size),
+        };
+        let make = || DirtyFile::new(self.uploads.clone(), node.loc.clone(), Some(base.clone()));
+        let Some(file) = self.open.buffer_or_insert(node.ino, make)? else {
+            return Ok(None);
+        };
+        file.keep_all().await?;
+        Ok(Some(file))
     }
 
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -115,14 +142,23 @@ impl Fs {
             Entry::File(_) => {}
         }
         let loc = p.loc.child(name, Kind::File);
-        for (_, file) in self.dirty_under(&loc.bucket, &loc.key) {
-            if file.location().key == loc.key {
-                file.unlink();
-            }
+        let open = self.keep_open_content(parent, name).await?;
+        // No commit of the open file may bring the object back after the
+        // delete: commits wait, and then find the file unlinked.
+        let _paused = match &open {
+            Some(file) => Some(file.pause_commits().await),
+            None => None,
+        };
+        if let Some(file) = &open {
+            file.unlink();
         }
-        self.client
-            .delete_object(&loc.bucket, &loc.key, None)
-            .await?;
+        if let Err(e) = self.client.delete_object(&loc.bucket, &loc.key, None).await {
+            if let Some(file) = &open {
+                file.relink();
+            }
+            return Err(e.into());
+        }
+        self.inodes.lock().expect("inode lock").unlink(parent, name);
         self.changed(&loc, Entry::Missing);
         Ok(())
     }
@@ -185,6 +221,10 @@ impl Fs {
 
     /// ENOTEMPTY unless the directory at `loc` holds nothing but its marker.
     async fn ensure_empty(&self, loc: &Location) -> FsResult<()> {
+        // A file created here and not yet closed has no object yet.
+        if !self.dirty_under(&loc.bucket, &loc.key).is_empty() {
+            return Err(FsError::NotEmpty);
+        }
         let page = self
             .client
             .list_objects(
@@ -204,15 +244,13 @@ impl Fs {
 
     /// The write-back buffers whose keys start with `prefix` (or equal `key`).
     fn dirty_under(&self, bucket: &str, prefix: &str) -> Vec<(u64, Arc<DirtyFile>)> {
-        self.dirty
-            .lock()
-            .expect("dirty lock")
-            .iter()
-            .filter(|(_, d)| {
-                let loc = d.file.location();
-                loc.bucket.as_ref() == bucket && loc.key.starts_with(prefix)
+        self.open
+            .buffers()
+            .into_iter()
+            .filter(|(_, f)| {
+                let loc = f.location();
+                !f.is_unlinked() && loc.bucket.as_ref() == bucket && loc.key.starts_with(prefix)
             })
-            .map(|(ino, d)| (*ino, d.file.clone()))
             .collect()
     }
 
@@ -247,28 +285,53 @@ impl Fs {
                 let from = p.loc.child(name, Kind::File);
                 let to = np.loc.child(new_name, Kind::File);
                 Self::key_fits(&to)?;
-                for (ino, file) in self.dirty_under(&from.bucket, &from.key) {
-                    if file.location().key == from.key {
-                        self.commit(ino, &file).await?;
-                    }
+                let source = self.dirty_under(&from.bucket, &from.key);
+                let source: Vec<_> = source
+                    .into_iter()
+                    .filter(|(_, f)| f.location().key == from.key)
+                    .collect();
+                for (ino, file) in &source {
+                    self.commit(*ino, file).await?;
+                }
+                // The file replaced keeps its content for its open handles.
+                let replaced = if matches!(dst, Entry::File(_)) {
+                    self.keep_open_content(new_parent, new_name).await?
+                } else {
+                    None
+                };
+                // No commit of either file may land between the copy and
+                // the moves below (it would write to a name that is gone).
+                let mut paused = Vec::new();
+                for f in source.iter().map(|(_, f)| f).chain(&replaced) {
+                    paused.push(f.pause_commits().await);
                 }
                 let head = self
                     .client
                     .head_object(&from.bucket, &from.key, None)
                     .await?;
-                self.copy_object(&from, &to, head.size, head.etag.clone())
+                let new_etag = self
+                    .copy_object(&from, &to, head.size, head.etag.clone())
                     .await?;
+                if let Some(f) = &replaced {
+                    f.unlink();
+                }
+                self.relocate_open(
+                    &from,
+                    &to,
+                    &[(from.key.clone(), head.etag.clone(), new_etag.clone())],
+                );
+                self.moved(parent, name, new_parent, new_name, &to);
+                drop(paused);
                 self.client
                     .delete_object(&from.bucket, &from.key, None)
                     .await?;
-                self.moved(parent, name, new_parent, new_name, &from, &to);
                 self.changed(&from, Entry::Missing);
                 self.changed(
                     &to,
                     Entry::File(Stat {
                         size: head.size,
-                        mtime: head.last_modified.unwrap_or_else(SystemTime::now),
-                        etag: head.etag,
+                        mtime: SystemTime::now(),
+                        etag: new_etag,
                     }),
                 );
                 Ok(())
@@ -288,7 +351,7 @@ impl Fs {
                     self.ensure_empty(&to).await?;
                 }
                 self.rename_dir(&from, &to).await?;
-                self.moved(parent, name, new_parent, new_name, &from, &to);
+                self.moved(parent, name, new_parent, new_name, &to);
                 let mut inodes = self.inodes.lock().expect("inode lock");
                 inodes.rebase(&from.bucket, &from.key, &to.key);
                 drop(inodes);
@@ -298,33 +361,66 @@ impl Fs {
         }
     }
 
-    /// The inode (and any write-back buffer) of `name` now lives at `to`.
-    fn moved(
-        &self,
-        parent: u64,
-        name: &str,
-        new_parent: u64,
-        new_name: &str,
-        from: &Location,
-        to: &Location,
-    ) {
+    /// The inode of `name` now lives at `to`.
+    fn moved(&self, parent: u64, name: &str, new_parent: u64, new_name: &str, to: &Location) {
         let mut inodes = self.inodes.lock().expect("inode lock");
-        if let Some(ino) = inodes.child(parent, name).map(|n| n.ino) {
-            inodes.rename(ino, new_parent, new_name, to.clone());
-        }
-        drop(inodes);
-        for (_, file) in self.dirty_under(&from.bucket, &from.key) {
-            let loc = file.location();
-            if let Some(rest) = loc.key.strip_prefix(&from.key) {
-                file.set_location(Location {
-                    bucket: to.bucket.clone(),
-                    key: format!("{}{rest}", to.key),
-                });
+        match inodes.child(parent, name).map(|n| n.ino) {
+            Some(ino) => inodes.rename(ino, new_parent, new_name, to.clone()),
+            // The kernel did not hold the source: the target's name is
+            // gone from whatever inode had it all the same.
+            None => {
+                inodes.unlink(new_parent, new_name);
             }
         }
     }
 
-    /// Copies every key under `from` to `to`, then deletes the sources.
+    /// Open files under `from` follow their objects to `to`: buffers and
+    /// readers of each copied key (old key, its ETag, the copy's ETag) now
+    /// read the copy.
+    fn relocate_open(
+        &self,
+        from: &Location,
+        to: &Location,
+        copied: &[(String, Option<String>, Option<String>)],
+    ) {
+        let moved = |key: &str| -> Option<(Location, &Option<String>, &Option<String>)> {
+            let rest = key.strip_prefix(&from.key)?;
+            let (_, old, new) = copied.iter().find(|(k, _, _)| k == key)?;
+            Some((
+                Location {
+                    bucket: to.bucket.clone(),
+                    key: format!("{}{rest}", to.key),
+                },
+                old,
+                new,
+            ))
+        };
+        for (_, file) in self.dirty_under(&from.bucket, &from.key) {
+            let loc = file.location();
+            match moved(&loc.key) {
+                Some((new_loc, old, new)) => file.rebase(new_loc, old, new.clone()),
+                // Not an object yet (never committed): only the name moves.
+                None => {
+                    if let Some(rest) = loc.key.strip_prefix(&from.key) {
+                        file.set_location(Location {
+                            bucket: to.bucket.clone(),
+                            key: format!("{}{rest}", to.key),
+                        });
+                    }
+                }
+            }
+        }
+        for reader in self.open.readers() {
+            if let Some((new_loc, old, new)) = moved(&reader.key())
+                && reader.etag() == *old
+            {
+                reader.relocate(new_loc.key, new.clone());
+            }
+        }
+    }
+
+    /// Copies every key under `from` to `to`, moves the open files along,
+    /// then deletes the sources.
     async fn rename_dir(&self, from: &Location, to: &Location) -> FsResult<()> {
         for (ino, file) in self.dirty_under(&from.bucket, &from.key) {
             self.commit(ino, &file).await?;
@@ -342,7 +438,7 @@ impl Fs {
                 None => break,
             }
         }
-        futures::stream::iter(keys.clone())
+        let copied = futures::stream::iter(keys.clone())
             .map(|o| {
                 let src = Location {
                     bucket: from.bucket.clone(),
@@ -354,19 +450,22 @@ impl Fs {
                 };
                 async move {
                     Self::key_fits(&dst)?;
-                    self.copy_object(&src, &dst, o.size, o.etag).await
+                    let new = self.copy_object(&src, &dst, o.size, o.etag.clone()).await?;
+                    Ok::<_, FsError>((o.key, o.etag, new))
                 }
             })
             .buffer_unordered(RENAME_PARALLEL)
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<_>>()
             .await?;
+        // Open files follow their objects before the sources go.
+        self.relocate_open(from, to, &copied);
         // Every copy is in place: only now do the sources go.
         let ids: Vec<ObjectIdentifier> =
             keys.iter().map(|o| ObjectIdentifier::key(&o.key)).collect();
         for batch in ids.chunks(limits::MAX_DELETE_OBJECTS) {
             let out = self.client.delete_objects(&from.bucket, batch).await?;
             if let Some(e) = out.errors.first() {
-                return Err(FsError::Io(format!(
+                return Err(FsError::Partial(format!(
                     "{} of {} keys not deleted after the copy, first {}: {} {}",
                     out.errors.len(),
                     batch.len(),
@@ -380,14 +479,14 @@ impl Fs {
     }
 
     /// Server-side copy, guarded by the source ETag: PUT Object Copy up to
-    /// 5 GiB, multipart UploadPartCopy above.
+    /// 5 GiB, multipart UploadPartCopy above. Returns the copy's ETag.
     async fn copy_object(
         &self,
         from: &Location,
         to: &Location,
         size: u64,
         etag: Option<String>,
-    ) -> FsResult<()> {
+    ) -> FsResult<Option<String>> {
         let source = CopySource {
             bucket: from.bucket.to_string(),
             key: from.key.clone(),
@@ -395,57 +494,27 @@ impl Fs {
             if_match: etag,
         };
         if size <= limits::MAX_PART_SIZE {
-            self.client
+            let out = self
+                .client
                 .copy_object(&to.bucket, &to.key, &source)
                 .await?;
-            return Ok(());
+            return Ok(out.etag);
         }
-        let upload = self
-            .client
-            .create_multipart_upload(&to.bucket, &to.key)
-            .await?;
-        let ranges: Vec<_> = (0..size.div_ceil(COPY_PART))
-            .map(|i| i * COPY_PART..((i + 1) * COPY_PART).min(size))
+        let pieces = (0..size.div_ceil(COPY_PART))
+            .map(|i| PartSource::Copy(i * COPY_PART..((i + 1) * COPY_PART).min(size)))
             .collect();
-        let result: Result<(), S3Error> = async {
-            let parts = futures::stream::iter(ranges.into_iter().enumerate())
-                .map(|(i, r)| {
-                    let (source, upload) = (&source, &upload);
-                    async move {
-                        let etag = self
-                            .client
-                            .upload_part_copy(
-                                &to.bucket,
-                                &to.key,
-                                upload,
-                                i as u32 + 1,
-                                source,
-                                Some(r),
-                            )
-                            .await?;
-                        Ok::<_, S3Error>(CompletedPart {
-                            part_number: i as u32 + 1,
-                            etag,
-                        })
-                    }
-                })
-                .buffered(4)
-                .try_collect::<Vec<_>>()
-                .await?;
-            self.client
-                .complete_multipart_upload(&to.bucket, &to.key, &upload, &parts)
-                .await
-                .map(drop)
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = self
-                .client
-                .abort_multipart_upload(&to.bucket, &to.key, &upload)
-                .await;
-            return Err(e.into());
-        }
-        Ok(())
+        let upload = Multipart::create(
+            self.client.clone(),
+            &self.uploads.background,
+            to.bucket.clone(),
+            to.key.clone(),
+        )
+        .await?;
+        upload
+            .run(pieces, Some(&source), COPY_PARALLEL, |_| async {
+                Err::<(bytes::Bytes, ()), _>(FsError::Internal("a copy uploads nothing"))
+            })
+            .await
     }
 }
 

@@ -117,11 +117,17 @@ struct ReadState {
     window: u64,
 }
 
+/// The object a reader reads: it moves when the file is renamed.
+#[derive(Clone)]
+struct Source {
+    key: String,
+    etag: Option<String>,
+}
+
 pub struct FileReader {
     client: Arc<dyn ObjectClient>,
     bucket: Arc<str>,
-    key: String,
-    etag: Option<String>,
+    source: Mutex<Source>,
     size: u64,
     cfg: PrefetchConfig,
     memory: Arc<Semaphore>,
@@ -143,8 +149,7 @@ impl FileReader {
         FileReader {
             client,
             bucket,
-            key,
-            etag,
+            source: Mutex::new(Source { key, etag }),
             size,
             cfg,
             memory,
@@ -161,8 +166,26 @@ impl FileReader {
         self.size
     }
 
-    pub fn etag(&self) -> Option<&str> {
-        self.etag.as_deref()
+    pub fn etag(&self) -> Option<String> {
+        self.source().etag
+    }
+
+    pub fn key(&self) -> String {
+        self.source().key
+    }
+
+    fn source(&self) -> Source {
+        self.source.lock().expect("source lock").clone()
+    }
+
+    /// The file was renamed: the same bytes are now at `key`, with `etag`
+    /// (a copy may change the ETag). Parts in flight from the old key are
+    /// dropped, so later reads ask the new one.
+    pub fn relocate(&self, key: String, etag: Option<String>) {
+        *self.source.lock().expect("source lock") = Source { key, etag };
+        let mut st = self.state.lock().expect("reader lock");
+        st.parts.clear();
+        st.fetched_to = st.next;
     }
 
     fn part_len(&self, window: u64) -> u64 {
@@ -174,11 +197,11 @@ impl FileReader {
     fn spawn_part(&self, range: Range<u64>) -> Part {
         let client = self.client.clone();
         let bucket = self.bucket.clone();
-        let key = self.key.clone();
+        let Source { key, etag } = self.source();
         let memory = self.memory.clone();
         let params = GetObjectParams {
             range: Some(range.clone()),
-            if_match: self.etag.clone(),
+            if_match: etag,
             ..Default::default()
         };
         let len = range.end - range.start;
@@ -218,6 +241,15 @@ impl FileReader {
 
     /// Bytes `offset..offset+len` (fewer at the end of the object).
     pub async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
+        let before = self.key();
+        match self.read_once(offset, len).await {
+            // Renamed while the read was in flight: ask the new key.
+            Err(_) if self.key() != before => self.read_once(offset, len).await,
+            other => other,
+        }
+    }
+
+    async fn read_once(&self, offset: u64, len: u32) -> FsResult<Bytes> {
         if offset >= self.size || len == 0 {
             return Ok(Bytes::new());
         }
@@ -235,7 +267,7 @@ impl FileReader {
             };
             let sequential = (covered_from..=st.fetched_to + forward).contains(&offset)
                 && offset + BACK_SLACK >= st.next;
-            tracing::trace!(key = %self.key, offset, len, sequential, fetched_to = st.fetched_to, next = st.next, "read");
+            tracing::trace!(bucket = %self.bucket, offset, len, sequential, fetched_to = st.fetched_to, next = st.next, "read");
             if sequential {
                 st.window = (st.window * 2).min(self.cfg.max_window);
             } else {

@@ -36,8 +36,9 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::error::{FsError, FsResult};
+use super::error::{FsError, FsResult, local_io};
 use super::inode::Location;
+use super::multipart::{Background, Multipart, PartSource};
 use super::ranges::RangeSet;
 use crate::s3::{CompletedPart, CopySource, GetObjectParams, ObjectClient, S3Error, limits};
 
@@ -72,7 +73,9 @@ impl Default for WriteConfig {
 /// What every dirty file of a mount shares.
 pub struct Uploads {
     pub cfg: WriteConfig,
-    client: Arc<dyn ObjectClient>,
+    pub client: Arc<dyn ObjectClient>,
+    /// Aborts of abandoned uploads still running.
+    pub background: Background,
     memory: Arc<Semaphore>,
     staged: AtomicU64,
 }
@@ -83,6 +86,7 @@ impl Uploads {
             memory: Arc::new(Semaphore::new(cfg.max_memory as usize)),
             cfg,
             client,
+            background: Background::default(),
             staged: AtomicU64::new(0),
         })
     }
@@ -111,14 +115,22 @@ struct Base {
 }
 
 struct Stream {
-    upload_id: String,
-    parts: Vec<JoinHandle<Result<CompletedPart, S3Error>>>,
+    upload: Arc<Multipart>,
+    parts: Vec<JoinHandle<FsResult<CompletedPart>>>,
     uploaded_to: u64,
 }
 
 struct State {
     size: u64,
     base: Option<Base>,
+    /// Changes whenever the base changes or loses bytes (a truncation, a
+    /// commit that makes a new object the base). A fill from the base that
+    /// started under another epoch writes nothing: its bytes may belong
+    /// past the end, or to an object that is no longer the base.
+    base_epoch: u64,
+    /// The smallest size since the running commit took its snapshot: the
+    /// object it writes is the file's content only below this.
+    low_water: u64,
     dirty: RangeSet,
     present: RangeSet,
     generation: u64,
@@ -132,7 +144,15 @@ pub struct DirtyFile {
     up: Arc<Uploads>,
     loc: Mutex<Location>,
     staging: Arc<std::fs::File>,
+    /// Held across this file's staging I/O, never across an await, and
+    /// never by anything that other files or the FUSE loop wait for: they
+    /// read `size` and `changed` below instead.
     state: Mutex<State>,
+    /// `State::size`, readable without waiting for a staging write.
+    size: AtomicU64,
+    /// Whether there are changes not yet in the bucket (`generation !=
+    /// committed`), likewise.
+    changed: std::sync::atomic::AtomicBool,
     part_slots: Arc<Semaphore>,
     /// Set by unlink: the name is gone, so nothing may be written back.
     unlinked: std::sync::atomic::AtomicBool,
@@ -236,10 +256,6 @@ pub fn plan(size: u64, base_len: u64, dirty: &RangeSet, part_len: u64) -> Vec<Pi
     parts
 }
 
-fn io_error(e: std::io::Error) -> FsError {
-    FsError::Io(e.to_string())
-}
-
 impl DirtyFile {
     /// A file whose content starts as `base` (an existing object of
     /// `base_size` bytes), or empty.
@@ -249,15 +265,22 @@ impl DirtyFile {
         base: Option<(Option<String>, u64)>,
     ) -> FsResult<Arc<Self>> {
         let staging = tempfile::tempfile_in(&up.cfg.cache_dir).map_err(|e| {
-            FsError::Io(format!(
-                "cannot create a staging file in {}: {e}",
-                up.cfg.cache_dir.display()
-            ))
+            local_io(
+                format!("creating a staging file in {}", up.cfg.cache_dir.display()),
+                e,
+            )
         })?;
         // An empty base is no base: the file is new, and may stream.
         let base = base.filter(|b| b.1 > 0);
         let size = base.as_ref().map_or(0, |b| b.1);
+        // The staging file is as long as the file (sparse), so that reads
+        // stop at its end and nothing lies beyond it.
+        staging
+            .set_len(size)
+            .map_err(|e| local_io("sizing the staging file", e))?;
         Ok(Arc::new(DirtyFile {
+            size: AtomicU64::new(size),
+            changed: std::sync::atomic::AtomicBool::new(false),
             part_slots: Arc::new(Semaphore::new(up.cfg.parts_in_flight.max(1))),
             up,
             loc: Mutex::new(loc),
@@ -265,6 +288,8 @@ impl DirtyFile {
             state: Mutex::new(State {
                 size,
                 base: base.map(|(etag, len)| Base { etag, len }),
+                base_epoch: 0,
+                low_water: size,
                 dirty: RangeSet::new(),
                 present: RangeSet::new(),
                 generation: 0,
@@ -278,7 +303,14 @@ impl DirtyFile {
     }
 
     pub fn size(&self) -> u64 {
-        self.state.lock().expect("dirty lock").size
+        self.size.load(Ordering::SeqCst)
+    }
+
+    /// Records a new size or generation in the mirrors read without the lock.
+    fn publish(&self, st: &State) {
+        self.size.store(st.size, Ordering::SeqCst);
+        self.changed
+            .store(st.generation != st.committed, Ordering::SeqCst);
     }
 
     pub fn location(&self) -> Location {
@@ -291,12 +323,35 @@ impl DirtyFile {
 
     /// The file's name was removed while it is open: its content is no
     /// longer written back (as an unlinked file's data goes nowhere).
+    /// Callers first make the content local ([`DirtyFile::keep_all`]), so
+    /// open handles keep reading it once the object is gone.
     pub fn unlink(&self) {
         self.unlinked.store(true, Ordering::SeqCst);
         let mut st = self.state.lock().expect("dirty lock");
         if let Some(stream) = st.stream.take() {
             self.abandon(stream);
         }
+        // Nothing is ever read from the object again.
+        st.base = None;
+        st.base_epoch += 1;
+    }
+
+    /// Waits for a running commit and keeps others from starting while the
+    /// guard lives (unlink holds it across its delete, so that no upload
+    /// brings the object back after it).
+    pub async fn pause_commits(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.commit_serial.lock().await
+    }
+
+    /// Undoes [`DirtyFile::unlink`] when deleting the object failed.
+    pub fn relink(&self) {
+        self.unlinked.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes every byte of the file local, so it no longer needs the object.
+    pub async fn keep_all(self: &Arc<Self>) -> FsResult<()> {
+        let size = self.size();
+        self.ensure_present(0..size).await
     }
 
     pub fn is_unlinked(&self) -> bool {
@@ -305,8 +360,7 @@ impl DirtyFile {
 
     /// Whether there are changes not yet in the bucket.
     pub fn is_dirty(&self) -> bool {
-        let st = self.state.lock().expect("dirty lock");
-        st.generation != st.committed && !self.unlinked.load(Ordering::SeqCst)
+        self.changed.load(Ordering::SeqCst) && !self.unlinked.load(Ordering::SeqCst)
     }
 
     /// Counts `new_size` against the mount's staging limit.
@@ -334,11 +388,14 @@ impl DirtyFile {
             let end = offset + len;
             let grown = end.max(st.size);
             this.charge(&mut st, grown)?;
-            this.staging.write_all_at(&data, offset).map_err(io_error)?;
+            this.staging
+                .write_all_at(&data, offset)
+                .map_err(|e| local_io("writing the staging file", e))?;
             st.size = st.size.max(end);
             st.dirty.insert(offset..end);
             st.present.insert(offset..end);
             st.generation += 1;
+            this.publish(&st);
             if let Some(stream) = &st.stream
                 && offset < stream.uploaded_to
             {
@@ -358,9 +415,10 @@ impl DirtyFile {
     /// file is new (no base) and more data follows them.
     async fn stream_parts(self: &Arc<Self>) -> FsResult<()> {
         loop {
-            let (upload_id, range, number) = {
+            let (upload, range, number) = {
                 let st = self.state.lock().expect("dirty lock");
-                if st.base.is_some() {
+                // An unlinked file is never written back: nothing to stream.
+                if st.base.is_some() || self.unlinked.load(Ordering::SeqCst) {
                     return Ok(());
                 }
                 let (uploaded_to, n) = st
@@ -376,7 +434,7 @@ impl DirtyFile {
                     return Ok(());
                 }
                 (
-                    st.stream.as_ref().map(|s| s.upload_id.clone()),
+                    st.stream.as_ref().map(|s| s.upload.clone()),
                     uploaded_to..part_end,
                     n,
                 )
@@ -388,27 +446,29 @@ impl DirtyFile {
                 .acquire_owned()
                 .await
                 .expect("slots never close");
-            let upload_id = match upload_id {
-                Some(id) => id,
+            let upload = match upload {
+                Some(u) => u,
                 None => {
                     let loc = self.location();
-                    let id = self
-                        .up
-                        .client
-                        .create_multipart_upload(&loc.bucket, &loc.key)
-                        .await?;
+                    let upload = Multipart::create(
+                        self.up.client.clone(),
+                        &self.up.background,
+                        loc.bucket,
+                        loc.key,
+                    )
+                    .await?;
                     let mut st = self.state.lock().expect("dirty lock");
                     if st.stream.is_some() || st.base.is_some() {
-                        // Raced with another writer, or truncated: let go.
-                        self.abort_in_background(id);
+                        // Raced with another writer, or truncated: dropping
+                        // the upload aborts it.
                         continue;
                     }
                     st.stream = Some(Stream {
-                        upload_id: id.clone(),
+                        upload: upload.clone(),
                         parts: Vec::new(),
                         uploaded_to: 0,
                     });
-                    id
+                    upload
                 }
             };
             let task = {
@@ -416,23 +476,8 @@ impl DirtyFile {
                 let range = range.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let loc = this.location();
-                    let body =
-                        this.read_staging(range)
-                            .await
-                            .map_err(|e| S3Error::InvalidRequest {
-                                operation: "UploadPart",
-                                detail: e.to_string(),
-                            })?;
-                    let etag = this
-                        .up
-                        .client
-                        .upload_part(&loc.bucket, &loc.key, &upload_id, number, body.0)
-                        .await?;
-                    Ok(CompletedPart {
-                        part_number: number,
-                        etag,
-                    })
+                    let (body, _memory) = this.read_staging(range).await?;
+                    upload.upload(number, body).await
                 })
             };
             let mut st = self.state.lock().expect("dirty lock");
@@ -446,24 +491,12 @@ impl DirtyFile {
         }
     }
 
+    /// Gives up a stream: its parts stop, and the upload is aborted once
+    /// the last of them lets go of it.
     fn abandon(&self, stream: Stream) {
         for p in &stream.parts {
             p.abort();
         }
-        self.abort_in_background(stream.upload_id);
-    }
-
-    fn abort_in_background(&self, upload_id: String) {
-        let client = self.up.client.clone();
-        let loc = self.location();
-        tokio::spawn(async move {
-            if let Err(e) = client
-                .abort_multipart_upload(&loc.bucket, &loc.key, &upload_id)
-                .await
-            {
-                tracing::warn!(key = %loc.key, error = %e, "could not abort an abandoned upload");
-            }
-        });
     }
 
     /// Bytes of the staging file, holding memory permits while they live.
@@ -486,23 +519,65 @@ impl DirtyFile {
         })
         .await
         .map_err(|_| FsError::Cancelled)?
-        .map_err(io_error)?;
+        .map_err(|e| local_io("reading the staging file", e))?;
         Ok((Bytes::from(bytes), permit))
     }
 
-    /// Makes the base's bytes in `range` present in the staging file.
+    /// Makes the base's bytes in `range` present in the staging file. A
+    /// fill that finds the base changed when its answer arrives (see
+    /// `State::base_epoch`) writes nothing, and what is still missing is
+    /// asked for again under the new base.
     async fn ensure_present(self: &Arc<Self>, range: Range<u64>) -> FsResult<()> {
-        let (gaps, etag) = {
-            let st = self.state.lock().expect("dirty lock");
-            let Some(base) = &st.base else {
-                return Ok(());
+        loop {
+            let (gaps, etag, epoch) = {
+                let st = self.state.lock().expect("dirty lock");
+                let Some(base) = &st.base else {
+                    return Ok(());
+                };
+                let end = range.end.min(base.len);
+                if range.start >= end {
+                    return Ok(());
+                }
+                (
+                    st.present.gaps(range.start..end),
+                    base.etag.clone(),
+                    st.base_epoch,
+                )
             };
-            let end = range.end.min(base.len);
-            if range.start >= end {
+            if gaps.is_empty() {
                 return Ok(());
             }
-            (st.present.gaps(range.start..end), base.etag.clone())
-        };
+            if let Err(e) = self.fill(gaps, etag, epoch).await {
+                // A fill that failed because the base moved (renamed,
+                // replaced by a commit) is asked for again from the new one.
+                if self.state.lock().expect("dirty lock").base_epoch == epoch {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The file was renamed: its base object is now at the new location
+    /// with `new` as its ETag (a copy may change it), if it was `old`.
+    pub fn rebase(&self, loc: Location, old: &Option<String>, new: Option<String>) {
+        let mut st = self.state.lock().expect("dirty lock");
+        *self.loc.lock().expect("loc lock") = loc;
+        if let Some(base) = &mut st.base
+            && base.etag == *old
+        {
+            base.etag = new;
+        }
+        st.base_epoch += 1;
+    }
+
+    /// Fetches `gaps` of the base (as it was at `epoch`) into the staging
+    /// file, in parts fetched in parallel.
+    async fn fill(
+        self: &Arc<Self>,
+        gaps: Vec<Range<u64>>,
+        etag: Option<String>,
+        epoch: u64,
+    ) -> FsResult<()> {
         let loc = self.location();
         let chunk = self.up.cfg.part_size;
         let pieces: Vec<Range<u64>> = gaps
@@ -531,16 +606,35 @@ impl DirtyFile {
                             },
                         )
                         .await?;
+                    if out.body.len() as u64 != piece.end - piece.start {
+                        return Err(FsError::S3(S3Error::InvalidResponse {
+                            operation: "GetObject",
+                            detail: format!(
+                                "asked for {} bytes, got {}",
+                                piece.end - piece.start,
+                                out.body.len()
+                            ),
+                        }));
+                    }
                     let this = self.clone();
                     tokio::task::spawn_blocking(move || {
                         let mut st = this.state.lock().expect("dirty lock");
-                        // Only what nobody wrote meanwhile.
+                        if st.base_epoch != epoch {
+                            return Ok(());
+                        }
+                        // Only what nobody wrote meanwhile, and never past
+                        // the end (the base's length follows truncation).
+                        let limit = st.base.as_ref().map_or(0, |b| b.len).min(st.size);
+                        let piece = piece.start..piece.end.min(limit);
+                        if piece.is_empty() {
+                            return Ok(());
+                        }
                         for gap in st.present.gaps(piece.clone()) {
                             let from = (gap.start - piece.start) as usize;
                             let to = (gap.end - piece.start) as usize;
                             this.staging
                                 .write_all_at(&out.body[from..to], gap.start)
-                                .map_err(io_error)?;
+                                .map_err(|e| local_io("writing the staging file", e))?;
                         }
                         st.present.insert(piece);
                         Ok::<(), FsError>(())
@@ -555,22 +649,37 @@ impl DirtyFile {
         Ok(())
     }
 
-    /// Bytes `offset..offset+len` of the file as it is now.
+    /// Bytes `offset..offset+len` of the file as it is now; fewer at its
+    /// end, also when it is cut short while this read runs.
     pub async fn read(self: &Arc<Self>, offset: u64, len: u32) -> FsResult<Bytes> {
         let size = self.size();
-        if offset >= size {
+        if offset >= size || len == 0 {
             return Ok(Bytes::new());
         }
         let end = size.min(offset + u64::from(len));
         self.ensure_present(offset..end).await?;
         let staging = self.staging.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; (end - offset) as usize];
-            staging.read_exact_at(&mut buf, offset).map(|_| buf)
+            let mut got = 0;
+            while got < buf.len() {
+                match staging.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
         })
         .await
         .map_err(|_| FsError::Cancelled)?
-        .map_err(io_error)?;
+        .map_err(|e| local_io("reading the staging file", e))?;
+        // The staging file follows the size, but a truncation and a growth
+        // again may both have happened since: what is past the size now is
+        // not the file's.
+        bytes.truncate(self.size().saturating_sub(offset) as usize);
         Ok(Bytes::from(bytes))
     }
 
@@ -582,12 +691,17 @@ impl DirtyFile {
             this.charge(&mut st, new_size)?;
             // The staging file follows the size both ways: cut bytes are
             // gone (zeros if it grows again), added ones read as zeros.
-            this.staging.set_len(new_size).map_err(io_error)?;
+            this.staging
+                .set_len(new_size)
+                .map_err(|e| local_io("resizing the staging file", e))?;
             if new_size < st.size {
                 st.dirty.truncate(new_size);
                 st.present.truncate(new_size);
-                if let Some(base) = &mut st.base {
-                    base.len = base.len.min(new_size);
+                if let Some(base) = &mut st.base
+                    && new_size < base.len
+                {
+                    base.len = new_size;
+                    st.base_epoch += 1;
                 }
                 if st
                     .stream
@@ -598,12 +712,15 @@ impl DirtyFile {
                     this.abandon(stream);
                 }
             }
-            if new_size == 0 {
+            if new_size == 0 && st.base.is_some() {
                 // Nothing of the old object is left: a new file, which may stream.
                 st.base = None;
+                st.base_epoch += 1;
             }
             st.size = new_size;
+            st.low_water = st.low_water.min(new_size);
             st.generation += 1;
+            this.publish(&st);
             Ok::<(), FsError>(())
         })
         .await
@@ -619,6 +736,7 @@ impl DirtyFile {
             if st.generation == st.committed || self.unlinked.load(Ordering::SeqCst) {
                 return Ok(None);
             }
+            st.low_water = st.size;
             (
                 st.generation,
                 st.size,
@@ -629,7 +747,15 @@ impl DirtyFile {
         };
         let loc = self.location();
         let result = match stream {
-            Some(stream) => self.finish_stream(&loc, stream, size).await,
+            // A stream started under another name (renamed since) is given
+            // up, and the file planned afresh under its name now.
+            Some(stream) if stream.upload.key() == loc.key => {
+                self.finish_stream(stream, size).await
+            }
+            Some(stream) => {
+                self.abandon(stream);
+                self.upload_planned(&loc, size, base.as_ref(), &dirty).await
+            }
             None => self.upload_planned(&loc, size, base.as_ref(), &dirty).await,
         };
         let etag = result?;
@@ -637,23 +763,27 @@ impl DirtyFile {
         st.committed = generation;
         // An empty object is no base: a file written from nothing after it
         // (dd's first close comes before its writes) may still stream.
-        st.base = (size > 0).then(|| Base {
+        // What was cut after the snapshot is not the file's any more, even
+        // though the new object holds it.
+        let len = size.min(st.low_water);
+        st.base = (len > 0 && !self.unlinked.load(Ordering::SeqCst)).then(|| Base {
             etag: etag.clone(),
-            len: size,
+            len,
         });
+        st.base_epoch += 1;
         if st.generation == generation {
             st.dirty = RangeSet::new();
         }
+        self.publish(&st);
         Ok(Some(Committed { size, etag }))
     }
 
     async fn finish_stream(
         self: &Arc<Self>,
-        loc: &Location,
         stream: Stream,
         size: u64,
     ) -> FsResult<Option<String>> {
-        let client = &self.up.client;
+        let upload = stream.upload.clone();
         let result: FsResult<Option<String>> = async {
             let mut parts = Vec::with_capacity(stream.parts.len() + 1);
             for task in stream.parts {
@@ -661,36 +791,15 @@ impl DirtyFile {
             }
             let number = parts.len() as u32 + 1;
             let (body, _memory) = self.read_staging(stream.uploaded_to..size).await?;
-            let etag = client
-                .upload_part(&loc.bucket, &loc.key, &stream.upload_id, number, body)
-                .await?;
-            parts.push(CompletedPart {
-                part_number: number,
-                etag,
-            });
-            let out = client
-                .complete_multipart_upload(&loc.bucket, &loc.key, &stream.upload_id, &parts)
-                .await?;
-            Ok(out.etag)
+            parts.push(upload.upload(number, body).await?);
+            upload.complete(&parts).await
         }
         .await;
         if result.is_err() {
             // Aborted before the error is reported: no upload is left over.
-            self.abort_now(&loc.bucket, &loc.key, &stream.upload_id)
-                .await;
+            upload.abort().await;
         }
         result
-    }
-
-    async fn abort_now(&self, bucket: &str, key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .up
-            .client
-            .abort_multipart_upload(bucket, key, upload_id)
-            .await
-        {
-            tracing::warn!(key, error = %e, "could not abort a failed upload; the next mount cleans it up");
-        }
     }
 
     async fn upload_planned(
@@ -708,63 +817,37 @@ impl DirtyFile {
             let (body, _memory) = self.read_staging(0..size).await?;
             return Ok(client.put_object(&loc.bucket, &loc.key, body).await?.etag);
         }
-        let pieces = plan(size, base_len, dirty, part_len);
-        let upload_id = client
-            .create_multipart_upload(&loc.bucket, &loc.key)
-            .await?;
+        let pieces = plan(size, base_len, dirty, part_len)
+            .into_iter()
+            .map(|p| match p {
+                Piece::Copy(r) => PartSource::Copy(r),
+                Piece::Upload(r) => PartSource::Upload(r),
+            })
+            .collect();
         let source = CopySource {
             bucket: loc.bucket.to_string(),
             key: loc.key.clone(),
             version_id: None,
             if_match: base.and_then(|b| b.etag.clone()),
         };
-        let result: FsResult<Option<String>> = async {
-            let parts = futures::stream::iter(pieces.into_iter().enumerate())
-                .map(|(i, piece)| {
-                    let source = &source;
-                    let upload_id = &upload_id;
-                    async move {
-                        let number = i as u32 + 1;
-                        let etag = match piece {
-                            Piece::Copy(r) => {
-                                client
-                                    .upload_part_copy(
-                                        &loc.bucket,
-                                        &loc.key,
-                                        upload_id,
-                                        number,
-                                        source,
-                                        Some(r),
-                                    )
-                                    .await?
-                            }
-                            Piece::Upload(r) => {
-                                self.ensure_present(r.clone()).await?;
-                                let (body, _memory) = self.read_staging(r).await?;
-                                client
-                                    .upload_part(&loc.bucket, &loc.key, upload_id, number, body)
-                                    .await?
-                            }
-                        };
-                        Ok::<_, FsError>(CompletedPart {
-                            part_number: number,
-                            etag,
-                        })
-                    }
-                })
-                .buffered(self.up.cfg.parts_in_flight.max(1))
-                .try_collect::<Vec<_>>()
-                .await?;
-            let out = client
-                .complete_multipart_upload(&loc.bucket, &loc.key, &upload_id, &parts)
-                .await?;
-            Ok(out.etag)
-        }
-        .await;
-        if result.is_err() {
-            self.abort_now(&loc.bucket, &loc.key, &upload_id).await;
-        }
-        result
+        let upload = Multipart::create(
+            client.clone(),
+            &self.up.background,
+            loc.bucket.clone(),
+            loc.key.clone(),
+        )
+        .await?;
+        upload
+            .run(
+                pieces,
+                Some(&source),
+                self.up.cfg.parts_in_flight,
+                |r: Range<u64>| async move {
+                    self.ensure_present(r.clone()).await?;
+                    self.read_staging(r).await
+                },
+            )
+            .await
     }
 }
 
@@ -773,18 +856,8 @@ impl Drop for DirtyFile {
         let st = self.state.get_mut().expect("dirty lock");
         self.up.staged.fetch_sub(st.charged, Ordering::SeqCst);
         if let Some(stream) = st.stream.take() {
-            for p in &stream.parts {
-                p.abort();
-            }
-            let client = self.up.client.clone();
-            let loc = self.loc.get_mut().expect("loc lock").clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = client
-                        .abort_multipart_upload(&loc.bucket, &loc.key, &stream.upload_id)
-                        .await;
-                });
-            }
+            // The upload itself is aborted when its last part lets go.
+            self.abandon(stream);
         }
     }
 }

@@ -1,0 +1,214 @@
+//! The one multipart driver: create, upload or copy parts, complete, and a
+//! single abort path. Streaming uploads, planned edits and copies of large
+//! objects (rename) all go through [`Multipart`].
+//!
+//! An upload that is neither completed nor aborted when its `Multipart` is
+//! dropped (an error, a cancelled task, an abandoned stream) is aborted in
+//! the background, so none is left behind by a path that forgot to; the
+//! error paths of `commit` abort before they return, so the caller's error
+//! comes after the abort.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures::{Future, StreamExt, TryStreamExt};
+
+use super::error::FsResult;
+use crate::s3::{CompletedPart, CopySource, ObjectClient};
+
+/// Aborts running in the background, so that unmount (and tests) can wait
+/// for them instead of leaving uploads behind.
+#[derive(Clone, Default)]
+pub struct Background {
+    inner: Arc<(AtomicUsize, tokio::sync::Notify)>,
+}
+
+impl Background {
+    fn spawn(&self, rt: &tokio::runtime::Handle, work: impl Future<Output = ()> + Send + 'static) {
+        let inner = self.inner.clone();
+        inner.0.fetch_add(1, Ordering::SeqCst);
+        rt.spawn(async move {
+            work.await;
+            inner.0.fetch_sub(1, Ordering::SeqCst);
+            inner.1.notify_waiters();
+        });
+    }
+
+    /// Waits until no background work is left.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.1.notified();
+            if self.inner.0.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub struct Multipart {
+    client: Arc<dyn ObjectClient>,
+    background: Background,
+    bucket: Arc<str>,
+    key: String,
+    upload_id: String,
+    /// Completed or aborted: nothing is left to clean up.
+    finished: AtomicBool,
+}
+
+/// What a part is made of.
+pub enum PartSource {
+    /// Bytes of the source object, copied by the server.
+    Copy(Range<u64>),
+    /// Bytes sent by us (produced when the part is sent).
+    Upload(Range<u64>),
+}
+
+impl Multipart {
+    pub async fn create(
+        client: Arc<dyn ObjectClient>,
+        background: &Background,
+        bucket: Arc<str>,
+        key: String,
+    ) -> FsResult<Arc<Self>> {
+        let upload_id = client.create_multipart_upload(&bucket, &key).await?;
+        Ok(Arc::new(Multipart {
+            client,
+            background: background.clone(),
+            bucket,
+            key,
+            upload_id,
+            finished: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub async fn upload(&self, number: u32, body: Bytes) -> FsResult<CompletedPart> {
+        let etag = self
+            .client
+            .upload_part(&self.bucket, &self.key, &self.upload_id, number, body)
+            .await?;
+        Ok(CompletedPart {
+            part_number: number,
+            etag,
+        })
+    }
+
+    pub async fn copy(
+        &self,
+        number: u32,
+        source: &CopySource,
+        range: Range<u64>,
+    ) -> FsResult<CompletedPart> {
+        let etag = self
+            .client
+            .upload_part_copy(
+                &self.bucket,
+                &self.key,
+                &self.upload_id,
+                number,
+                source,
+                Some(range),
+            )
+            .await?;
+        Ok(CompletedPart {
+            part_number: number,
+            etag,
+        })
+    }
+
+    /// Sends `pieces` as parts 1.., `parallel` at a time, then completes;
+    /// on any failure aborts before returning the error. `upload` produces
+    /// the body of an uploaded piece (and holds its memory while it lives).
+    pub async fn run<B, F, Fut>(
+        self: Arc<Self>,
+        pieces: Vec<PartSource>,
+        source: Option<&CopySource>,
+        parallel: usize,
+        upload: F,
+    ) -> FsResult<Option<String>>
+    where
+        F: Fn(Range<u64>) -> Fut,
+        Fut: Future<Output = FsResult<(Bytes, B)>>,
+    {
+        let result = async {
+            let parts = futures::stream::iter(pieces.into_iter().enumerate())
+                .map(|(i, piece)| {
+                    let number = i as u32 + 1;
+                    let upload = &upload;
+                    let this = &self;
+                    async move {
+                        match piece {
+                            PartSource::Copy(r) => {
+                                let source = source.expect("copied pieces come with a source");
+                                this.copy(number, source, r).await
+                            }
+                            PartSource::Upload(r) => {
+                                let (body, _held) = upload(r).await?;
+                                this.upload(number, body).await
+                            }
+                        }
+                    }
+                })
+                .buffered(parallel.max(1))
+                .try_collect::<Vec<_>>()
+                .await?;
+            self.complete(&parts).await
+        }
+        .await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    /// Completes the upload with `parts`; returns the object's ETag.
+    pub async fn complete(&self, parts: &[CompletedPart]) -> FsResult<Option<String>> {
+        let out = self
+            .client
+            .complete_multipart_upload(&self.bucket, &self.key, &self.upload_id, parts)
+            .await?;
+        self.finished.store(true, Ordering::SeqCst);
+        Ok(out.etag)
+    }
+
+    /// Aborts now; a failure is logged (the next mount cleans up).
+    pub async fn abort(&self) {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload(&self.bucket, &self.key, &self.upload_id)
+            .await
+        {
+            tracing::warn!(key = %self.key, error = %e, "could not abort a multipart upload; the next mount cleans it up");
+        }
+    }
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        if self.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        let client = self.client.clone();
+        let (bucket, key, id) = (
+            self.bucket.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.upload_id),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.background.spawn(&rt, async move {
+                if let Err(e) = client.abort_multipart_upload(&bucket, &key, &id).await {
+                    tracing::warn!(key = %key, error = %e, "could not abort an abandoned multipart upload; the next mount cleans it up");
+                }
+            });
+        }
+    }
+}
