@@ -90,6 +90,9 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            // O_TRUNC comes with the open, not as a separate setattr
+            // without a handle (which reads as truncate(2): saved at once).
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
         ] {
             if config.add_capabilities(cap).is_err() {
                 tracing::debug!(?cap, "kernel lacks capability");

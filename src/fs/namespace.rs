@@ -528,6 +528,12 @@ fn bucket_error(e: &S3Error, name: &str) -> Option<FsError> {
         }
         Some(C::BucketAlreadyExists | C::BucketAlreadyOwnedByYou) => Some(FsError::Exists),
         Some(C::BucketNotEmpty) => Some(FsError::NotEmpty),
+        // Any other refusal of a bucket name is about the name (the
+        // caller's argument), whatever code the store gives it.
+        _ if e.kind() == ErrorKind::InvalidRequest => {
+            tracing::warn!(name, error = %e, "the store refused the bucket name");
+            Some(FsError::InvalidName(name.to_string()))
+        }
         _ if e.kind() == ErrorKind::NoSuchBucket => Some(FsError::NotFound),
         _ => None,
     }

@@ -423,6 +423,12 @@ impl S3Client {
             (body, _, _) => {
                 let bytes = body.bytes().cloned().unwrap_or_default();
                 let len = bytes.len() as u64;
+                // hyper sends no length for an empty body, and stores that
+                // hold to the contract refuse a PUT or POST without one
+                // (411 MissingContentLength): every body states its length.
+                if len == 0 && matches!(req.method, Method::PUT | Method::POST) {
+                    builder = builder.header(reqwest::header::CONTENT_LENGTH, "0");
+                }
                 builder = builder.body(bytes);
                 len
             }
@@ -1524,6 +1530,44 @@ impl ObjectClient for S3Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers one request with `200 OK` and returns its head, as sent.
+    fn one_request_server() -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).expect("read") == 1 {
+                head.push(byte[0]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n")
+                .expect("answer");
+            String::from_utf8_lossy(&head).to_lowercase()
+        });
+        (endpoint, server)
+    }
+
+    #[tokio::test]
+    async fn an_empty_put_states_its_length() {
+        for signature in [SignatureVersion::V4, SignatureVersion::V2] {
+            let (endpoint, server) = one_request_server();
+            let mut config = S3Config::new(endpoint);
+            config.signature = signature;
+            let client = S3Client::new(config, Credentials::new("AK", "SK")).unwrap();
+            client
+                .put_object("b", "dir/", Bytes::new())
+                .await
+                .expect("the empty PUT is answered");
+            let head = server.join().expect("server");
+            assert!(
+                head.lines().any(|l| l.trim() == "content-length: 0"),
+                "{signature:?}: {head}"
+            );
+        }
+    }
 
     #[test]
     fn url_encoded_look() {
