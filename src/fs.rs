@@ -6,7 +6,8 @@
 //! - `inode`: numbers and lookup counts
 //! - `cache`: metadata and listing cache (TTL, LRU, negative entries)
 //! - `dir`: streaming, deduplicated directory listings
-//! - `prefetch`: ranged reads with read-ahead and a memory bound
+//! - `prefetch`: ranged reads with read-ahead
+//! - `memory`: the one memory budget of read-ahead, fills and uploads
 //! - `upload`: the write-back buffer and uploads (`ranges`: byte-range sets)
 //! - `open`: open files and handles, one owner per inode
 //! - `multipart`: the one multipart upload driver
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod dir;
 pub mod error;
 pub mod inode;
+pub mod memory;
 pub mod multipart;
 mod namespace;
 pub mod open;
@@ -31,13 +33,13 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, limits};
 use cache::{DirEntry, Entry, MetaCache, Ttl};
 use dir::DirHandle;
 pub use error::{FsError, FsResult};
 use inode::{Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, valid_name};
+use memory::Memory;
 use open::{OpenFiles, Target};
 use prefetch::{FileReader, PrefetchConfig};
 use upload::{DirtyFile, Uploads, WriteConfig};
@@ -125,7 +127,7 @@ pub struct Fs {
     uploads: Arc<Uploads>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
-    memory: Arc<Semaphore>,
+    memory: Memory,
     mount_time: SystemTime,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
@@ -141,6 +143,7 @@ const READDIR_BATCH: usize = 256;
 impl Fs {
     pub fn new(client: Arc<dyn ObjectClient>, source: MountSource, cfg: FsConfig) -> Self {
         let mount_time = SystemTime::now();
+        let memory = Memory::new(cfg.prefetch.max_memory, cfg.write.max_memory);
         let root = match &source {
             MountSource::Bucket { bucket, prefix } => Location {
                 bucket: Arc::from(bucket.as_str()),
@@ -158,10 +161,10 @@ impl Fs {
                 cfg.max_cached_listings,
                 cfg.max_cached_listing_len,
             ),
-            memory: cfg.prefetch.memory(),
+            memory: memory.clone(),
             inodes: Mutex::new(InodeTable::new(root, mount_time)),
             open: OpenFiles::default(),
-            uploads: Uploads::new(client.clone(), cfg.write.clone()),
+            uploads: Uploads::new(client.clone(), cfg.write.clone(), memory),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             client,
@@ -186,6 +189,11 @@ impl Fs {
 
     pub fn open_file_count(&self) -> usize {
         self.open.handle_count()
+    }
+
+    /// The mount's memory budget (read-ahead, fills, parts).
+    pub fn memory(&self) -> &Memory {
+        &self.memory
     }
 
     /// Waits for background work (aborts of abandoned uploads) to finish.

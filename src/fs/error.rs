@@ -36,6 +36,9 @@ pub enum FsError {
     NotPermitted,
     #[error("the staging space for writes is full")]
     NoSpace,
+    /// Larger than the parts memory allows can carry (see `Uploads::max_file_size`).
+    #[error("file too large for the upload memory (raise --upload-memory-mib)")]
+    FileTooBig,
     /// The local disk failed (staging files): what was being done, and why.
     #[error("local I/O error {what}: {source}")]
     LocalIo {
@@ -82,6 +85,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NotPermitted => libc::EPERM,
             FsError::NoSpace => libc::ENOSPC,
+            FsError::FileTooBig => libc::EFBIG,
             FsError::LocalIo { .. } | FsError::Partial(_) | FsError::TimedOut { .. } => libc::EIO,
             FsError::Internal(_) => libc::EIO,
             FsError::S3(e) => match e.kind() {

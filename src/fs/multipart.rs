@@ -26,14 +26,18 @@ pub struct Background {
 }
 
 impl Background {
-    fn spawn(&self, rt: &tokio::runtime::Handle, work: impl Future<Output = ()> + Send + 'static) {
+    fn spawn(
+        &self,
+        rt: &tokio::runtime::Handle,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
         inner.0.fetch_add(1, Ordering::SeqCst);
         rt.spawn(async move {
             work.await;
             inner.0.fetch_sub(1, Ordering::SeqCst);
             inner.1.notify_waiters();
-        });
+        })
     }
 
     /// Waits until no background work is left.
@@ -177,38 +181,47 @@ impl Multipart {
         Ok(out.etag)
     }
 
-    /// Aborts now; a failure is logged (the next mount cleans up).
+    /// Aborts, waiting for it at most [`ABORT_WAIT`]: a server that does
+    /// not answer gets the abort (with its retries) in the background, and
+    /// the error that caused it reaches the application in bounded time.
+    /// A failure is logged (the next mount cleans up).
     pub async fn abort(&self) {
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload(&self.bucket, &self.key, &self.upload_id)
-            .await
-        {
-            tracing::warn!(key = %self.key, error = %e, "could not abort a multipart upload; the next mount cleans it up");
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let work = self.abort_work();
+        let _ = tokio::time::timeout(ABORT_WAIT, self.background.spawn(&rt, work)).await;
+    }
+
+    fn abort_work(&self) -> impl Future<Output = ()> + Send + 'static {
+        let client = self.client.clone();
+        let (bucket, key, id) = (
+            self.bucket.clone(),
+            self.key.clone(),
+            self.upload_id.clone(),
+        );
+        async move {
+            if let Err(e) = client.abort_multipart_upload(&bucket, &key, &id).await {
+                tracing::warn!(key = %key, error = %e, "could not abort a multipart upload; the next mount cleans it up");
+            }
         }
     }
 }
+
+/// How long a failing commit waits for its abort before it returns.
+pub const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for Multipart {
     fn drop(&mut self) {
         if self.finished.load(Ordering::SeqCst) {
             return;
         }
-        let client = self.client.clone();
-        let (bucket, key, id) = (
-            self.bucket.clone(),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.upload_id),
-        );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            self.background.spawn(&rt, async move {
-                if let Err(e) = client.abort_multipart_upload(&bucket, &key, &id).await {
-                    tracing::warn!(key = %key, error = %e, "could not abort an abandoned multipart upload; the next mount cleans it up");
-                }
-            });
+            let work = self.abort_work();
+            self.background.spawn(&rt, work);
         }
     }
 }

@@ -33,9 +33,9 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{FsError, FsResult};
+use super::memory::{Memory, Permit, Use};
 use crate::s3::{GetObjectParams, ObjectClient, S3Error};
 
 #[derive(Debug, Clone)]
@@ -66,13 +66,6 @@ impl Default for PrefetchConfig {
     }
 }
 
-impl PrefetchConfig {
-    /// The semaphore all readers of one mount share.
-    pub fn memory(&self) -> Arc<Semaphore> {
-        Arc::new(Semaphore::new(self.max_memory as usize))
-    }
-}
-
 /// How far behind the furthest read a read may start and still count as
 /// sequential, and parts be kept for it. The kernel sends read-ahead as
 /// several 1 MiB reads at once (more with `POSIX_FADV_SEQUENTIAL`), which
@@ -86,7 +79,7 @@ pub const FORWARD_SLACK: u64 = 8 * 1024 * 1024;
 
 struct Chunk {
     bytes: Bytes,
-    _memory: OwnedSemaphorePermit,
+    _memory: Permit,
 }
 
 type PartFuture = Shared<BoxFuture<'static, Result<Arc<Chunk>, FsError>>>;
@@ -130,7 +123,7 @@ pub struct FileReader {
     source: Mutex<Source>,
     size: u64,
     cfg: PrefetchConfig,
-    memory: Arc<Semaphore>,
+    memory: Memory,
     state: Mutex<ReadState>,
 }
 
@@ -143,7 +136,7 @@ impl FileReader {
         etag: Option<String>,
         size: u64,
         cfg: PrefetchConfig,
-        memory: Arc<Semaphore>,
+        memory: Memory,
     ) -> Self {
         let window = cfg.initial_window;
         FileReader {
@@ -189,12 +182,21 @@ impl FileReader {
     }
 
     fn part_len(&self, window: u64) -> u64 {
+        // At most half the share: a read spanning two parts can hold both.
         (window / 4)
             .clamp(self.cfg.min_part, self.cfg.max_part)
-            .min(self.cfg.max_memory)
+            .min(self.largest() / 2)
+            .max(1)
     }
 
-    fn spawn_part(&self, range: Range<u64>) -> Part {
+    /// The largest part the memory budget lets one fetch hold.
+    fn largest(&self) -> u64 {
+        self.memory.largest(Use::ReadAhead).max(1)
+    }
+
+    /// Starts fetching `range`, with the memory for it already held, or
+    /// (for a part a read waits for) taken by the fetch itself.
+    fn spawn_part(&self, range: Range<u64>, held: Option<Permit>) -> Part {
         let client = self.client.clone();
         let bucket = self.bucket.clone();
         let Source { key, etag } = self.source();
@@ -206,10 +208,10 @@ impl FileReader {
         };
         let len = range.end - range.start;
         let task = tokio::spawn(async move {
-            let permit = memory
-                .acquire_many_owned(len as u32)
-                .await
-                .expect("the prefetch semaphore is never closed");
+            let permit = match held {
+                Some(p) => p,
+                None => memory.take(Use::ReadAhead, len).await,
+            };
             let out = client.get_object(&bucket, &key, &params).await?;
             if out.body.len() as u64 != len {
                 return Err(FsError::S3(S3Error::InvalidResponse {
@@ -287,14 +289,38 @@ impl FileReader {
             } else {
                 end
             };
+            // Parts kept behind this read (for reads the kernel sends out
+            // of order) hold memory; when the budget has less room than a
+            // part or than what is to be fetched, they go first, or a fetch
+            // this reader waits for could wait forever for memory it holds.
+            let room = target
+                .saturating_sub(st.fetched_to)
+                .max(self.cfg.max_part.min(self.largest()));
+            if self.memory.available(Use::ReadAhead) < room {
+                while st.parts.front().is_some_and(|p| p.range.end <= offset) {
+                    st.parts.pop_front();
+                }
+            }
             while st.fetched_to < target {
                 let start = st.fetched_to;
                 let part_end = if sequential {
                     self.size.min(start + self.part_len(st.window))
                 } else {
-                    end.min(start + self.cfg.max_part)
+                    end.min(start + self.cfg.max_part.min(self.largest() / 2).max(1))
                 };
-                let part = self.spawn_part(start..part_end);
+                // Parts this read waits for queue for memory in order; parts
+                // further ahead start only with memory free now, so that a
+                // part nobody waits for yet never holds up one that is
+                // waited for (the window shrinks under memory pressure).
+                let held = if start < end {
+                    None
+                } else {
+                    match self.memory.try_take(Use::ReadAhead, part_end - start) {
+                        Some(p) => Some(p),
+                        None => break,
+                    }
+                };
+                let part = self.spawn_part(start..part_end, held);
                 st.parts.push_back(part);
                 st.fetched_to = part_end;
             }

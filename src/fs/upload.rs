@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
+
+use super::memory::{Memory, Permit, Use};
 use tokio::task::JoinHandle;
 
 use super::error::{FsError, FsResult, local_io};
@@ -76,14 +78,14 @@ pub struct Uploads {
     pub client: Arc<dyn ObjectClient>,
     /// Aborts of abandoned uploads still running.
     pub background: Background,
-    memory: Arc<Semaphore>,
+    memory: Memory,
     staged: AtomicU64,
 }
 
 impl Uploads {
-    pub fn new(client: Arc<dyn ObjectClient>, cfg: WriteConfig) -> Arc<Self> {
+    pub fn new(client: Arc<dyn ObjectClient>, cfg: WriteConfig, memory: Memory) -> Arc<Self> {
         Arc::new(Uploads {
-            memory: Arc::new(Semaphore::new(cfg.max_memory as usize)),
+            memory,
             cfg,
             client,
             background: Background::default(),
@@ -91,21 +93,39 @@ impl Uploads {
         })
     }
 
-    /// The size of streamed part number `n` (1-based).
+    /// The largest part memory allows (every part is in memory whole
+    /// while it is sent).
+    fn largest_part(&self) -> u64 {
+        self.memory.largest(Use::Transfer)
+    }
+
+    /// The size of streamed part number `n` (1-based): doubling every
+    /// thousand parts, up to what memory allows.
     fn stream_part_len(&self, n: u32) -> u64 {
-        self.cfg.part_size << ((n - 1) / 1000).min(10)
+        (self.cfg.part_size << ((n - 1) / 1000).min(10)).min(self.largest_part())
     }
 
     /// The size of planned parts for an object of `size` bytes.
     fn planned_part_len(&self, size: u64) -> u64 {
         const MIB: u64 = 1024 * 1024;
-        let fit = size
-            .div_ceil(u64::from(limits::MAX_PARTS) - 100)
-            .div_ceil(MIB)
-            * MIB;
-        self.cfg.part_size.max(fit).max(limits::MIN_PART_SIZE)
+        let fit = size.div_ceil(u64::from(PLANNED_PARTS)).div_ceil(MIB) * MIB;
+        self.cfg
+            .part_size
+            .max(fit)
+            .max(limits::MIN_PART_SIZE)
+            .min(self.largest_part())
+    }
+
+    /// The largest file that can be written: as many parts as a planned
+    /// upload may have, each as large as memory allows.
+    pub fn max_file_size(&self) -> u64 {
+        u64::from(PLANNED_PARTS) * self.largest_part()
     }
 }
+
+/// Parts a planned upload uses at most (a margin below S3's 10 000 for
+/// the pieces that planning splits and merges).
+const PLANNED_PARTS: u32 = limits::MAX_PARTS - 100;
 
 #[derive(Debug, Clone)]
 struct Base {
@@ -368,6 +388,9 @@ impl DirtyFile {
         if new_size <= st.charged {
             return Ok(());
         }
+        if new_size > self.up.max_file_size() {
+            return Err(FsError::FileTooBig);
+        }
         let more = new_size - st.charged;
         let before = self.up.staged.fetch_add(more, Ordering::SeqCst);
         if before + more > self.up.cfg.max_staged {
@@ -500,18 +523,9 @@ impl DirtyFile {
     }
 
     /// Bytes of the staging file, holding memory permits while they live.
-    async fn read_staging(
-        &self,
-        range: Range<u64>,
-    ) -> FsResult<(Bytes, tokio::sync::OwnedSemaphorePermit)> {
+    async fn read_staging(&self, range: Range<u64>) -> FsResult<(Bytes, Permit)> {
         let len = range.end - range.start;
-        let permit = self
-            .up
-            .memory
-            .clone()
-            .acquire_many_owned(len.min(self.up.cfg.max_memory) as u32)
-            .await
-            .expect("memory semaphore never closes");
+        let permit = self.up.memory.take(Use::Transfer, len).await;
         let staging = self.staging.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len as usize];
@@ -579,7 +593,7 @@ impl DirtyFile {
         epoch: u64,
     ) -> FsResult<()> {
         let loc = self.location();
-        let chunk = self.up.cfg.part_size;
+        let chunk = self.up.cfg.part_size.min(self.up.largest_part());
         let pieces: Vec<Range<u64>> = gaps
             .into_iter()
             .flat_map(|g| {
@@ -593,6 +607,12 @@ impl DirtyFile {
                 let loc = loc.clone();
                 let etag = etag.clone();
                 async move {
+                    // Held until the bytes are in the staging file.
+                    let _memory = self
+                        .up
+                        .memory
+                        .take(Use::Transfer, piece.end - piece.start)
+                        .await;
                     let out = self
                         .up
                         .client
@@ -747,9 +767,13 @@ impl DirtyFile {
         };
         let loc = self.location();
         let result = match stream {
-            // A stream started under another name (renamed since) is given
-            // up, and the file planned afresh under its name now.
-            Some(stream) if stream.upload.key() == loc.key => {
+            // A stream started under another name (renamed since), or whose
+            // last part would not fit in memory (it ran out of part numbers),
+            // is given up, and the file planned afresh.
+            Some(stream)
+                if stream.upload.key() == loc.key
+                    && size - stream.uploaded_to <= self.up.largest_part() =>
+            {
                 self.finish_stream(stream, size).await
             }
             Some(stream) => {
@@ -778,25 +802,39 @@ impl DirtyFile {
         Ok(Some(Committed { size, etag }))
     }
 
+    /// Completes a stream: the last part goes up while earlier parts may
+    /// still be in flight, and the first part that fails for good ends the
+    /// commit at once (the others stop, the upload is aborted). So a server
+    /// that stops answering costs one request's retry deadline and timeout,
+    /// not one per part in sequence.
     async fn finish_stream(
         self: &Arc<Self>,
         stream: Stream,
         size: u64,
     ) -> FsResult<Option<String>> {
         let upload = stream.upload.clone();
-        let result: FsResult<Option<String>> = async {
-            let mut parts = Vec::with_capacity(stream.parts.len() + 1);
-            for task in stream.parts {
-                parts.push(task.await.map_err(|_| FsError::Cancelled)??);
-            }
-            let number = parts.len() as u32 + 1;
+        let stops: Vec<_> = stream.parts.iter().map(|t| t.abort_handle()).collect();
+        let number = stream.parts.len() as u32 + 1;
+        let earlier = futures::future::try_join_all(
+            stream
+                .parts
+                .into_iter()
+                .map(|t| async move { t.await.map_err(|_| FsError::Cancelled)? }),
+        );
+        let last = async {
             let (body, _memory) = self.read_staging(stream.uploaded_to..size).await?;
-            parts.push(upload.upload(number, body).await?);
+            upload.upload(number, body).await
+        };
+        let result = async {
+            let (mut parts, last) = futures::future::try_join(earlier, last).await?;
+            parts.push(last);
             upload.complete(&parts).await
         }
         .await;
         if result.is_err() {
-            // Aborted before the error is reported: no upload is left over.
+            for stop in stops {
+                stop.abort();
+            }
             upload.abort().await;
         }
         result

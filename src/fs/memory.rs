@@ -1,0 +1,154 @@
+//! The one memory budget of a mount: every buffer of object data the
+//! daemon holds (read-ahead parts, fills of a file's staging file from its
+//! object, upload parts) takes permits for its bytes before it is allocated
+//! and gives them back when it is freed. Waiting for permits is the
+//! back-pressure: readers and writers slow down instead of growing memory.
+//!
+//! The budget is `--prefetch-memory-mib` + `--upload-memory-mib`. Read-ahead
+//! may hold at most its own share, so that readers who stop reading (their
+//! parts stay until the file is closed or the window moves on) never leave
+//! writers without memory; fills and upload parts may use the rest.
+//! No single buffer is larger than its share: parts are sized to fit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Parts fetched ahead of readers.
+    ReadAhead,
+    /// Fills of staging files and upload parts.
+    Transfer,
+}
+
+#[derive(Clone)]
+pub struct Memory {
+    all: Arc<Semaphore>,
+    read_ahead: Arc<Semaphore>,
+    read_ahead_bytes: u64,
+    transfer_bytes: u64,
+    /// The most ever held at once.
+    peak: Arc<AtomicU64>,
+}
+
+/// Bytes held; given back when dropped.
+pub struct Permit {
+    _all: OwnedSemaphorePermit,
+    _read_ahead: Option<OwnedSemaphorePermit>,
+}
+
+impl Memory {
+    pub fn new(read_ahead_bytes: u64, transfer_bytes: u64) -> Self {
+        Memory {
+            all: Arc::new(Semaphore::new((read_ahead_bytes + transfer_bytes) as usize)),
+            read_ahead: Arc::new(Semaphore::new(read_ahead_bytes as usize)),
+            read_ahead_bytes,
+            transfer_bytes,
+            peak: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Bytes `use_` could take now without waiting.
+    pub fn available(&self, use_: Use) -> u64 {
+        let all = self.all.available_permits() as u64;
+        match use_ {
+            Use::ReadAhead => all.min(self.read_ahead.available_permits() as u64),
+            Use::Transfer => all,
+        }
+    }
+
+    /// The most bytes held at once so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// The largest buffer one use may hold.
+    pub fn largest(&self, use_: Use) -> u64 {
+        match use_ {
+            Use::ReadAhead => self.read_ahead_bytes,
+            Use::Transfer => self.transfer_bytes,
+        }
+    }
+
+    /// Bytes held now, all uses together.
+    pub fn in_use(&self) -> u64 {
+        self.read_ahead_bytes + self.transfer_bytes - self.all.available_permits() as u64
+    }
+
+    /// Takes `bytes` for `use_` if they are free now (and nobody queues).
+    pub fn try_take(&self, use_: Use, bytes: u64) -> Option<Permit> {
+        if bytes > self.largest(use_) {
+            return None;
+        }
+        let n = bytes as u32;
+        let read_ahead = match use_ {
+            Use::ReadAhead => Some(self.read_ahead.clone().try_acquire_many_owned(n).ok()?),
+            Use::Transfer => None,
+        };
+        let all = self.all.clone().try_acquire_many_owned(n).ok()?;
+        self.peak.fetch_max(self.in_use(), Ordering::SeqCst);
+        Some(Permit {
+            _all: all,
+            _read_ahead: read_ahead,
+        })
+    }
+
+    /// Waits until `bytes` may be held for `use_`. Asking for more than
+    /// [`Memory::largest`] is a bug of the caller (it would wait forever,
+    /// or break the bound), so it is refused loudly.
+    pub async fn take(&self, use_: Use, bytes: u64) -> Permit {
+        assert!(
+            bytes <= self.largest(use_),
+            "a buffer of {bytes} bytes is larger than the memory budget allows ({use_:?})"
+        );
+        let n = bytes as u32;
+        let read_ahead = match use_ {
+            Use::ReadAhead => Some(
+                self.read_ahead
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .expect("the budget never closes"),
+            ),
+            Use::Transfer => None,
+        };
+        let all = self
+            .all
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the budget never closes");
+        self.peak.fetch_max(self.in_use(), Ordering::SeqCst);
+        Permit {
+            _all: all,
+            _read_ahead: read_ahead,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn read_ahead_cannot_take_what_transfers_need() {
+        let m = Memory::new(10, 20);
+        let _readers = m.take(Use::ReadAhead, 10).await;
+        // Read-ahead is at its share; a further read-ahead waits...
+        assert!(m.take(Use::ReadAhead, 1).now_or_never().is_none());
+        // ...while transfers still have all of theirs.
+        let _writer = m.take(Use::Transfer, 20).await;
+        assert_eq!(m.in_use(), 30);
+    }
+
+    #[tokio::test]
+    async fn transfers_may_use_what_readers_leave() {
+        let m = Memory::new(10, 20);
+        let _a = m.take(Use::Transfer, 20).await;
+        let _b = m.take(Use::Transfer, 5).await;
+        assert_eq!(m.in_use(), 25);
+    }
+}

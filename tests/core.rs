@@ -1,0 +1,373 @@
+//! The filesystem core driven directly, on the in-memory store, with faults
+//! and held calls where a test needs to stand in the middle of something:
+//! one test per finding of the correctness issue that this layer can show
+//! (the random sequences are in core_model.rs).
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use bladefs::fs::cache::Ttl;
+use bladefs::fs::upload::WriteConfig;
+use bladefs::fs::{Fs, FsConfig, MountSource};
+use bladefs::s3::faults::{Fault, FaultClient, Gate};
+use bladefs::s3::mem::MemoryClient;
+use bladefs::s3::{ObjectClient, Op, S3Error, S3ErrorCode};
+
+const MIB: usize = 1024 * 1024;
+const BUCKET: &str = "b";
+
+struct Core {
+    mem: Arc<MemoryClient>,
+    faults: Arc<FaultClient>,
+    fs: Arc<Fs>,
+    _staging: tempfile::TempDir,
+}
+
+fn core_with(edit: impl FnOnce(&mut FsConfig)) -> Core {
+    let staging = tempfile::tempdir().expect("temp dir");
+    let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
+    let faults = Arc::new(FaultClient::new(mem.clone()));
+    let mut cfg = FsConfig {
+        write: WriteConfig {
+            cache_dir: staging.path().to_path_buf(),
+            part_size: 5 * MIB as u64,
+            ..WriteConfig::default()
+        },
+        ..FsConfig::default()
+    };
+    edit(&mut cfg);
+    let client: Arc<dyn ObjectClient> = faults.clone();
+    let fs = Arc::new(Fs::new(
+        client,
+        MountSource::Bucket {
+            bucket: BUCKET.to_string(),
+            prefix: String::new(),
+        },
+        cfg,
+    ));
+    Core {
+        mem,
+        faults,
+        fs,
+        _staging: staging,
+    }
+}
+
+fn core() -> Core {
+    core_with(|_| {})
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13) ^ seed ^ (i >> 10) as u8)
+        .collect()
+}
+
+impl Core {
+    async fn ino(&self, name: &str) -> u64 {
+        self.fs
+            .lookup(self.fs.root_ino(), OsStr::new(name))
+            .await
+            .expect("lookup")
+            .ino
+    }
+
+    fn requests(&self, op: Op) -> u64 {
+        self.mem.stats().snapshot().get(op).requests
+    }
+}
+
+fn internal_error(op: Op) -> S3Error {
+    S3Error::service(op.name(), 500, S3ErrorCode::InternalError, "injected", None)
+}
+
+/// Finding 2 and 4: a file unlinked while open stays readable through its
+/// handle, for reading and for writing, and has no link left; nothing is
+/// written back at its close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_open_file_stays_readable_and_has_no_link() {
+    let c = core();
+    let content = data(3 * MIB, 1);
+    for write in [false, true] {
+        let name = format!("f{write}");
+        c.mem.put(BUCKET, &name, content.clone());
+        let ino = c.ino(&name).await;
+        let (fh, _) = c.fs.open(ino, write, false).await.expect("open");
+        // Some of it read before (read-ahead state), the rest after.
+        let head = c.fs.read(fh, 0, 4096).await.expect("read");
+        assert_eq!(&head[..], &content[..4096]);
+        c.fs.unlink(c.fs.root_ino(), OsStr::new(&name))
+            .await
+            .expect("unlink");
+        assert!(
+            !c.mem.objects(BUCKET).contains_key(&name),
+            "the object is gone"
+        );
+        let all = c.fs.read(fh, 0, (4 * MIB) as u32).await.expect("read");
+        assert!(
+            all[..] == content[..],
+            "write={write}: the content lives on"
+        );
+        assert_eq!(c.fs.getattr(ino).await.expect("fstat").nlink, 0);
+        if write {
+            c.fs.write(fh, 10, b"changed".to_vec())
+                .await
+                .expect("write");
+            let back = c.fs.read(fh, 10, 7).await.expect("read");
+            assert_eq!(&back[..], b"changed");
+        }
+        c.fs.flush(fh).await.expect("close");
+        c.fs.release(fh);
+        assert!(
+            !c.mem.objects(BUCKET).contains_key(&name),
+            "write={write}: an unlinked file is not written back"
+        );
+        assert!(
+            c.fs.lookup(c.fs.root_ino(), OsStr::new(&name))
+                .await
+                .is_err(),
+            "the name is gone"
+        );
+    }
+}
+
+/// Finding 3: a read overlapping a truncation that happens while its fetch
+/// is in flight returns short (or the bytes from before), never an error,
+/// and never bytes from past the new end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_a_truncate_is_short_not_an_error() {
+    let c = core();
+    let content = data(4 * MIB, 2);
+    c.mem.put(BUCKET, "f", content.clone());
+    let ino = c.ino("f").await;
+    let (fh, _) = c.fs.open(ino, true, false).await.expect("open");
+    let gate = Gate::new();
+    c.faults
+        .on_call(Op::GetObject, 1, Fault::Hold(gate.clone()));
+    let fs = c.fs.clone();
+    let read = tokio::spawn(async move { fs.read(fh, 0, (4 * MIB) as u32).await });
+    gate.arrived().await;
+    c.fs.setattr(ino, Some(fh), Some(1000), None, None, None, None)
+        .await
+        .expect("ftruncate");
+    gate.open();
+    let got = read.await.expect("task").expect("a short read, not EIO");
+    assert!(
+        got[..] == content[..1000] || got[..] == content[..],
+        "got {} bytes",
+        got.len()
+    );
+    // Finding 1: growing the file again shows zeros, not the old bytes.
+    c.fs.write(fh, 3 * MIB as u64, vec![9])
+        .await
+        .expect("write");
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh);
+    let stored = &c.mem.objects(BUCKET)["f"];
+    assert_eq!(stored.len(), 3 * MIB + 1);
+    assert_eq!(&stored[..1000], &content[..1000]);
+    assert!(
+        stored[1000..3 * MIB].iter().all(|&b| b == 0),
+        "the hole holds bytes from before the truncation"
+    );
+}
+
+/// Finding 7: two opens for writing racing on one inode share one buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_opens_share_one_buffer() {
+    // A TTL of 0 makes each open ask the store, so both can be held there.
+    let c = core_with(|cfg| cfg.metadata_ttl = Ttl(Some(std::time::Duration::ZERO)));
+    c.mem.put(BUCKET, "f", data(100, 3));
+    let ino = c.ino("f").await;
+    let gate = Gate::new();
+    c.faults.always(Op::HeadObject, Fault::Hold(gate.clone()));
+    let opens: Vec<_> = (0..2)
+        .map(|_| {
+            let fs = c.fs.clone();
+            tokio::spawn(async move { fs.open(ino, true, false).await })
+        })
+        .collect();
+    gate.arrived().await;
+    gate.arrived().await;
+    gate.open();
+    let mut fhs = Vec::new();
+    for o in opens {
+        fhs.push(o.await.expect("task").expect("open").0);
+    }
+    c.faults.clear();
+    c.fs.write(fhs[0], 0, b"from the first".to_vec())
+        .await
+        .expect("write");
+    let seen = c.fs.read(fhs[1], 0, 14).await.expect("read");
+    assert_eq!(&seen[..], b"from the first", "one buffer for both handles");
+    for fh in fhs {
+        c.fs.flush(fh).await.expect("close");
+        c.fs.release(fh);
+    }
+    assert_eq!(&c.mem.objects(BUCKET)["f"][..14], b"from the first");
+}
+
+/// Finding 6: the last part of a stream goes up while an earlier part is
+/// still in flight (a commit is not a sequence of waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_part_goes_up_beside_earlier_ones() {
+    let c = core();
+    let ino = {
+        c.mem.put(BUCKET, "f", b"old".to_vec());
+        c.ino("f").await
+    };
+    let (fh, _) = c.fs.open(ino, true, true).await.expect("open");
+    let first = Gate::new();
+    let last = Gate::new();
+    c.faults
+        .on_call(Op::UploadPart, 1, Fault::Hold(first.clone()));
+    c.faults
+        .on_call(Op::UploadPart, 2, Fault::Hold(last.clone()));
+    // 5 MiB + 1 streams part 1, leaving 1 byte for the commit.
+    let content = data(5 * MIB + 1, 4);
+    c.fs.write(fh, 0, content.clone()).await.expect("write");
+    first.arrived().await;
+    let fs = c.fs.clone();
+    let close = tokio::spawn(async move { fs.flush(fh).await });
+    // The last part reaches the store while part 1 is still held.
+    last.arrived().await;
+    last.open();
+    first.open();
+    close.await.expect("task").expect("close");
+    c.fs.release(fh);
+    assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
+}
+
+/// Finding 6: a part that fails for good ends the commit: no
+/// CompleteMultipartUpload is sent, the upload is aborted, the old object
+/// stays, and close reports EIO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_fails_the_close_and_leaves_nothing() {
+    let c = core();
+    c.mem.put(BUCKET, "f", b"old".to_vec());
+    let ino = c.ino("f").await;
+    let (fh, _) = c.fs.open(ino, true, true).await.expect("open");
+    c.faults.on_call(
+        Op::UploadPart,
+        1,
+        Fault::Fail(internal_error(Op::UploadPart)),
+    );
+    c.fs.write(fh, 0, data(12 * MIB, 4)).await.expect("write");
+    let err =
+        c.fs.flush(fh)
+            .await
+            .expect_err("the failed part fails the close");
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(c.requests(Op::CompleteMultipartUpload), 0);
+    c.fs.release(fh);
+    c.fs.settle().await;
+    assert_eq!(c.mem.open_uploads(BUCKET), 0, "the upload was aborted");
+    assert_eq!(&c.mem.objects(BUCKET)["f"][..], b"old");
+}
+
+/// Finding 5's other half: a request the store refuses as malformed is EIO
+/// (the client's fault), not EINVAL (the caller's).
+#[tokio::test]
+async fn a_refused_request_is_eio() {
+    let c = core();
+    c.faults.always(
+        Op::PutObject,
+        Fault::Fail(S3Error::service(
+            "PutObject",
+            411,
+            S3ErrorCode::MissingContentLength,
+            "injected",
+            None,
+        )),
+    );
+    let err =
+        c.fs.mkdir(c.fs.root_ino(), OsStr::new("d"))
+            .await
+            .expect_err("refused");
+    assert_eq!(err.errno(), libc::EIO);
+}
+
+/// A rename of an open file keeps its readers: they read the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_open_file_keeps_its_readers() {
+    let c = core();
+    let content = data(2 * MIB, 5);
+    c.mem.put(BUCKET, "a", content.clone());
+    let ino = c.ino("a").await;
+    let (fh, _) = c.fs.open(ino, false, false).await.expect("open");
+    let head = c.fs.read(fh, 0, 1000).await.expect("read");
+    assert_eq!(&head[..], &content[..1000]);
+    let _ = c.ino("a").await;
+    c.fs.rename(
+        c.fs.root_ino(),
+        OsStr::new("a"),
+        c.fs.root_ino(),
+        OsStr::new("b"),
+        false,
+    )
+    .await
+    .expect("rename");
+    let rest = c.fs.read(fh, 1000, (2 * MIB) as u32).await.expect("read");
+    assert!(rest[..] == content[1000..]);
+    c.fs.release(fh);
+}
+
+/// The memory bound holds for a file many times larger than the budget:
+/// streamed, edited in the middle (fills and planned parts), and read back
+/// with read-ahead; every part fits the budget, and the most held at once
+/// never passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_holds_for_a_file_larger_than_it() {
+    let read_ahead = 2 * MIB as u64;
+    let transfer = 6 * MIB as u64;
+    let c = core_with(|cfg| {
+        cfg.prefetch.max_memory = read_ahead;
+        cfg.write.max_memory = transfer;
+        cfg.write.part_size = 8 * MIB as u64;
+    });
+    let content = data(40 * MIB, 6);
+    let (_, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("big"))
+            .await
+            .expect("create");
+    for (i, chunk) in content.chunks(MIB).enumerate() {
+        c.fs.write(fh, (i * MIB) as u64, chunk.to_vec())
+            .await
+            .expect("write");
+    }
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh);
+    assert!(c.mem.objects(BUCKET)["big"][..] == content[..]);
+    // An edit in the middle: fills from the object, copies, one part sent.
+    let ino = c.ino("big").await;
+    let (fh, _) = c.fs.open(ino, true, false).await.expect("open");
+    c.fs.write(fh, 20 * MIB as u64, b"edit".to_vec())
+        .await
+        .expect("write");
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh);
+    let mut edited = content.clone();
+    edited[20 * MIB..20 * MIB + 4].copy_from_slice(b"edit");
+    assert!(c.mem.objects(BUCKET)["big"][..] == edited[..]);
+    let (fh, _) = c.fs.open(ino, false, false).await.expect("open");
+    for i in 0..40 {
+        let got =
+            c.fs.read(fh, (i * MIB) as u64, MIB as u32)
+                .await
+                .expect("read");
+        assert!(got[..] == edited[i * MIB..(i + 1) * MIB]);
+    }
+    c.fs.release(fh);
+    let peak = c.fs.memory().peak();
+    assert!(peak > 0);
+    assert!(
+        peak <= read_ahead + transfer,
+        "{peak} bytes held at once, budget {}",
+        read_ahead + transfer
+    );
+    let sent = c.mem.stats().snapshot().get(Op::UploadPart);
+    assert!(
+        sent.bytes_sent <= sent.requests * transfer,
+        "a part larger than the budget was sent"
+    );
+}
