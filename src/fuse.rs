@@ -5,6 +5,7 @@
 //! errno here, through `FsError::errno`, and are logged once.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -39,7 +40,60 @@ impl FuseAdapter {
     fn ttl(&self) -> Duration {
         self.fs.ttl().kernel()
     }
+
+    /// Runs `work` on the runtime, off the kernel's request loop, and
+    /// replies from there: `done` with its result, or the errno (logged
+    /// once, in `errno`).
+    fn run<R, T, W, Fut>(
+        &self,
+        op: &'static str,
+        ino: u64,
+        reply: R,
+        work: W,
+        done: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        R: ReplyError + Send + 'static,
+        T: Send + 'static,
+        W: FnOnce(Arc<Fs>) -> Fut,
+        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
+        let work = work(self.fs.clone());
+        self.rt.spawn(async move {
+            match work.await {
+                Ok(v) => done(reply, v),
+                Err(e) => reply.error_to(errno(op, ino, &e)),
+            }
+        });
+    }
 }
+
+/// The one thing every fuser reply can do, as a trait so that `run` can
+/// answer any of them with an error.
+trait ReplyError {
+    fn error_to(self, err: Errno);
+}
+
+macro_rules! reply_error {
+    ($($t:ty),*) => {$(
+        impl ReplyError for $t {
+            fn error_to(self, err: Errno) {
+                self.error(err)
+            }
+        }
+    )*};
+}
+
+reply_error!(
+    ReplyEntry,
+    ReplyAttr,
+    ReplyOpen,
+    ReplyData,
+    ReplyEmpty,
+    ReplyCreate,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    fuser::ReplyWrite
+);
 
 fn file_type(kind: Kind) -> FileType {
     match kind {
@@ -103,15 +157,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let fs = self.fs.clone();
         let name = name.to_owned();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno("lookup", parent.0, &e)),
-            }
-        });
+        self.run(
+            "lookup",
+            parent.0,
+            reply,
+            |fs| async move { fs.lookup(parent.0, &name).await },
+            move |r, attr| r.entry(&ttl, &file_attr(&attr), Generation(0)),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -119,14 +173,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
-            match fs.getattr(ino.0).await {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno("getattr", ino.0, &e)),
-            }
-        });
+        self.run(
+            "getattr",
+            ino.0,
+            reply,
+            |fs| async move { fs.getattr(ino.0).await },
+            move |r, attr| r.attr(&ttl, &file_attr(&attr)),
+        );
     }
 
     fn setattr(
@@ -147,41 +201,39 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let fs = self.fs.clone();
         let ttl = self.ttl();
         let perm = mode.map(|m| (m & 0o7777) as u16);
         let mtime = mtime.map(|t| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        self.rt.spawn(async move {
-            match fs
-                .setattr(ino.0, fh.map(|f| f.0), size, perm, uid, gid, mtime)
-                .await
-            {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno("setattr", ino.0, &e)),
-            }
-        });
+        let fh = fh.map(|f| f.0);
+        self.run(
+            "setattr",
+            ino.0,
+            reply,
+            |fs| async move { fs.setattr(ino.0, fh, size, perm, uid, gid, mtime).await },
+            move |r, attr| r.attr(&ttl, &file_attr(&attr)),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        self.rt.spawn(async move {
-            match fs.open(ino.0, write, truncate).await {
-                Ok((fh, keep_cache)) => {
-                    let flags = if keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(fh), flags)
-                }
-                Err(e) => reply.error(errno("open", ino.0, &e)),
-            }
-        });
+        self.run(
+            "open",
+            ino.0,
+            reply,
+            |fs| async move { fs.open(ino.0, write, truncate).await },
+            |r, (fh, keep_cache)| {
+                let flags = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                r.opened(FileHandle(fh), flags)
+            },
+        );
     }
 
     fn read(
@@ -195,13 +247,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.read(fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno("read", ino.0, &e)),
-            }
-        });
+        self.run(
+            "read",
+            ino.0,
+            reply,
+            |fs| async move { fs.read(fh.0, offset, size).await },
+            |r, data| r.data(&data),
+        );
     }
 
     fn write(
@@ -216,14 +268,14 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        let fs = self.fs.clone();
         let data = data.to_vec();
-        self.rt.spawn(async move {
-            match fs.write(fh.0, offset, data).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno("write", ino.0, &e)),
-            }
-        });
+        self.run(
+            "write",
+            ino.0,
+            reply,
+            |fs| async move { fs.write(fh.0, offset, data).await },
+            |r, n| r.written(n),
+        );
     }
 
     fn flush(
@@ -234,13 +286,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", ino.0, &e)),
-            }
-        });
+        self.run(
+            "flush",
+            ino.0,
+            reply,
+            |fs| async move { fs.flush(fh.0).await },
+            |r, ()| r.ok(),
+        );
     }
 
     fn fsync(
@@ -251,13 +303,13 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("fsync", ino.0, &e)),
-            }
-        });
+        self.run(
+            "fsync",
+            ino.0,
+            reply,
+            |fs| async move { fs.fsync(fh.0).await },
+            |r, ()| r.ok(),
+        );
     }
 
     fn release(
@@ -275,13 +327,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("opendir", ino.0, &e)),
-            }
-        });
+        self.run(
+            "opendir",
+            ino.0,
+            reply,
+            |fs| async move { fs.opendir(ino.0).await },
+            |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
+        );
     }
 
     fn readdir(
@@ -391,22 +443,20 @@ impl Filesystem for FuseAdapter {
             // Only regular files exist in a bucket.
             return reply.error(errno("mknod", parent.0, &FsError::NotPermitted));
         }
-        let fs = self.fs.clone();
         let name = name.to_owned();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
-            match fs.create(parent.0, &name).await {
-                Ok((attr, fh)) => {
-                    let saved = fs.flush(fh).await;
-                    fs.release(fh);
-                    match saved {
-                        Ok(()) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                        Err(e) => reply.error(errno("mknod", parent.0, &e)),
-                    }
-                }
-                Err(e) => reply.error(errno("mknod", parent.0, &e)),
-            }
-        });
+        self.run(
+            "mknod",
+            parent.0,
+            reply,
+            |fs| async move {
+                let (attr, fh) = fs.create(parent.0, &name).await?;
+                let saved = fs.flush(fh).await;
+                fs.release(fh);
+                saved.map(|()| attr)
+            },
+            move |r, attr| r.entry(&ttl, &file_attr(&attr), Generation(0)),
+        );
     }
 
     fn mkdir(
@@ -418,37 +468,37 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let fs = self.fs.clone();
         let name = name.to_owned();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
-            match fs.mkdir(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno("mkdir", parent.0, &e)),
-            }
-        });
+        self.run(
+            "mkdir",
+            parent.0,
+            reply,
+            |fs| async move { fs.mkdir(parent.0, &name).await },
+            move |r, attr| r.entry(&ttl, &file_attr(&attr), Generation(0)),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let fs = self.fs.clone();
         let name = name.to_owned();
-        self.rt.spawn(async move {
-            match fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", parent.0, &e)),
-            }
-        });
+        self.run(
+            "unlink",
+            parent.0,
+            reply,
+            |fs| async move { fs.unlink(parent.0, &name).await },
+            |r, ()| r.ok(),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let fs = self.fs.clone();
         let name = name.to_owned();
-        self.rt.spawn(async move {
-            match fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", parent.0, &e)),
-            }
-        });
+        self.run(
+            "rmdir",
+            parent.0,
+            reply,
+            |fs| async move { fs.rmdir(parent.0, &name).await },
+            |r, ()| r.ok(),
+        );
     }
 
     fn symlink(
@@ -489,17 +539,17 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::EINVAL);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let fs = self.fs.clone();
         let (name, newname) = (name.to_owned(), newname.to_owned());
-        self.rt.spawn(async move {
-            match fs
-                .rename(parent.0, &name, newparent.0, &newname, no_replace)
-                .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", parent.0, &e)),
-            }
-        });
+        self.run(
+            "rename",
+            parent.0,
+            reply,
+            |fs| async move {
+                fs.rename(parent.0, &name, newparent.0, &newname, no_replace)
+                    .await
+            },
+            |r, ()| r.ok(),
+        );
     }
 
     fn create(
@@ -512,20 +562,22 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let fs = self.fs.clone();
         let name = name.to_owned();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
-            match fs.create(parent.0, &name).await {
-                Ok((attr, fh)) => reply.created(
+        self.run(
+            "create",
+            parent.0,
+            reply,
+            |fs| async move { fs.create(parent.0, &name).await },
+            move |r, (attr, fh)| {
+                r.created(
                     &ttl,
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(fh),
                     FopenFlags::empty(),
-                ),
-                Err(e) => reply.error(errno("create", parent.0, &e)),
-            }
-        });
+                )
+            },
+        );
     }
 }
