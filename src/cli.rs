@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{Addressing, PayloadSigning, S3Config, SignatureVersion};
+use crate::s3::config::{Addressing, PayloadSigning, S3Config, SignatureVersion};
 use crate::s3::credentials::{self, CredentialsError, CredentialsSource};
 use crate::s3::{Credentials, S3Client, S3Error};
 

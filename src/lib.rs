@@ -2,7 +2,6 @@
 //! Pure Storage FlashBlade) as directories on Linux.
 
 pub mod cli;
-pub mod config;
 pub mod daemon;
 pub mod fs;
 pub mod fuse;

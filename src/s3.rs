@@ -2,7 +2,12 @@
 //! [`ObjectClient`] trait.
 //!
 //! - `client`: the trait and its typed parameters and results
-//! - `http`: the reqwest implementation
+//! - `config`: the client's configuration and defaults
+//! - `http`: the reqwest client: construction, TLS, the request pipeline
+//! - `ops`: the S3 operations over that pipeline
+//! - `listing`: listing encodings and V1 behind V2
+//! - `recovery`: what lost answers of non-idempotent requests left
+//! - `chunked`: aws-chunked framing
 //! - `sign`: SigV4 / SigV2 as pure functions
 //! - `xml`: response parsing and request bodies
 //! - `error`: typed errors and their meaning
@@ -12,12 +17,17 @@
 //! - `mem`: an in-memory store, and `faults`: a fault-injecting wrapper,
 //!   both behind the same trait, for testing the core without a server
 
+pub mod chunked;
 pub mod client;
+pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod faults;
 pub mod http;
+mod listing;
 pub mod mem;
+mod ops;
+mod recovery;
 pub mod retry;
 pub mod sign;
 pub mod stats;

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bladefs::config::{PayloadSigning, SignatureVersion};
+use bladefs::s3::config::{PayloadSigning, SignatureVersion};
 use bladefs::s3::*;
 use bytes::Bytes;
 use common::{Kind, data, md5_hex, proxy};
@@ -675,7 +675,7 @@ async fn retries_stop_at_the_limit() {
 #[tokio::test]
 async fn unreachable_endpoint_fails_fast_and_clearly() {
     let port = common::free_port();
-    let mut cfg = bladefs::config::S3Config::new(format!("http://127.0.0.1:{port}"));
+    let mut cfg = bladefs::s3::config::S3Config::new(format!("http://127.0.0.1:{port}"));
     cfg.retry.max_attempts = 3;
     cfg.retry.initial_backoff = Duration::from_millis(5);
     let client = S3Client::new(cfg, Credentials::new("a", "b")).unwrap();
@@ -837,7 +837,7 @@ async fn virtual_hosted_addressing_with_both_signatures() {
     for (signature, bucket) in [(SignatureVersion::V4, "vh4"), (SignatureVersion::V2, "vh2")] {
         let mut cfg = server.config();
         cfg.endpoint = format!("http://s3.test:{}", server.addr.port());
-        cfg.addressing = bladefs::config::Addressing::VirtualHosted;
+        cfg.addressing = bladefs::s3::config::Addressing::VirtualHosted;
         cfg.signature = signature;
         cfg.resolve = vec![
             ("s3.test".to_string(), server.addr),

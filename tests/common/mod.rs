@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bladefs::config::S3Config;
+use bladefs::s3::config::S3Config;
 use bladefs::s3::{Credentials, ObjectClient, S3Client};
 
 pub mod mount;
