@@ -832,7 +832,7 @@ fn cases() -> u32 {
     std::env::var("BLADEFS_CORE_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+        .unwrap_or(1000)
 }
 
 proptest! {

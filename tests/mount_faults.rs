@@ -190,8 +190,21 @@ fn a_silent_server_costs_the_timeout_and_unmount_still_ends_the_daemon() {
     std::fs::write(m.join("before.txt"), b"closed before").unwrap();
     let mut f = std::fs::File::create(m.join("during.txt")).unwrap();
     f.write_all(b"never acknowledged").unwrap();
+    // A large file streaming when the server falls silent: parts in flight,
+    // the last part and the complete still to come.
+    let mut big = std::fs::File::create(m.join("big.bin")).unwrap();
+    big.write_all(&data(20 * MIB, 5)).unwrap();
 
     proxy.set_outage(Some(Fault::Silent));
+    big.write_all(&data(20 * MIB, 6)).unwrap();
+    let (errno, took) = failure(|| big.sync_all());
+    assert_eq!(errno, libc::EIO);
+    eprintln!("fsync of a streaming file on a silent server failed after {took:?}");
+    // The stated bound: the retry deadline plus one timeout for the
+    // requests (they run side by side), plus at most 5 s waiting for the
+    // abort; a little slack for a loaded machine.
+    assert!(took < Duration::from_secs(3 + 2 + 5 + 5), "{took:?}");
+    drop(big);
     let (errno, took) = failure(|| std::fs::read(m.join("there.bin")));
     assert_eq!(errno, libc::EIO);
     eprintln!("read from a silent server failed after {took:?}");
@@ -210,4 +223,5 @@ fn a_silent_server_costs_the_timeout_and_unmount_still_ends_the_daemon() {
     proxy.set_outage(None);
     assert_eq!(store.get("before.txt"), b"closed before");
     assert!(!store.keys().contains_key("during.txt"), "nothing partial");
+    assert!(!store.keys().contains_key("big.bin"), "nothing partial");
 }

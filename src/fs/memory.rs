@@ -4,11 +4,11 @@
 //! and gives them back when it is freed. Waiting for permits is the
 //! back-pressure: readers and writers slow down instead of growing memory.
 //!
-//! The budget is `--prefetch-memory-mib` + `--upload-memory-mib`. Read-ahead
-//! may hold at most its own share, so that readers who stop reading (their
-//! parts stay until the file is closed or the window moves on) never leave
-//! writers without memory; fills and upload parts may use the rest.
-//! No single buffer is larger than its share: parts are sized to fit.
+//! The budget is `--prefetch-memory-mib` + `--upload-memory-mib`, each use
+//! held to its own share: readers who stop reading (their parts stay until
+//! the file is closed or the window moves on) never leave writers without
+//! memory, and writers never take what read-ahead needs. No single buffer
+//! is larger than its share: parts are sized to fit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +25,8 @@ pub enum Use {
 
 #[derive(Clone)]
 pub struct Memory {
-    all: Arc<Semaphore>,
     read_ahead: Arc<Semaphore>,
+    transfer: Arc<Semaphore>,
     read_ahead_bytes: u64,
     transfer_bytes: u64,
     /// The most ever held at once.
@@ -35,15 +35,14 @@ pub struct Memory {
 
 /// Bytes held; given back when dropped.
 pub struct Permit {
-    _all: OwnedSemaphorePermit,
-    _read_ahead: Option<OwnedSemaphorePermit>,
+    _held: OwnedSemaphorePermit,
 }
 
 impl Memory {
     pub fn new(read_ahead_bytes: u64, transfer_bytes: u64) -> Self {
         Memory {
-            all: Arc::new(Semaphore::new((read_ahead_bytes + transfer_bytes) as usize)),
             read_ahead: Arc::new(Semaphore::new(read_ahead_bytes as usize)),
+            transfer: Arc::new(Semaphore::new(transfer_bytes as usize)),
             read_ahead_bytes,
             transfer_bytes,
             peak: Arc::new(AtomicU64::new(0)),
@@ -52,11 +51,7 @@ impl Memory {
 
     /// Bytes `use_` could take now without waiting.
     pub fn available(&self, use_: Use) -> u64 {
-        let all = self.all.available_permits() as u64;
-        match use_ {
-            Use::ReadAhead => all.min(self.read_ahead.available_permits() as u64),
-            Use::Transfer => all,
-        }
+        self.share(use_).available_permits() as u64
     }
 
     /// The most bytes held at once so far.
@@ -72,9 +67,18 @@ impl Memory {
         }
     }
 
+    fn share(&self, use_: Use) -> &Arc<Semaphore> {
+        match use_ {
+            Use::ReadAhead => &self.read_ahead,
+            Use::Transfer => &self.transfer,
+        }
+    }
+
     /// Bytes held now, all uses together.
     pub fn in_use(&self) -> u64 {
-        self.read_ahead_bytes + self.transfer_bytes - self.all.available_permits() as u64
+        self.read_ahead_bytes + self.transfer_bytes
+            - self.read_ahead.available_permits() as u64
+            - self.transfer.available_permits() as u64
     }
 
     /// Takes `bytes` for `use_` if they are free now (and nobody queues).
@@ -82,17 +86,13 @@ impl Memory {
         if bytes > self.largest(use_) {
             return None;
         }
-        let n = bytes as u32;
-        let read_ahead = match use_ {
-            Use::ReadAhead => Some(self.read_ahead.clone().try_acquire_many_owned(n).ok()?),
-            Use::Transfer => None,
-        };
-        let all = self.all.clone().try_acquire_many_owned(n).ok()?;
+        let held = self
+            .share(use_)
+            .clone()
+            .try_acquire_many_owned(bytes as u32)
+            .ok()?;
         self.peak.fetch_max(self.in_use(), Ordering::SeqCst);
-        Some(Permit {
-            _all: all,
-            _read_ahead: read_ahead,
-        })
+        Some(Permit { _held: held })
     }
 
     /// Waits until `bytes` may be held for `use_`. Asking for more than
@@ -103,28 +103,14 @@ impl Memory {
             bytes <= self.largest(use_),
             "a buffer of {bytes} bytes is larger than the memory budget allows ({use_:?})"
         );
-        let n = bytes as u32;
-        let read_ahead = match use_ {
-            Use::ReadAhead => Some(
-                self.read_ahead
-                    .clone()
-                    .acquire_many_owned(n)
-                    .await
-                    .expect("the budget never closes"),
-            ),
-            Use::Transfer => None,
-        };
-        let all = self
-            .all
+        let held = self
+            .share(use_)
             .clone()
-            .acquire_many_owned(n)
+            .acquire_many_owned(bytes as u32)
             .await
             .expect("the budget never closes");
         self.peak.fetch_max(self.in_use(), Ordering::SeqCst);
-        Permit {
-            _all: all,
-            _read_ahead: read_ahead,
-        }
+        Permit { _held: held }
     }
 }
 
@@ -145,10 +131,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn transfers_may_use_what_readers_leave() {
+    async fn transfers_are_held_to_their_share_too() {
         let m = Memory::new(10, 20);
         let _a = m.take(Use::Transfer, 20).await;
-        let _b = m.take(Use::Transfer, 5).await;
-        assert_eq!(m.in_use(), 25);
+        assert!(m.take(Use::Transfer, 1).now_or_never().is_none());
+        assert!(m.try_take(Use::Transfer, 1).is_none());
+        let _b = m.take(Use::ReadAhead, 10).await;
+        assert_eq!(m.in_use(), 30);
+        assert_eq!(m.peak(), 30);
     }
 }

@@ -190,6 +190,30 @@ impl MemoryClient {
         })
     }
 
+    /// Keeps `body` as part `part_number` of an upload of `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn store_part(
+        &self,
+        op: Op,
+        sent: u64,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> S3Result<String> {
+        self.with_bucket_mut(op, sent, bucket, |b| {
+            let u = b
+                .uploads
+                .get_mut(upload_id)
+                .filter(|u| u.key == key)
+                .ok_or_else(|| err(op, 404, S3ErrorCode::NoSuchUpload))?;
+            let etag = quoted_md5(&[&body]);
+            u.parts.insert(part_number, (body, etag.clone()));
+            Ok(etag)
+        })
+    }
+
     fn source(&self, op: Op, source: &CopySource) -> S3Result<Object> {
         if source.version_id.is_some() {
             return Err(err(op, 501, S3ErrorCode::NotImplemented));
@@ -520,16 +544,8 @@ impl ObjectClient for MemoryClient {
         if !(1..=limits::MAX_PARTS).contains(&part_number) {
             return Err(err(op, 400, S3ErrorCode::InvalidArgument));
         }
-        self.with_bucket_mut(op, body.len() as u64, bucket, |b| {
-            let u = b
-                .uploads
-                .get_mut(upload_id)
-                .filter(|u| u.key == key)
-                .ok_or_else(|| err(op, 404, S3ErrorCode::NoSuchUpload))?;
-            let etag = quoted_md5(&[&body]);
-            u.parts.insert(part_number, (body, etag.clone()));
-            Ok(etag)
-        })
+        let sent = body.len() as u64;
+        self.store_part(op, sent, bucket, key, upload_id, part_number, body)
     }
 
     async fn upload_part_copy(
@@ -547,16 +563,7 @@ impl ObjectClient for MemoryClient {
         if range.is_some_and(|r| r.end > src.data.len() as u64) {
             return Err(err(op, 416, S3ErrorCode::InvalidRange));
         }
-        self.with_bucket_mut(op, 0, bucket, |b| {
-            let u = b
-                .uploads
-                .get_mut(upload_id)
-                .filter(|u| u.key == key)
-                .ok_or_else(|| err(op, 404, S3ErrorCode::NoSuchUpload))?;
-            let etag = quoted_md5(&[&body]);
-            u.parts.insert(part_number, (body, etag.clone()));
-            Ok(etag)
-        })
+        self.store_part(op, 0, bucket, key, upload_id, part_number, body)
     }
 
     async fn complete_multipart_upload(

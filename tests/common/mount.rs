@@ -121,6 +121,18 @@ impl Mounted {
         self.path.join(rel)
     }
 
+    /// The daemon's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the daemon runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/PID/status")
+            * 1024
+    }
+
     /// `fusermount3 -u`, then the daemon must exit with status 0. Returns
     /// the log, which ends with the request counters.
     pub fn unmount(mut self) -> String {
