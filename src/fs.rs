@@ -196,9 +196,10 @@ impl Fs {
         &self.memory
     }
 
-    /// Waits for background work (aborts of abandoned uploads) to finish.
+    /// Waits until every multipart upload this mount started is completed
+    /// or aborted (open files' included: close them first).
     pub async fn settle(&self) {
-        self.uploads.background.idle().await;
+        self.uploads.open.none_open().await;
     }
 
     /// The inode a file handle was opened on.

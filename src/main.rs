@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    pin_malloc_thresholds();
     let args = match bladefs::cli::expand_mount_options(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
@@ -13,4 +14,24 @@ fn main() -> ExitCode {
         }
     };
     bladefs::mount::run(bladefs::cli::MountArgs::parse_from(args))
+}
+
+/// glibc raises its mmap threshold each time a large block is freed, after
+/// which the daemon's part-sized buffers (up to the part size, 8 MiB by
+/// default) come from per-thread arenas and stay resident after they are
+/// freed, one set per blocking-pool thread: the process grew far past the
+/// memory budget that bounds the buffers themselves. A fixed threshold
+/// keeps every large buffer mapped on its own and unmapped when freed, and
+/// fewer arenas bound what small allocations can strand.
+fn pin_malloc_thresholds() {
+    /// Blocks from this size on are mapped on their own.
+    const MMAP_THRESHOLD: i32 = 256 * 1024;
+    /// Arenas for small allocations (glibc's default is 8 per core).
+    const ARENAS: i32 = 4;
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
 }

@@ -166,6 +166,7 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
 
     let stats = client.stats().clone();
+    let at_exit = fs.clone();
     let ended = runtime.block_on(async move {
         let [mut term, mut int, mut usr1] = signals;
         let mut ended_rx = ended_rx;
@@ -192,6 +193,11 @@ pub fn run(args: MountArgs) -> ExitCode {
             lazy_unmount(&mountpoint);
         }
         ended_rx.await
+    });
+    // Uploads given up as the last files closed are still being aborted:
+    // a moment for them, rather than leaving them to the next mount.
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, at_exit.settle()).await;
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     tracing::info!("unmounted; requests:\n{}", client.stats().snapshot());

@@ -290,11 +290,12 @@ fn fsx_style_random_operations_agree_with_a_model() {
 /// written, edited in the middle, read back, and unlinked while open (its
 /// whole content fetched local), and the daemon's peak RSS stays within
 /// the budget plus what it needs besides (runtime, buffers of the kernel's
-/// requests, listings), measured at 40-60 MiB for a debug build.
+/// requests, listings): 39 MiB measured for a debug build (134 MiB before
+/// malloc's thresholds were pinned: freed part buffers stayed resident).
 #[test]
 fn the_memory_budget_holds_on_a_mount() {
     const BUDGET: u64 = 32 * MIB as u64;
-    const BESIDES: u64 = 96 * MIB as u64;
+    const BESIDES: u64 = 48 * MIB as u64;
     let server = common::start(Kind::Garage);
     let store = Store::new(&server, "memory");
     let m = Mounted::new(

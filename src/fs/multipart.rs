@@ -6,7 +6,9 @@
 //! dropped (an error, a cancelled task, an abandoned stream) is aborted in
 //! the background, so none is left behind by a path that forgot to; the
 //! error paths of `commit` abort before they return, so the caller's error
-//! comes after the abort.
+//! comes after the abort. Every upload counts in [`Uploads`] from its
+//! creation until it is completed or its abort has ended, so unmount (and
+//! tests) can wait until none is left open.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -18,33 +20,33 @@ use futures::{Future, StreamExt, TryStreamExt};
 use super::error::FsResult;
 use crate::s3::{CompletedPart, CopySource, ObjectClient};
 
-/// Aborts running in the background, so that unmount (and tests) can wait
-/// for them instead of leaving uploads behind.
+/// The multipart uploads of a mount still open: created, and neither
+/// completed nor done aborting.
 #[derive(Clone, Default)]
-pub struct Background {
+pub struct Uploads {
     inner: Arc<(AtomicUsize, tokio::sync::Notify)>,
 }
 
-impl Background {
-    fn spawn(
-        &self,
-        rt: &tokio::runtime::Handle,
-        work: impl Future<Output = ()> + Send + 'static,
-    ) -> tokio::task::JoinHandle<()> {
-        let inner = self.inner.clone();
-        inner.0.fetch_add(1, Ordering::SeqCst);
-        rt.spawn(async move {
-            work.await;
-            inner.0.fetch_sub(1, Ordering::SeqCst);
-            inner.1.notify_waiters();
-        })
+impl Uploads {
+    fn opened(&self) {
+        self.inner.0.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Waits until no background work is left.
-    pub async fn idle(&self) {
+    fn closed(&self) {
+        self.inner.0.fetch_sub(1, Ordering::SeqCst);
+        self.inner.1.notify_waiters();
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.inner.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every upload is completed or aborted (those of open
+    /// files included: callers close them first).
+    pub async fn none_open(&self) {
         loop {
             let notified = self.inner.1.notified();
-            if self.inner.0.load(Ordering::SeqCst) == 0 {
+            if self.open_count() == 0 {
                 return;
             }
             notified.await;
@@ -54,7 +56,10 @@ impl Background {
 
 pub struct Multipart {
     client: Arc<dyn ObjectClient>,
-    background: Background,
+    uploads: Uploads,
+    /// Where the abort of a dropped upload runs: a drop can happen on a
+    /// thread outside the runtime (the kernel's request loop).
+    rt: tokio::runtime::Handle,
     bucket: Arc<str>,
     key: String,
     upload_id: String,
@@ -73,14 +78,16 @@ pub enum PartSource {
 impl Multipart {
     pub async fn create(
         client: Arc<dyn ObjectClient>,
-        background: &Background,
+        uploads: &Uploads,
         bucket: Arc<str>,
         key: String,
     ) -> FsResult<Arc<Self>> {
         let upload_id = client.create_multipart_upload(&bucket, &key).await?;
+        uploads.opened();
         Ok(Arc::new(Multipart {
             client,
-            background: background.clone(),
+            uploads: uploads.clone(),
+            rt: tokio::runtime::Handle::current(),
             bucket,
             key,
             upload_id,
@@ -177,7 +184,9 @@ impl Multipart {
             .client
             .complete_multipart_upload(&self.bucket, &self.key, &self.upload_id, parts)
             .await?;
-        self.finished.store(true, Ordering::SeqCst);
+        if !self.finished.swap(true, Ordering::SeqCst) {
+            self.uploads.closed();
+        }
         Ok(out.etag)
     }
 
@@ -189,25 +198,25 @@ impl Multipart {
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let work = self.abort_work();
-        let _ = tokio::time::timeout(ABORT_WAIT, self.background.spawn(&rt, work)).await;
+        let _ = tokio::time::timeout(ABORT_WAIT, self.spawn_abort()).await;
     }
 
-    fn abort_work(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Aborts in a task of its own; the upload stops counting as open when
+    /// the abort has ended, whatever its outcome.
+    fn spawn_abort(&self) -> tokio::task::JoinHandle<()> {
         let client = self.client.clone();
+        let uploads = self.uploads.clone();
         let (bucket, key, id) = (
             self.bucket.clone(),
             self.key.clone(),
             self.upload_id.clone(),
         );
-        async move {
+        self.rt.spawn(async move {
             if let Err(e) = client.abort_multipart_upload(&bucket, &key, &id).await {
                 tracing::warn!(key = %key, error = %e, "could not abort a multipart upload; the next mount cleans it up");
             }
-        }
+            uploads.closed();
+        })
     }
 }
 
@@ -216,12 +225,8 @@ pub const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for Multipart {
     fn drop(&mut self) {
-        if self.finished.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let work = self.abort_work();
-            self.background.spawn(&rt, work);
+        if !self.finished.swap(true, Ordering::SeqCst) {
+            self.spawn_abort();
         }
     }
 }

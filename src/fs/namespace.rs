@@ -505,7 +505,7 @@ impl Fs {
             .collect();
         let upload = Multipart::create(
             self.client.clone(),
-            &self.uploads.background,
+            &self.uploads.open,
             to.bucket.clone(),
             to.key.clone(),
         )

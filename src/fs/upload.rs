@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 
 use super::error::{FsError, FsResult, local_io};
 use super::inode::Location;
-use super::multipart::{Background, Multipart, PartSource};
+use super::multipart::{self, Multipart, PartSource};
 use super::ranges::RangeSet;
 use crate::s3::{CompletedPart, CopySource, GetObjectParams, ObjectClient, S3Error, limits};
 
@@ -76,8 +76,8 @@ impl Default for WriteConfig {
 pub struct Uploads {
     pub cfg: WriteConfig,
     pub client: Arc<dyn ObjectClient>,
-    /// Aborts of abandoned uploads still running.
-    pub background: Background,
+    /// Multipart uploads not yet completed or aborted.
+    pub open: multipart::Uploads,
     memory: Memory,
     staged: AtomicU64,
 }
@@ -88,7 +88,7 @@ impl Uploads {
             memory,
             cfg,
             client,
-            background: Background::default(),
+            open: multipart::Uploads::default(),
             staged: AtomicU64::new(0),
         })
     }
@@ -475,7 +475,7 @@ impl DirtyFile {
                     let loc = self.location();
                     let upload = Multipart::create(
                         self.up.client.clone(),
-                        &self.up.background,
+                        &self.up.open,
                         loc.bucket,
                         loc.key,
                     )
@@ -870,7 +870,7 @@ impl DirtyFile {
         };
         let upload = Multipart::create(
             client.clone(),
-            &self.up.background,
+            &self.up.open,
             loc.bucket.clone(),
             loc.key.clone(),
         )

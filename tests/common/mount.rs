@@ -149,7 +149,20 @@ impl Mounted {
         let mut child = self.child.take().unwrap();
         let status =
             wait_exit(&mut child, EXIT_DEADLINE).expect("bladefs did not exit after unmount");
-        assert!(status.success(), "bladefs exited with {status}");
+        if !status.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!(
+                "bladefs exited with {status}; its log ends:\n{}\nstderr: {err}",
+                tail.join("\n")
+            );
+        }
         assert!(!is_mounted(&self.path));
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
