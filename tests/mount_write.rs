@@ -631,13 +631,39 @@ fn sequential_writes_stream_parts_before_close() {
     let server = common::start(Kind::Garage);
     let store = Store::new(&server, "streaming");
     let m = Mounted::new(&server, "streaming", &[]);
-    let mut f = std::fs::File::create(m.join("s.bin")).unwrap();
     let mut want = Vec::new();
     for i in 0..40 {
-        let chunk = data(MIB, 500 + i);
-        f.write_all(&chunk).unwrap();
-        want.extend_from_slice(&chunk);
+        want.extend_from_slice(&data(MIB, 500 + i));
     }
+    // The writer is a process of its own that forks nothing: a descriptor
+    // of this test process would be inherited for an instant by every
+    // child the tests running beside it spawn, and the close of that copy
+    // (at exec) is a FUSE flush, which saves the file before its close.
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), &want).unwrap();
+    let mut writer = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\n\
+             src, dst = open(sys.argv[1], 'rb'), open(sys.argv[2], 'wb', buffering=0)\n\
+             while chunk := src.read(1 << 20): dst.write(chunk)\n\
+             print('written', flush=True)\n\
+             sys.stdin.readline()\n\
+             dst.close()\n",
+        ])
+        .arg(src.path())
+        .arg(m.join("s.bin"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "written");
     // Still open: parts are already going up (the last one waits for close).
     let mut parts = 0;
     common::wait_for("parts uploaded before close", || {
@@ -649,7 +675,8 @@ fn sequential_writes_stream_parts_before_close() {
         store.keys().get("s.bin").is_none_or(|size| *size == 0),
         "no object before close"
     );
-    drop(f);
+    drop(writer.stdin.take());
+    assert!(writer.wait().unwrap().success());
     assert_eq!(sha(&store.get("s.bin")), sha(&want));
     m.unmount();
     store.assert_no_uploads_left();
