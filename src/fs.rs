@@ -483,18 +483,35 @@ impl Fs {
         }
         let stat = self.refresh(&node).await?;
         if write || truncate {
+            let make = || {
+                DirtyFile::new(
+                    self.uploads.clone(),
+                    node.loc.clone(),
+                    Some((stat.etag.clone(), stat.size)),
+                )
+            };
             // Built before the table is locked (it creates a staging file);
             // dropped unused if another open got there first.
             let candidate = match self.open.buffer(ino) {
                 Some(_) => None,
-                None => Some(DirtyFile::new(
-                    self.uploads.clone(),
-                    node.loc.clone(),
-                    Some((stat.etag.clone(), stat.size)),
-                )?),
+                None => Some(make()?),
             };
             let (fh, buffer) = self.open.open(ino, None, candidate, true);
-            let file = buffer.expect("a writable handle has a buffer");
+            let file = match buffer {
+                Some(file) => file,
+                // The buffer seen a moment ago went with its last handle.
+                None => match self.open.buffer_or_insert(ino, make) {
+                    Ok(Some(file)) => file,
+                    Ok(None) => {
+                        self.release(fh);
+                        return Err(FsError::Internal("an open file without its entry"));
+                    }
+                    Err(e) => {
+                        self.release(fh);
+                        return Err(e);
+                    }
+                },
+            };
             if truncate && let Err(e) = file.set_size(0).await {
                 self.release(fh);
                 return Err(e);
