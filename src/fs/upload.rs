@@ -670,37 +670,42 @@ impl DirtyFile {
     }
 
     /// Bytes `offset..offset+len` of the file as it is now; fewer at its
-    /// end, also when it is cut short while this read runs.
+    /// end. The bytes are taken under the file's lock, with the size of
+    /// that moment, so a read racing a write or a truncation of the same
+    /// file returns the file as it was before it or after it, never a mix
+    /// (other files never wait for this lock).
     pub async fn read(self: &Arc<Self>, offset: u64, len: u32) -> FsResult<Bytes> {
-        let size = self.size();
-        if offset >= size || len == 0 {
-            return Ok(Bytes::new());
-        }
-        let end = size.min(offset + u64::from(len));
-        self.ensure_present(offset..end).await?;
-        let staging = self.staging.clone();
-        let mut bytes = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; (end - offset) as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match staging.read_at(&mut buf[got..], offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+        loop {
+            let size = self.size();
+            if offset >= size || len == 0 {
+                return Ok(Bytes::new());
             }
-            buf.truncate(got);
-            Ok(buf)
-        })
-        .await
-        .map_err(|_| FsError::Cancelled)?
-        .map_err(|e| local_io("reading the staging file", e))?;
-        // The staging file follows the size, but a truncation and a growth
-        // again may both have happened since: what is past the size now is
-        // not the file's.
-        bytes.truncate(self.size().saturating_sub(offset) as usize);
-        Ok(Bytes::from(bytes))
+            self.ensure_present(offset..size.min(offset + u64::from(len)))
+                .await?;
+            let this = self.clone();
+            let got = tokio::task::spawn_blocking(move || {
+                let st = this.state.lock().expect("dirty lock");
+                let end = st.size.min(offset + u64::from(len));
+                if offset >= end {
+                    return Ok(Some(Vec::new()));
+                }
+                // Grown since, or a fill given up: fetch what is missing.
+                let base_end = st.base.as_ref().map_or(0, |b| b.len).min(end);
+                if offset < base_end && !st.present.gaps(offset..base_end).is_empty() {
+                    return Ok(None);
+                }
+                // The staging file is as long as the file under this lock.
+                let mut buf = vec![0u8; (end - offset) as usize];
+                this.staging.read_exact_at(&mut buf, offset)?;
+                Ok(Some(buf))
+            })
+            .await
+            .map_err(|_| FsError::Cancelled)?
+            .map_err(|e| local_io("reading the staging file", e))?;
+            if let Some(bytes) = got {
+                return Ok(Bytes::from(bytes));
+            }
+        }
     }
 
     /// Truncates or extends the file to `new_size` (extension reads as zeros).
