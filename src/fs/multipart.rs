@@ -6,7 +6,7 @@
 //! dropped (an error, a cancelled task, an abandoned stream) is aborted in
 //! the background, so none is left behind by a path that forgot to; the
 //! error paths of `commit` abort before they return, so the caller's error
-//! comes after the abort. Every upload counts in [`Uploads`] from its
+//! comes after the abort. Every upload counts in [`OpenUploads`] from its
 //! creation until it is completed or its abort has ended, so unmount (and
 //! tests) can wait until none is left open.
 
@@ -23,11 +23,11 @@ use crate::s3::{CompletedPart, CopySource, ObjectClient};
 /// The multipart uploads of a mount still open: created, and neither
 /// completed nor done aborting.
 #[derive(Clone, Default)]
-pub struct Uploads {
+pub struct OpenUploads {
     inner: Arc<(AtomicUsize, tokio::sync::Notify)>,
 }
 
-impl Uploads {
+impl OpenUploads {
     fn opened(&self) {
         self.inner.0.fetch_add(1, Ordering::SeqCst);
     }
@@ -56,7 +56,7 @@ impl Uploads {
 
 pub struct Multipart {
     client: Arc<dyn ObjectClient>,
-    uploads: Uploads,
+    uploads: OpenUploads,
     /// Where the abort of a dropped upload runs: a drop can happen on a
     /// thread outside the runtime (the kernel's request loop).
     rt: tokio::runtime::Handle,
@@ -78,7 +78,7 @@ pub enum PartSource {
 impl Multipart {
     pub async fn create(
         client: Arc<dyn ObjectClient>,
-        uploads: &Uploads,
+        uploads: &OpenUploads,
         bucket: Arc<str>,
         key: String,
     ) -> FsResult<Arc<Self>> {

@@ -118,10 +118,6 @@ impl OpenFiles {
         self.table().inodes.get(&ino).and_then(|e| e.buffer.clone())
     }
 
-    pub fn is_open(&self, ino: Ino) -> bool {
-        self.table().inodes.contains_key(&ino)
-    }
-
     /// A reader of one of `ino`'s handles, if any reads the object itself.
     pub fn any_reader(&self, ino: Ino) -> Option<Arc<FileReader>> {
         self.table()

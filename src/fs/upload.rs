@@ -77,7 +77,7 @@ pub struct Uploads {
     pub cfg: WriteConfig,
     pub client: Arc<dyn ObjectClient>,
     /// Multipart uploads not yet completed or aborted.
-    pub open: multipart::Uploads,
+    pub open: multipart::OpenUploads,
     memory: Memory,
     staged: AtomicU64,
 }
@@ -88,7 +88,7 @@ impl Uploads {
             memory,
             cfg,
             client,
-            open: multipart::Uploads::default(),
+            open: multipart::OpenUploads::default(),
             staged: AtomicU64::new(0),
         })
     }
