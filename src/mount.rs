@@ -70,6 +70,7 @@ pub fn run(args: MountArgs) -> ExitCode {
     };
 
     let config = args.s3.config();
+    let signature = format!("Sig{:?}", config.signature);
     let client = match S3Client::new(config.clone(), creds.clone()) {
         Ok(c) => Arc::new(c),
         Err(e) => return report_fail(ready, e.to_string()),
@@ -160,7 +161,7 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
     // Only now: it stats the mountpoint, which the kernel asks us about.
     raise_read_ahead(&mountpoint, args.read_ahead_kb);
-    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, "mounted (SIGUSR1 logs counters)");
+    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, endpoint = %args.s3.endpoint, signature, "mounted (SIGUSR1 logs counters)");
     if let Some(r) = ready {
         r.ok();
     }

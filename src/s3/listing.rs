@@ -66,7 +66,7 @@ impl S3Client {
                     key: Self::decode(op, encoded, c.key)?,
                     size: c.size,
                     last_modified: c.last_modified.as_deref().and_then(xml::parse_timestamp),
-                    etag: c.etag,
+                    etag: c.etag.map(super::ops::quoted_etag),
                 })
             })
             .collect::<Result<Vec<_>, S3Error>>()?;

@@ -21,6 +21,25 @@ pub mod mount;
 pub mod proxy;
 pub mod store;
 
+/// One test per server for a test body taking the server's kind:
+/// `on_servers!(body: moto => Kind::Moto, rgw => Kind::CephRgw);` makes
+/// the tests `body::moto` and `body::rgw` (`#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! on_servers {
+    ($body:ident: $($name:ident => $kind:expr),+ $(,)?) => {
+        mod $body {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$body($kind).await
+                }
+            )+
+        }
+    };
+}
+
 /// How long a server may take to start listening.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -34,6 +53,10 @@ pub enum Kind {
     /// A real store: checks signatures, digests, If-Match; URL-encoded
     /// listings done right; keys are not file paths.
     Garage,
+    /// Ceph's RADOS Gateway (one monitor, one in-memory OSD): verifies
+    /// SigV2 and SigV4, has versioning, ListObjectVersions, If-Match,
+    /// UploadPartCopy with ranges; bucket names of 3 characters or more.
+    CephRgw,
 }
 
 pub struct Server {
@@ -42,15 +65,87 @@ pub struct Server {
     pub addr: SocketAddr,
     pub access_key: String,
     pub secret_key: String,
-    child: Child,
+    process: Process,
     _data: tempfile::TempDir,
+}
+
+/// What stops a server: its one process, or a Ceph cluster's daemons.
+enum Process {
+    Child(Child),
+    /// The directory `scripts/lib/ceph-rgw` started the cluster in.
+    Ceph(PathBuf),
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.process {
+            Process::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::Ceph(dir) => {
+                let _ = Command::new(ceph_rgw_script())
+                    .arg("stop")
+                    .arg(dir)
+                    .status();
+            }
+        }
     }
+}
+
+fn ceph_rgw_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/ceph-rgw")
+}
+
+/// A free loopback port outside 6800-7300, where Ceph's OSDs bind.
+fn free_port_for_ceph() -> u16 {
+    loop {
+        let p = free_port();
+        if !(6800..=7300).contains(&p) {
+            return p;
+        }
+    }
+}
+
+/// Starts a one-node Ceph cluster with radosgw in `dir` (see the script);
+/// returns once S3 answers.
+fn start_ceph(dir: &std::path::Path, port: u16, key: &str, secret: &str) -> Process {
+    let cluster = dir.join("c");
+    assert!(
+        std::path::Path::new("/usr/bin/radosgw").exists(),
+        "radosgw not found: run scripts/install-test-servers"
+    );
+    let out = Command::new(ceph_rgw_script())
+        .arg("start")
+        .arg(&cluster)
+        .args([&port.to_string(), key, secret])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/lib/ceph-rgw");
+    if !out.status.success() {
+        let logs = std::fs::read_dir(cluster.join("log"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                        format!(
+                            "--- {}\n{}",
+                            e.path().display(),
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        panic!(
+            "Ceph RGW did not start: {}{}\n{logs}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Process::Ceph(cluster)
 }
 
 /// Where scripts/install-test-servers puts the servers and venvs.
@@ -129,12 +224,24 @@ pub fn start(kind: Kind) -> Server {
 pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
     let data = tempfile::tempdir().expect("temp dir");
     let (access_key, secret_key) = fresh_keys();
-    let port = free_port();
+    let port = free_port_for_ceph();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let extra: Vec<String> = extra
         .iter()
         .map(|a| a.replace("{port}", &port.to_string()))
         .collect();
+    if kind == Kind::CephRgw {
+        let process = start_ceph(data.path(), port, &access_key, &secret_key);
+        return Server {
+            kind,
+            endpoint: format!("http://{addr}"),
+            addr,
+            access_key,
+            secret_key,
+            process,
+            _data: data,
+        };
+    }
     let (mut child, what) = match kind {
         Kind::S3sFs => {
             let bin = find_binary(
@@ -173,6 +280,7 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
             (child, "moto_server")
         }
         Kind::Garage => start_garage(data.path(), port, &access_key, &secret_key),
+        Kind::CephRgw => unreachable!("started above"),
     };
     wait_listening(addr, &mut child, what);
     if kind == Kind::Garage {
@@ -184,7 +292,7 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
         addr,
         access_key,
         secret_key,
-        child,
+        process: Process::Child(child),
         _data: data,
     };
     if kind == Kind::Garage {
