@@ -170,6 +170,17 @@ pub struct MountArgs {
     /// this many seconds (left by a crash). Negative: never.
     #[arg(long, default_value_t = 86400, allow_negative_numbers = true)]
     pub abort_uploads_after: i64,
+    /// Name of the hidden, read-only directory of every file's versions at
+    /// the root of a bucket with versioning (`.versions/PATH/TIME`).
+    #[arg(long, default_value = crate::fs::versions::DEFAULT_VERSIONS_DIR, value_parser = parse_dir_name)]
+    pub versions_dir: String,
+    /// Name of the hidden, read-only directory of the whole tree at any
+    /// time, at the root of a bucket with versioning (`.snapshots/TIME/`).
+    #[arg(long, default_value = crate::fs::versions::DEFAULT_SNAPSHOTS_DIR, value_parser = parse_dir_name)]
+    pub snapshots_dir: String,
+    /// Show no history directories, even on versioned buckets.
+    #[arg(long)]
+    pub no_versions: bool,
     /// Kernel read-ahead of the mount, in KiB.
     #[arg(long, default_value_t = 1024)]
     pub read_ahead_kb: u32,
@@ -187,6 +198,14 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| format!("{s:?} is not an octal mode such as 0644"))
+}
+
+fn parse_dir_name(s: &str) -> Result<String, String> {
+    if crate::fs::inode::valid_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} cannot be a directory name"))
+    }
 }
 
 fn parse_ttl(s: &str) -> Result<crate::fs::cache::Ttl, String> {
@@ -249,6 +268,7 @@ const FLAG_OPTIONS: &[&str] = &[
     "unsigned-payload",
     "chunked-signing",
     "no-list-url-encoding",
+    "no-versions",
 ];
 
 /// Rewrites `-o a,b=c` (as fstab and mount.fuse3 pass options) into the

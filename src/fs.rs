@@ -12,6 +12,7 @@
 //! - `open`: open files and handles, one owner per inode
 //! - `multipart`: the one multipart upload driver
 //! - `namespace`: create, mkdir, rmdir, unlink, rename
+//! - `versions`: `.versions` and `.snapshots`, history as read-only files
 //! - `error`: the one errno boundary
 
 pub mod cache;
@@ -25,6 +26,7 @@ pub mod open;
 pub mod prefetch;
 pub mod ranges;
 pub mod upload;
+pub mod versions;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -38,11 +40,14 @@ use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, limits};
 use cache::{DirEntry, Entry, MetaCache, Ttl};
 use dir::DirHandle;
 pub use error::{FsError, FsResult};
-use inode::{Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, valid_name};
+use inode::{
+    Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, View, valid_name,
+};
 use memory::Memory;
 use open::{OpenFiles, Target};
 use prefetch::{FileReader, PrefetchConfig};
 use upload::{DirtyFile, Uploads, WriteConfig};
+use versions::{HistEntry, History};
 
 /// What a mount shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +76,10 @@ pub struct FsConfig {
     pub max_cached_listings: usize,
     /// Longest listing kept in the cache, in entries. Default 100 000.
     pub max_cached_listing_len: usize,
+    /// Names of the history directories at each versioned bucket's root
+    /// (`None`: not shown). Defaults `.versions` and `.snapshots`.
+    pub versions_dir: Option<String>,
+    pub snapshots_dir: Option<String>,
 }
 
 impl Default for FsConfig {
@@ -89,6 +98,8 @@ impl Default for FsConfig {
             max_cached_names: 100_000,
             max_cached_listings: 256,
             max_cached_listing_len: 100_000,
+            versions_dir: Some(versions::DEFAULT_VERSIONS_DIR.to_string()),
+            snapshots_dir: Some(versions::DEFAULT_SNAPSHOTS_DIR.to_string()),
         }
     }
 }
@@ -129,6 +140,10 @@ pub struct Fs {
     next_fh: AtomicU64,
     memory: Memory,
     mount_time: SystemTime,
+    /// The key of the mount's root in its bucket (of each bucket's
+    /// directory with all buckets): where the history directories are.
+    root_key: String,
+    history: History,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
 }
@@ -155,6 +170,12 @@ impl Fs {
             },
         };
         Fs {
+            root_key: root.key.clone(),
+            history: History::new(
+                cfg.versions_dir.clone(),
+                cfg.snapshots_dir.clone(),
+                cfg.metadata_ttl,
+            ),
             cache: MetaCache::new(
                 cfg.metadata_ttl,
                 cfg.max_cached_names,
@@ -251,6 +272,37 @@ impl Fs {
             (ino, ov)
         };
         self.attr(ino, kind, &stat, &ov, false)
+    }
+
+    /// Records a kernel reference to an entry of history.
+    fn remember_history(&self, parent: Ino, bucket: &Arc<str>, e: HistEntry) -> Attr {
+        let ino = self.inodes.lock().expect("inode lock").remember_in(
+            parent,
+            &e.name,
+            e.kind,
+            e.location(bucket),
+            e.view,
+            e.stat.clone(),
+        );
+        self.history_attr(ino, e.kind, &e.stat)
+    }
+
+    /// History is read-only: no write bits.
+    fn history_attr(&self, ino: Ino, kind: Kind, stat: &Stat) -> Attr {
+        let perm = match kind {
+            Kind::File => self.cfg.file_mode,
+            Kind::Dir => self.cfg.dir_mode,
+        } & !0o222;
+        Attr {
+            ino,
+            kind,
+            size: stat.size,
+            mtime: stat.mtime,
+            perm,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+        }
     }
 
     fn inode(&self, ino: Ino) -> FsResult<inode::Inode> {
@@ -427,6 +479,23 @@ impl Fs {
         if p.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        if p.view != View::Live {
+            let e = self
+                .history
+                .lookup(self.client.as_ref(), &p.loc, &p.view, name, self.mount_time)
+                .await?;
+            return Ok(self.remember_history(parent, &p.loc.bucket, e));
+        }
+        if !p.loc.bucket.is_empty()
+            && p.loc.key == self.root_key
+            && let Some(e) = self.history.root_entry(&p.loc, name, self.mount_time)
+            && self
+                .history
+                .versioned(self.client.as_ref(), &p.loc.bucket)
+                .await
+        {
+            return Ok(self.remember_history(parent, &p.loc.bucket, e));
+        }
         let (kind, stat) = match self.resolve(&p.loc, name).await? {
             Entry::Missing => return Err(FsError::NotFound),
             Entry::Dir => (Kind::Dir, self.dir_stat()),
@@ -443,6 +512,7 @@ impl Fs {
     /// Re-reads a file's attributes when they are older than the TTL.
     async fn refresh(&self, node: &inode::Inode) -> FsResult<Stat> {
         if node.kind == Kind::Dir
+            || node.view != View::Live
             || node.unlinked
             || self.ttl().fresh(node.stat_at)
             || self.open.buffer(node.ino).is_some()
@@ -467,6 +537,9 @@ impl Fs {
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let node = self.inode(ino)?;
+        if node.view != View::Live {
+            return Ok(self.history_attr(ino, node.kind, &node.stat));
+        }
         let stat = self.refresh(&node).await?;
         Ok(self.attr(ino, node.kind, &stat, &node.overrides, node.unlinked))
     }
@@ -480,6 +553,12 @@ impl Fs {
         let node = self.inode(ino)?;
         if node.kind == Kind::Dir {
             return Err(FsError::IsDir);
+        }
+        if let View::Version { id, .. } = &node.view {
+            if write || truncate {
+                return Err(FsError::ReadOnly);
+            }
+            return Ok((self.open_version(ino, &node, id), true));
         }
         let stat = self.refresh(&node).await?;
         if write || truncate {
@@ -540,6 +619,21 @@ impl Fs {
             }
         };
         Ok((fh, keep_cache))
+    }
+
+    /// A version never changes: the kernel may keep its pages.
+    fn open_version(&self, ino: Ino, node: &inode::Inode, id: &str) -> u64 {
+        let reader = FileReader::new(
+            self.client.clone(),
+            node.loc.bucket.clone(),
+            node.loc.key.clone(),
+            node.stat.etag.clone(),
+            node.stat.size,
+            self.cfg.prefetch.clone(),
+            self.memory.clone(),
+        )
+        .pinned(id.to_string());
+        self.open.open(ino, Some(Arc::new(reader)), None, false).0
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -632,6 +726,9 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let node = self.inode(ino)?;
+        if node.view != View::Live {
+            return Err(FsError::ReadOnly);
+        }
         if let Some(new_size) = size {
             if node.kind == Kind::Dir {
                 return Err(FsError::IsDir);
@@ -693,7 +790,13 @@ impl Fs {
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let handle = if node.loc.bucket.is_empty() {
+        let handle = if node.view != View::Live {
+            let entries = self
+                .history
+                .list(self.client.as_ref(), &node.loc, &node.view, self.mount_time)
+                .await?;
+            DirHandle::history(ino, node.loc, &entries)
+        } else if node.loc.bucket.is_empty() {
             DirHandle::complete(ino, node.loc, self.bucket_listing().await?.to_vec())
         } else if let Some(listing) = self.cache.listing(&node.loc.bucket, &node.loc.key) {
             DirHandle::complete(ino, node.loc, listing.to_vec())
@@ -762,8 +865,22 @@ impl Fs {
             let (batch, complete) = dir.settled((offset - 2) as usize, READDIR_BATCH);
             for e in &batch {
                 let (entry_ino, attr) = if plus {
-                    let loc = dir.location().child(&e.name, e.kind);
-                    let attr = self.remember(ino, &e.name, e.kind, loc, e.stat.clone());
+                    let attr = match dir.place((offset - 2) as usize, &e.name, e.kind) {
+                        (loc, View::Live) => {
+                            self.remember(ino, &e.name, e.kind, loc, e.stat.clone())
+                        }
+                        (loc, view) => {
+                            let n = self.inodes.lock().expect("inode lock").remember_in(
+                                ino,
+                                &e.name,
+                                e.kind,
+                                loc,
+                                view,
+                                e.stat.clone(),
+                            );
+                            self.history_attr(n, e.kind, &e.stat)
+                        }
+                    };
                     (attr.ino, Some(attr))
                 } else {
                     let known = self

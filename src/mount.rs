@@ -102,6 +102,8 @@ pub fn run(args: MountArgs) -> ExitCode {
             max_memory: args.upload_memory_mib.max(16) * 1024 * 1024,
             ..Default::default()
         },
+        versions_dir: (!args.no_versions).then(|| args.versions_dir.clone()),
+        snapshots_dir: (!args.no_versions).then(|| args.snapshots_dir.clone()),
         ..Default::default()
     };
     if args.abort_uploads_after >= 0 {

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use super::cache::DirEntry;
 use super::error::{FsError, FsResult};
-use super::inode::{Kind, Location, Stat, valid_name};
+use super::inode::{Kind, Location, Stat, View, valid_name};
+use super::versions::HistEntry;
 use crate::s3::{ListObjectsParams, ObjectClient};
 
 struct ListState {
@@ -38,6 +39,9 @@ pub struct DirHandle {
     state: Mutex<ListState>,
     /// Listed from the store by this handle (not handed a cached listing).
     listed_here: bool,
+    /// For a history directory: where each entry leads (live entries are
+    /// found from the directory's own location).
+    places: Vec<(Location, View)>,
 }
 
 /// A page of a listing turned into names.
@@ -67,6 +71,25 @@ impl DirHandle {
                 local: Vec::new(),
             }),
             listed_here: false,
+            places: Vec::new(),
+        }
+    }
+
+    /// A handle over a history directory's entries (`fs/versions.rs`).
+    pub fn history(ino: u64, loc: Location, entries: &[HistEntry]) -> Self {
+        let mut handle = Self::complete(ino, loc, entries.iter().map(|e| e.dir_entry()).collect());
+        handle.places = entries
+            .iter()
+            .map(|e| (e.location(&handle.loc.bucket), e.view.clone()))
+            .collect();
+        handle
+    }
+
+    /// Where entry `index` leads, and in which view.
+    pub fn place(&self, index: usize, name: &str, kind: Kind) -> (Location, View) {
+        match self.places.get(index) {
+            Some(p) => p.clone(),
+            None => (self.loc.child(name, kind), View::Live),
         }
     }
 
@@ -85,6 +108,7 @@ impl DirHandle {
                 local,
             }),
             listed_here: true,
+            places: Vec::new(),
         }
     }
 

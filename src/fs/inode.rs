@@ -56,6 +56,30 @@ impl Location {
     }
 }
 
+/// Which tree an inode belongs to: the live one, or the read-only history
+/// of a versioned bucket (`fs/versions.rs`). For history directories
+/// `loc.key` is a prefix as for live ones; for a file's versions and for
+/// one version, it is the file's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Live,
+    /// Under `.versions`: the names below `loc.key` that have any version.
+    History,
+    /// `.versions/PATH` of a file: one entry per version of `loc.key`.
+    VersionsOf,
+    /// One version of `loc.key`; a delete marker reads as empty.
+    Version {
+        id: Arc<str>,
+        marker: bool,
+    },
+    /// `.snapshots` itself: lists nothing, any time can be looked up in it.
+    Snapshots,
+    /// The tree below `loc.key` as it was at `at`.
+    Snapshot {
+        at: SystemTime,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct Inode {
     pub ino: Ino,
@@ -63,6 +87,7 @@ pub struct Inode {
     pub name: Arc<str>,
     pub kind: Kind,
     pub loc: Location,
+    pub view: View,
     pub stat: Stat,
     /// When `stat` was last confirmed by the store.
     pub stat_at: Instant,
@@ -104,6 +129,7 @@ impl InodeTable {
                 name: Arc::from(""),
                 kind: Kind::Dir,
                 loc: root,
+                view: View::Live,
                 stat: Stat {
                     size: 0,
                     mtime: mount_time,
@@ -150,11 +176,25 @@ impl InodeTable {
         loc: Location,
         stat: Stat,
     ) -> Ino {
+        self.remember_in(parent, name, kind, loc, View::Live, stat)
+    }
+
+    /// [`InodeTable::remember`] for an inode of any view; a name whose view
+    /// changed gets a new number, as one whose kind changed.
+    pub fn remember_in(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        view: View,
+        stat: Stat,
+    ) -> Ino {
         let key = (parent, Arc::<str>::from(name));
         if let Some(&ino) = self.children.get(&key)
             && let Some(inode) = self.inodes.get_mut(&ino)
         {
-            if inode.kind == kind {
+            if inode.kind == kind && inode.view == view {
                 inode.lookups += 1;
                 if inode.stat != stat {
                     inode.stat = stat;
@@ -176,6 +216,7 @@ impl InodeTable {
                 name: key.1.clone(),
                 kind,
                 loc,
+                view,
                 stat,
                 stat_at: Instant::now(),
                 cached_etag: None,
@@ -220,10 +261,12 @@ impl InodeTable {
         Some(ino)
     }
 
-    /// Every inode whose key starts with `old` in `bucket` moves to `new`.
+    /// Every live inode whose key starts with `old` in `bucket` moves to
+    /// `new` (history stays where it was).
     pub fn rebase(&mut self, bucket: &str, old: &str, new: &str) {
         for inode in self.inodes.values_mut() {
-            if inode.loc.bucket.as_ref() == bucket
+            if inode.view == View::Live
+                && inode.loc.bucket.as_ref() == bucket
                 && let Some(rest) = inode.loc.key.strip_prefix(old)
             {
                 inode.loc.key = format!("{new}{rest}");

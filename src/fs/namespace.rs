@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
-use super::inode::{Inode, Kind, Location, NAME_MAX, Stat, valid_name};
+use super::inode::{Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
 use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
 use super::{Attr, Fs, split_key};
@@ -41,10 +41,14 @@ impl Fs {
         Ok(())
     }
 
+    /// A directory whose names may change: live, not history.
     fn dir_inode(&self, ino: u64) -> FsResult<Inode> {
         let node = self.inode(ino)?;
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
+        }
+        if node.view != View::Live {
+            return Err(FsError::ReadOnly);
         }
         Ok(node)
     }

@@ -4,7 +4,11 @@
 //! - Each open file has a [`FileReader`] holding the ETag and size seen at
 //!   open. Every GET carries `If-Match` with that ETag, so an object
 //!   replaced by another client mid-read fails the read (ESTALE) instead of
-//!   returning a mix of old and new bytes.
+//!   returning a mix of old and new bytes. On a versioned bucket the reader
+//!   is pinned to a version instead: the one it was opened on (history),
+//!   the one the first answer names, or, if the object changed before
+//!   that, the version that still has the ETag seen at open; it then keeps
+//!   reading that version whatever happens to the key.
 //! - Reads near where the last one ended are *sequential*: the reader keeps
 //!   a window of parts in flight ahead of them. The window starts small
 //!   ([`PrefetchConfig::initial_window`], so the first byte comes quickly)
@@ -36,7 +40,7 @@ use futures::future::{BoxFuture, Shared};
 
 use super::error::{FsError, FsResult};
 use super::memory::{Memory, Permit, Use};
-use crate::s3::{GetObjectParams, ObjectClient, S3Error};
+use crate::s3::{ErrorKind, GetObjectParams, ListVersionsParams, ObjectClient, S3Error};
 
 #[derive(Debug, Clone)]
 pub struct PrefetchConfig {
@@ -115,12 +119,16 @@ struct ReadState {
 struct Source {
     key: String,
     etag: Option<String>,
+    /// The version read, once known (never S3's "null" version, which a
+    /// later write replaces in place).
+    version_id: Option<String>,
 }
 
 pub struct FileReader {
     client: Arc<dyn ObjectClient>,
     bucket: Arc<str>,
-    source: Mutex<Source>,
+    /// Shared with the fetches, which record the version they learn.
+    source: Arc<Mutex<Source>>,
     size: u64,
     cfg: PrefetchConfig,
     memory: Memory,
@@ -142,7 +150,11 @@ impl FileReader {
         FileReader {
             client,
             bucket,
-            source: Mutex::new(Source { key, etag }),
+            source: Arc::new(Mutex::new(Source {
+                key,
+                etag,
+                version_id: None,
+            })),
             size,
             cfg,
             memory,
@@ -167,6 +179,17 @@ impl FileReader {
         self.source().key
     }
 
+    /// Reads this version of the object only (a file under `.versions`
+    /// or `.snapshots`).
+    pub fn pinned(self, version_id: String) -> Self {
+        self.source.lock().expect("source lock").version_id = Some(version_id);
+        self
+    }
+
+    pub fn version_id(&self) -> Option<String> {
+        self.source().version_id
+    }
+
     fn source(&self) -> Source {
         self.source.lock().expect("source lock").clone()
     }
@@ -175,7 +198,11 @@ impl FileReader {
     /// (a copy may change the ETag). Parts in flight from the old key are
     /// dropped, so later reads ask the new one.
     pub fn relocate(&self, key: String, etag: Option<String>) {
-        *self.source.lock().expect("source lock") = Source { key, etag };
+        *self.source.lock().expect("source lock") = Source {
+            key,
+            etag,
+            version_id: None,
+        };
         let mut st = self.state.lock().expect("reader lock");
         st.parts.clear();
         st.fetched_to = st.next;
@@ -199,20 +226,16 @@ impl FileReader {
     fn spawn_part(&self, range: Range<u64>, held: Option<Permit>) -> Part {
         let client = self.client.clone();
         let bucket = self.bucket.clone();
-        let Source { key, etag } = self.source();
+        let source = self.source.clone();
         let memory = self.memory.clone();
-        let params = GetObjectParams {
-            range: Some(range.clone()),
-            if_match: etag,
-            ..Default::default()
-        };
         let len = range.end - range.start;
+        let wanted = range.clone();
         let task = tokio::spawn(async move {
             let permit = match held {
                 Some(p) => p,
                 None => memory.take(Use::ReadAhead, len).await,
             };
-            let out = client.get_object(&bucket, &key, &params).await?;
+            let out = get_pinned(client.as_ref(), &bucket, &source, wanted).await?;
             if out.body.len() as u64 != len {
                 return Err(FsError::S3(S3Error::InvalidResponse {
                     operation: "GetObject",
@@ -350,4 +373,97 @@ impl FileReader {
         }
         Ok(out.freeze())
     }
+}
+
+/// A ranged GET of the reader's object: of its version once known, else
+/// guarded by its ETag. The version an answer names is recorded, so later
+/// parts read it whatever happens to the key meanwhile. If the object
+/// changed or went before the version was known, the version that still
+/// has the ETag seen at open is looked up (one listing; versioned buckets
+/// only: elsewhere nothing matches and the read fails as before).
+async fn get_pinned(
+    client: &dyn ObjectClient,
+    bucket: &str,
+    source: &Mutex<Source>,
+    range: Range<u64>,
+) -> FsResult<crate::s3::GetObjectOutput> {
+    let Source {
+        key,
+        etag,
+        version_id,
+    } = source.lock().expect("source lock").clone();
+    let params = GetObjectParams {
+        range: Some(range.clone()),
+        if_match: etag.clone(),
+        version_id: version_id.clone(),
+        ..Default::default()
+    };
+    let err = match client.get_object(bucket, &key, &params).await {
+        Ok(out) => {
+            if version_id.is_none()
+                && let Some(v) = out.version_id.as_deref().filter(|v| *v != "null")
+            {
+                let mut s = source.lock().expect("source lock");
+                if s.key == key && s.version_id.is_none() {
+                    s.version_id = Some(v.to_string());
+                }
+            }
+            return Ok(out);
+        }
+        Err(e) => e,
+    };
+    let changed = matches!(
+        err.kind(),
+        ErrorKind::PreconditionFailed | ErrorKind::NotFound
+    );
+    let (None, Some(etag)) = (&version_id, &etag) else {
+        return Err(err.into());
+    };
+    if !changed {
+        return Err(err.into());
+    }
+    let Some(found) = version_with_etag(client, bucket, &key, etag).await else {
+        return Err(err.into());
+    };
+    {
+        let mut s = source.lock().expect("source lock");
+        if s.key == key {
+            s.version_id = Some(found.clone());
+        }
+    }
+    let params = GetObjectParams {
+        range: Some(range),
+        if_match: Some(etag.clone()),
+        version_id: Some(found),
+        ..Default::default()
+    };
+    Ok(client.get_object(bucket, &key, &params).await?)
+}
+
+/// The newest version of `key` whose ETag is `etag`, from the first page
+/// of its versions (a key rewritten more than a thousand times since the
+/// open is not searched further).
+async fn version_with_etag(
+    client: &dyn ObjectClient,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+) -> Option<String> {
+    let page = client
+        .list_object_versions(
+            bucket,
+            &ListVersionsParams {
+                prefix: key.to_string(),
+                delimiter: Some("/".to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()?;
+    page.versions
+        .into_iter()
+        .filter(|v| v.key == key && !v.is_delete_marker)
+        .find(|v| v.etag.as_deref().map(|e| e.trim_matches('"')) == Some(etag.trim_matches('"')))
+        .and_then(|v| v.version_id)
+        .filter(|v| v != "null")
 }
