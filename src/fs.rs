@@ -659,7 +659,13 @@ impl Fs {
         let Some(done) = file.commit().await? else {
             return Ok(());
         };
-        let loc = file.location();
+        self.saved(ino, &file.location(), done);
+        Ok(())
+    }
+
+    /// A file's content is now the object `done` at `loc`.
+    fn saved(&self, ino: Ino, loc: &Location, done: upload::Committed) {
+        self.history.changed();
         let stat = Stat {
             size: done.size,
             mtime: SystemTime::now(),
@@ -680,7 +686,49 @@ impl Fs {
             Entry::File(stat),
             &self.dir_stat(),
         );
-        Ok(())
+    }
+
+    /// copy_file_range(2) of a whole object into an empty file open for
+    /// writing (what `cp` does) is a server-side copy: PUT Object Copy of
+    /// the source's version (or ETag), no byte through this machine; for a
+    /// version under `.versions` or `.snapshots` this is a restore. Anything
+    /// else is NotSupported, and the kernel then copies through read and
+    /// write. Objects of 4 GiB and more are copied that way too: one reply
+    /// cannot count their bytes.
+    pub async fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let (_, Target::Reader(reader), _) = self.open.target(fh_in)? else {
+            return Err(FsError::NotSupported);
+        };
+        let (ino, Target::Buffer(file), true) = self.open.target(fh_out)? else {
+            return Err(FsError::NotSupported);
+        };
+        let size = reader.size();
+        if offset_in != 0
+            || offset_out != 0
+            || len < size
+            || size == 0
+            || size > u64::from(u32::MAX)
+            || file.size() != 0
+        {
+            return Err(FsError::NotSupported);
+        }
+        let source = crate::s3::CopySource {
+            bucket: reader.bucket().to_string(),
+            key: reader.key(),
+            version_id: reader.version_id(),
+            if_match: reader.etag(),
+        };
+        let done = file.replace_by_copy(&source, size).await?;
+        tracing::debug!(from = %source.key, version = ?source.version_id, to = %file.location().key, size, "server-side copy");
+        self.saved(ino, &file.location(), done);
+        Ok(size as u32)
     }
 
     /// close(): the changes are in the bucket, or the error is returned.

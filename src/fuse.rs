@@ -278,6 +278,32 @@ impl Filesystem for FuseAdapter {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: fuser::ReplyWrite,
+    ) {
+        self.run(
+            "copy_file_range",
+            ino_in.0,
+            reply,
+            move |fs| async move {
+                fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+                    .await
+            },
+            |r, n| r.written(n),
+        );
+    }
+
     fn flush(
         &self,
         _req: &Request,

@@ -74,6 +74,7 @@ impl Fs {
     }
 
     fn changed(&self, loc: &Location, entry: Entry) {
+        self.history.changed();
         let (parent, path) = split_key(&loc.key);
         self.cache
             .changed(&loc.bucket, path, parent, entry, &self.dir_stat());

@@ -186,6 +186,10 @@ impl FileReader {
         self
     }
 
+    pub fn bucket(&self) -> &Arc<str> {
+        &self.bucket
+    }
+
     pub fn version_id(&self) -> Option<String> {
         self.source().version_id
     }

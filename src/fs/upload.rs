@@ -807,6 +807,58 @@ impl DirtyFile {
         Ok(Some(Committed { size, etag }))
     }
 
+    /// Makes the file, empty until now, a server-side copy of `source`
+    /// (`size` bytes): PUT Object Copy straight to the file's key, then the
+    /// copy is the file's base with nothing left to upload. Refused
+    /// (NotSupported, so the kernel copies the bytes itself) unless the file
+    /// is empty, saved or not, and nothing is streaming.
+    pub async fn replace_by_copy(
+        self: &Arc<Self>,
+        source: &CopySource,
+        size: u64,
+    ) -> FsResult<Committed> {
+        let _serial = self.commit_serial.lock().await;
+        let empty = |st: &State| st.size == 0 && st.stream.is_none();
+        if !empty(&self.state.lock().expect("dirty lock")) || self.is_unlinked() {
+            return Err(FsError::NotSupported);
+        }
+        let loc = self.location();
+        let out = self
+            .up
+            .client
+            .copy_object(&loc.bucket, &loc.key, source)
+            .await?;
+        let this = self.clone();
+        let etag = out.etag.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut st = this.state.lock().expect("dirty lock");
+            if !empty(&st) {
+                // Written meanwhile through another handle: that content is
+                // committed at its close, over the copy.
+                return Err(FsError::NotSupported);
+            }
+            this.staging
+                .set_len(size)
+                .map_err(|e| local_io("sizing the staging file", e))?;
+            st.size = size;
+            st.low_water = size;
+            st.base = Some(Base { etag, len: size });
+            st.base_epoch += 1;
+            st.dirty = RangeSet::new();
+            st.present = RangeSet::new();
+            st.generation += 1;
+            st.committed = st.generation;
+            this.publish(&st);
+            Ok(())
+        })
+        .await
+        .map_err(|_| FsError::Cancelled)??;
+        Ok(Committed {
+            size,
+            etag: out.etag,
+        })
+    }
+
     /// Completes a stream: the last part goes up while earlier parts may
     /// still be in flight, and the first part that fails for good ends the
     /// commit at once (the others stop, the upload is aborted). So a server

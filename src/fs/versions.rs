@@ -25,6 +25,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::{StreamExt, TryStreamExt};
 use lru::LruCache;
 
 use super::cache::{DirEntry, Ttl};
@@ -143,11 +144,21 @@ async fn scan(
     client: &dyn ObjectClient,
     bucket: &str,
     prefix: &str,
+    each: impl FnMut(ListVersionsOutput) -> bool,
+) -> FsResult<()> {
+    scan_with(client, bucket, prefix, Some("/"), each).await
+}
+
+async fn scan_with(
+    client: &dyn ObjectClient,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
     mut each: impl FnMut(ListVersionsOutput) -> bool,
 ) -> FsResult<()> {
     let mut params = ListVersionsParams {
         prefix: prefix.to_string(),
-        delimiter: Some("/".to_string()),
+        delimiter: delimiter.map(str::to_string),
         ..Default::default()
     };
     loop {
@@ -326,9 +337,42 @@ pub async fn list_versions_of(
     Ok(name_versions(key, &mine))
 }
 
+/// Whether anything below `dir` (a prefix) existed at `at`: the keys
+/// below it are walked, every depth, until one had a version then that
+/// was not a delete marker. One page when the directory existed then; its
+/// whole history, page by page, when it did not.
+async fn existed_at(
+    client: &dyn ObjectClient,
+    bucket: &str,
+    dir: &str,
+    at: SystemTime,
+) -> FsResult<bool> {
+    let mut group = Grouper::default();
+    let mut found = false;
+    scan_with(client, bucket, dir, None, |page| {
+        for v in page.versions {
+            if let Some((_, versions)) = group.push(v) {
+                found |= current_at(&versions, at).is_some();
+            }
+        }
+        !found
+    })
+    .await?;
+    if let Some((_, versions)) = group.take() {
+        found |= current_at(&versions, at).is_some();
+    }
+    Ok(found)
+}
+
+/// Subdirectories checked at once for a snapshot listing.
+const DIRS_CHECKED_AT_ONCE: usize = 8;
+
 /// `.snapshots/TIME/DIR/`: each key below `prefix` as it was at `at`, and
-/// every sub-prefix. Memory: one entry per name of the directory (a
-/// key's versions are let go once the next key starts).
+/// the sub-prefixes with anything in them then (one more listing each, 8
+/// at a time: a directory made after TIME is not shown, so that `cp -r`
+/// of a snapshot into the tree it shows does not find its own copy).
+/// Memory: one entry per name of the directory (a key's versions are let
+/// go once the next key starts).
 pub async fn list_snapshot(
     client: &dyn ObjectClient,
     bucket: &str,
@@ -369,6 +413,15 @@ pub async fn list_snapshot(
     if let Some(done) = group.take() {
         settle(&mut files, done);
     }
+    let dirs: BTreeSet<String> = futures::stream::iter(dirs)
+        .map(|name| async move {
+            let dir = format!("{prefix}{name}/");
+            Ok::<_, FsError>(existed_at(client, bucket, &dir, at).await?.then_some(name))
+        })
+        .buffered(DIRS_CHECKED_AT_ONCE)
+        .try_filter_map(|d| async move { Ok(d) })
+        .try_collect()
+        .await?;
     let mut out: Vec<HistEntry> = dirs.iter().map(|n| snapshot_dir(prefix, n, at)).collect();
     out.extend(
         files
@@ -471,6 +524,12 @@ impl History {
             .expect("history lock")
             .insert(bucket.clone(), (v, Instant::now()));
         v
+    }
+
+    /// Something was written or removed through this mount: every history
+    /// listing may have a new version (cheap: a handful of listings).
+    pub fn changed(&self) {
+        self.listings.lock().expect("history lock").clear();
     }
 
     fn fresh(&self, at: Instant) -> bool {
@@ -577,7 +636,9 @@ impl History {
             }
             View::Snapshot { at } => {
                 let (versions, is_dir) = probe(client, &loc.bucket, &loc.key, name).await?;
-                if is_dir {
+                if is_dir
+                    && existed_at(client, &loc.bucket, &format!("{}{name}/", loc.key), *at).await?
+                {
                     return Ok(snapshot_dir(&loc.key, name, *at));
                 }
                 let key = format!("{}{name}", loc.key);
