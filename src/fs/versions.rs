@@ -625,14 +625,30 @@ impl History {
             View::History => {
                 let (versions, is_dir) = probe(client, &loc.bucket, &loc.key, name).await?;
                 if is_dir {
-                    Ok(history_dir(&loc.key, name, dir_time))
-                } else if let Some(newest) = versions.iter().filter_map(|v| v.last_modified).max() {
-                    Ok(versions_dir(&loc.key, name, newest))
-                } else if !versions.is_empty() {
-                    Ok(versions_dir(&loc.key, name, SystemTime::UNIX_EPOCH))
-                } else {
-                    Err(FsError::NotFound)
+                    return Ok(history_dir(&loc.key, name, dir_time));
                 }
+                if versions.is_empty() {
+                    return Err(FsError::NotFound);
+                }
+                let newest = versions
+                    .iter()
+                    .filter_map(|v| v.last_modified)
+                    .max()
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let entry = versions_dir(&loc.key, name, newest);
+                // The probe saw every version of the key: that is the
+                // listing of the directory just found, if it is listed next.
+                let key = (
+                    loc.bucket.clone(),
+                    entry.key.clone(),
+                    ListingKind::VersionsOf,
+                );
+                let listing = Arc::new(name_versions(&entry.key, &versions));
+                self.listings
+                    .lock()
+                    .expect("history lock")
+                    .put(key, (listing, Instant::now()));
+                Ok(entry)
             }
             View::Snapshot { at } => {
                 let (versions, is_dir) = probe(client, &loc.bucket, &loc.key, name).await?;
