@@ -371,3 +371,61 @@ async fn the_memory_budget_holds_for_a_file_larger_than_it() {
         "a part larger than the budget was sent"
     );
 }
+
+/// copy_file_range of a whole object into an empty new file (what `cp`
+/// does, and how a version is restored) is one PUT Object Copy: no GET,
+/// no upload at close, and the copy is what the file then reads. Anything
+/// else is refused with NotSupported, so the kernel copies the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_copy_into_an_empty_file_is_a_server_side_copy() {
+    let c = core();
+    let content = data(3 * MIB, 7);
+    c.mem.put(BUCKET, "src", content.clone());
+    let src = c.ino("src").await;
+    let (fh_in, _) = c.fs.open(src, false, false).await.expect("open src");
+    let (_, fh_out) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("dst"))
+            .await
+            .expect("create");
+    let len = u64::MAX >> 1;
+    // Not from the start, or not the whole object: the kernel's job.
+    for (off_in, off_out, n) in [(1, 0, len), (0, 1, len), (0, 0, 100)] {
+        let err =
+            c.fs.copy_file_range(fh_in, off_in, fh_out, off_out, n)
+                .await
+                .expect_err("refused");
+        assert_eq!(err.errno(), libc::EOPNOTSUPP, "{off_in} {off_out} {n}");
+    }
+    let copied =
+        c.fs.copy_file_range(fh_in, 0, fh_out, 0, len)
+            .await
+            .expect("copy");
+    assert_eq!(copied as usize, content.len());
+    assert_eq!(c.requests(Op::CopyObject), 1);
+    assert_eq!(c.requests(Op::GetObject), 0, "no byte through the client");
+    assert!(c.mem.objects(BUCKET)["dst"][..] == content[..]);
+    // The file reads as the copy, and its close uploads nothing.
+    let back = c.fs.read(fh_out, 1000, 5000).await.expect("read");
+    assert_eq!(&back[..], &content[1000..6000]);
+    let puts = c.requests(Op::PutObject);
+    c.fs.flush(fh_out).await.expect("close");
+    c.fs.release(fh_out);
+    assert_eq!(c.requests(Op::PutObject), puts);
+    assert_eq!(c.requests(Op::CreateMultipartUpload), 0);
+    // Into a file that holds something: refused, nothing copied.
+    let (_, fh_out) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("full"))
+            .await
+            .expect("create");
+    c.fs.write(fh_out, 0, b"x".to_vec()).await.expect("write");
+    let err =
+        c.fs.copy_file_range(fh_in, 0, fh_out, 0, len)
+            .await
+            .expect_err("refused");
+    assert_eq!(err.errno(), libc::EOPNOTSUPP);
+    assert_eq!(c.requests(Op::CopyObject), 1);
+    c.fs.flush(fh_out).await.expect("close");
+    c.fs.release(fh_out);
+    c.fs.release(fh_in);
+    assert_eq!(&c.mem.objects(BUCKET)["full"][..], b"x");
+}

@@ -6,6 +6,7 @@
 //! read as its own object, and what cannot be shown must be left out as
 //! docs/SEMANTICS.md says, never crash the daemon or touch other keys.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -76,9 +77,9 @@ fn walk(root: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     (files, dirs)
 }
 
-#[test]
-fn hostile_keys_from_another_client() {
-    let server = common::start(Kind::Garage);
+on_servers_blocking!(hostile_keys_from_another_client: garage => Kind::Garage, rgw => Kind::CephRgw);
+fn hostile_keys_from_another_client(kind: Kind) {
+    let server = common::start(kind);
     let store = Store::new(&server, "hostile");
     let long = format!(
         "long/{}/{}",

@@ -2,6 +2,7 @@
 //! servers: Garage where the server must check what is tested (If-Match,
 //! URL-encoded listings, `x` beside `x/`), s3s-fs where it need not.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -228,9 +229,9 @@ fn a_directory_of_2500_entries_is_listed_once_with_few_requests() {
     assert!(heads <= 1, "{heads} HEADs: one per entry would be 2500");
 }
 
-#[test]
-fn odd_names_implicit_and_marker_directories() {
-    let server = common::start(Kind::Garage);
+on_servers_blocking!(odd_names_implicit_and_marker_directories: garage => Kind::Garage, rgw => Kind::CephRgw);
+fn odd_names_implicit_and_marker_directories(kind: Kind) {
+    let server = common::start(kind);
     let long_name = "n".repeat(300);
     let objects: Vec<(String, Vec<u8>)> = vec![
         ("sp ace/file one.txt".into(), b"1".to_vec()),
@@ -386,9 +387,9 @@ fn read_only_refuses_every_change() {
     m.unmount();
 }
 
-#[test]
-fn a_file_replaced_while_open_fails_instead_of_mixing() {
-    let server = common::start(Kind::Garage);
+on_servers_blocking!(a_file_replaced_while_open_fails_instead_of_mixing: garage => Kind::Garage, rgw => Kind::CephRgw);
+fn a_file_replaced_while_open_fails_instead_of_mixing(kind: Kind) {
+    let server = common::start(kind);
     let old = data(64 * MIB, 1);
     let client = seed(&server, "replace", vec![("f.bin".into(), old.clone())]);
     // TTL 0: every open asks the store, so the re-open below sees the new

@@ -21,6 +21,24 @@ pub mod mount;
 pub mod proxy;
 pub mod store;
 
+/// [`on_servers!`] for test bodies that block (mounts driven from the
+/// test's own thread).
+#[allow(unused_macros)]
+macro_rules! on_servers_blocking {
+    ($body:ident: $($name:ident => $kind:expr),+ $(,)?) => {
+        mod $body {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    super::$body($kind)
+                }
+            )+
+        }
+    };
+}
+
 /// One test per server for a test body taking the server's kind:
 /// `on_servers!(body: moto => Kind::Moto, rgw => Kind::CephRgw);` makes
 /// the tests `body::moto` and `body::rgw` (`#[macro_use] mod common;`).
