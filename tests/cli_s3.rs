@@ -1,4 +1,5 @@
-//! The `bladefs-s3` command against a real s3s-fs: it works end to end,
+//! The `bladefs-s3` command against a real s3s-fs (and Ceph RGW for
+//! versioning): it works end to end,
 //! refuses a credentials file others can read, fails clearly on a wrong
 //! secret, and never prints a secret, even with every log level on.
 
@@ -115,4 +116,22 @@ fn wrong_secret_fails_clearly() {
     let shown = text(&out);
     assert!(shown.contains("SignatureDoesNotMatch"), "{shown}");
     assert!(!shown.contains(wrong), "{shown}");
+}
+
+#[test]
+fn versioning_is_shown_and_turned_on_and_off() {
+    let server = common::start(Kind::CephRgw);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials_file(dir.path(), &server.access_key, &server.secret_key, 0o600);
+    let ok = |args: &[&str]| {
+        let out = run(&server, &creds, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    ok(&["mb", "vercli"]);
+    assert_eq!(ok(&["versioning", "vercli"]), "Unversioned");
+    assert_eq!(ok(&["versioning", "vercli", "on"]), "Enabled");
+    assert_eq!(ok(&["versioning", "vercli", "off"]), "Suspended");
+    let bad = run(&server, &creds, &["versioning", "vercli", "maybe"]);
+    assert!(!bad.status.success());
 }

@@ -45,6 +45,13 @@ enum Command {
     Mb { bucket: String },
     /// Delete an empty bucket.
     Rb { bucket: String },
+    /// Show a bucket's versioning state, or turn it on (Enabled) or off
+    /// (Suspended: versions kept, no new ones).
+    Versioning {
+        bucket: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
+    },
     /// Upload FILE to BUCKET/KEY (multipart, in parallel, above one part).
     Put { file: PathBuf, target: String },
     /// Download BUCKET/KEY to FILE, or to standard output.
@@ -154,6 +161,12 @@ async fn run(cli: &Cli, client: &Arc<S3Client>) -> Result<(), Error> {
         }
         Command::Mb { bucket } => client.create_bucket(bucket).await?,
         Command::Rb { bucket } => client.delete_bucket(bucket).await?,
+        Command::Versioning { bucket, state } => {
+            if let Some(state) = state {
+                client.put_bucket_versioning(bucket, state == "on").await?;
+            }
+            println!("{:?}", client.get_bucket_versioning(bucket).await?);
+        }
         Command::Stat { target } => {
             let (bucket, key) = split(target)?;
             let h = client.head_object(&bucket, &key, None).await?;
