@@ -324,7 +324,7 @@ impl Fs {
                 logged.clear();
             }
             if logged.insert(key.clone()) {
-                tracing::warn!(key = %key, "key left out of the listing: it cannot be a file name (empty, '.', '..' or longer than 255 bytes)");
+                tracing::warn!(key = %key, "key left out of the listing: it cannot be a file name (empty, '.' or '..')");
             }
         }
     }

@@ -17,7 +17,7 @@ use fuser::{
     Request, TimeOrNow,
 };
 
-use crate::fs::inode::Kind;
+use crate::fs::inode::{Kind, NAME_MAX};
 use crate::fs::{Attr, Fs, FsError};
 
 /// Largest read and write the kernel sends in one request: 256 pages, the
@@ -431,7 +431,16 @@ impl Filesystem for FuseAdapter {
         // An object store has no fixed size: report plenty of room so that
         // tools checking free space before writing go ahead.
         const BLOCKS: u64 = 1 << 40;
-        reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 32, 1 << 32, 4096, 255, 4096);
+        reply.statfs(
+            BLOCKS,
+            BLOCKS,
+            BLOCKS,
+            1 << 32,
+            1 << 32,
+            4096,
+            NAME_MAX as u32,
+            4096,
+        );
     }
 
     // No extended attributes: ENOSYS tells the kernel once for good, so it

@@ -1,7 +1,8 @@
 //! A bucket written by another client (boto3, from the moto venv the
 //! harness installs) with keys no file system would make: empty and dot
 //! segments, a 1024-byte key, control characters, names differing only in
-//! case or in unicode normalisation, `x` beside `x/y`. Through a real mount
+//! case or in unicode normalisation, `x` beside `x/y`, names longer than
+//! NAME_MAX. Through a real mount
 //! on Garage the listings must be consistent, every reachable file must
 //! read as its own object, and what cannot be shown must be left out as
 //! docs/SEMANTICS.md says, never crash the daemon or touch other keys.
@@ -111,22 +112,17 @@ fn hostile_keys_from_another_client(kind: Kind) {
         "odd/ leading",
         "odd/.hidden",
         "odd/...",
+        // Longer than NAME_MAX (255) but within FUSE's 1024: shown.
+        &format!("longname/{}", "n".repeat(600)),
+        &format!("longname/{}", "é".repeat(400)),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let hidden: Vec<String> = [
-        "a//b",
-        "./x",
-        "../x",
-        "d/./y",
-        "d/../z",
-        "x",
-        &format!("toolong/{}", "n".repeat(256)),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let hidden: Vec<String> = ["a//b", "./x", "../x", "d/./y", "d/../z", "x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     put_with_boto3(
         &server,
         "hostile",
@@ -150,10 +146,10 @@ fn hostile_keys_from_another_client(kind: Kind) {
     assert!(files == want, "every file reads as its own object");
     // Directories that hold only keys that cannot be shown still show,
     // empty: their keys exist.
-    for d in ["a", "d", "toolong", "x", "ctl", "uni"] {
+    for d in ["a", "d", "x", "ctl", "uni", "longname"] {
         assert!(dirs.contains(&d.to_string()), "{d} in {dirs:?}");
     }
-    for d in ["a", "d", "toolong"] {
+    for d in ["a", "d"] {
         assert_eq!(std::fs::read_dir(m.join(d)).unwrap().count(), 0, "{d}");
     }
     // The directory wins over the object `x`.
@@ -170,12 +166,17 @@ fn hostile_keys_from_another_client(kind: Kind) {
 
     // A directory whose keys cannot all be shown is not empty: rmdir says
     // so and deletes nothing.
-    for d in ["a", "d", "toolong"] {
+    for d in ["a", "d"] {
         let err = std::fs::remove_dir(m.join(d)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY), "{d}");
     }
     // Removing names with control characters removes exactly those keys.
     run("rm", &["-r", m.join("ctl").to_str().unwrap()]);
+    // Long names are made too, and listed back.
+    let made = format!("longname/{}", "m".repeat(1000));
+    std::fs::write(m.join(&made), b"long").unwrap();
+    assert_eq!(std::fs::read(m.join(&made)).unwrap(), b"long");
+    assert_eq!(std::fs::read_dir(m.join("longname")).unwrap().count(), 3);
     // A name that would make a key longer than 1024 bytes is refused.
     let over = format!("{}/{}", long.rsplit_once('/').unwrap().0, "g".repeat(216));
     let err = std::fs::write(m.join(&over), b"no").unwrap_err();
@@ -188,4 +189,5 @@ fn hostile_keys_from_another_client(kind: Kind) {
         assert_eq!(after.contains_key(k), !k.starts_with("ctl/"), "{k:?}");
     }
     assert_eq!(store.get("x"), b"x", "the hidden object is untouched");
+    assert_eq!(store.get(&made), b"long");
 }

@@ -284,12 +284,18 @@ fn odd_names_implicit_and_marker_directories(kind: Kind) {
     // A marker object makes an empty directory.
     assert!(std::fs::metadata(m.join("marker")).unwrap().is_dir());
     assert_eq!(std::fs::read_dir(m.join("marker")).unwrap().count(), 0);
-    // Keys that cannot be names are left out, not fatal.
-    let long: Vec<String> = std::fs::read_dir(m.join("long"))
+    // A name longer than NAME_MAX (255) is a name (FUSE allows 1024).
+    let mut long: Vec<String> = std::fs::read_dir(m.join("long"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(long, ["fine"]);
+    long.sort();
+    assert_eq!(long, ["fine".to_string(), long_name.clone()]);
+    assert_eq!(
+        std::fs::read_to_string(m.join(&format!("long/{long_name}"))).unwrap(),
+        "6"
+    );
+    // Keys that cannot be names are left out, not fatal.
     assert_eq!(std::fs::read_dir(m.join("empty")).unwrap().count(), 0);
     let log = m.unmount();
     assert!(log.contains("left out of the listing"), "{log}");

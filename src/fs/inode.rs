@@ -302,7 +302,8 @@ impl InodeTable {
 }
 
 /// Whether a key component can be a file name: not empty, not `.` or `..`,
-/// at most 255 bytes (NAME_MAX), no NUL.
+/// at most 1024 bytes (FUSE's limit: longer than the usual NAME_MAX of
+/// 255, because keys hold such segments), no NUL.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
@@ -312,7 +313,7 @@ pub fn valid_name(name: &str) -> bool {
         && !name.contains('/')
 }
 
-pub const NAME_MAX: usize = 255;
+pub const NAME_MAX: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -391,10 +392,17 @@ mod tests {
 
     #[test]
     fn names() {
-        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
+        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(1025)] {
             assert!(!valid_name(bad), "{bad:?}");
         }
-        for good in ["a", "...", ".hidden", "é", &"x".repeat(255)] {
+        for good in [
+            "a",
+            "...",
+            ".hidden",
+            "é",
+            &"x".repeat(256),
+            &"x".repeat(1024),
+        ] {
             assert!(valid_name(good), "{good:?}");
         }
         let l = loc("dir/");
