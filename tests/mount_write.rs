@@ -274,6 +274,14 @@ fn mv_of_files_and_of_a_directory_of_1500_files() {
     assert_eq!(store.get("b.txt"), b"A");
     std::fs::create_dir(m.join("empty")).unwrap();
     assert!(store.keys().contains_key("empty/"), "mkdir writes a marker");
+    let marker = runtime()
+        .block_on(store.client.head_object(&store.bucket, "empty/", None))
+        .unwrap();
+    assert_eq!(
+        marker.content_type.as_deref(),
+        Some("application/x-directory"),
+        "the type s3fs and other tools take for a directory"
+    );
     assert!(std::fs::metadata(m.join("empty")).unwrap().is_dir());
     assert_eq!(
         std::fs::remove_dir(m.join("dst"))

@@ -1,6 +1,7 @@
 //! Changing names: create, unlink, mkdir, rmdir, rename.
 //!
-//! - mkdir writes the marker object `dir/`, so an empty directory persists;
+//! - mkdir writes the marker object `dir/` (Content-Type
+//!   `application/x-directory`), so an empty directory persists;
 //!   rmdir removes it once the directory holds nothing else. At the root of
 //!   an all-buckets mount they create and delete buckets.
 //! - rename of a file is a copy (PUT Object Copy up to 5 GiB, multipart
@@ -25,6 +26,11 @@ use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
 use super::{Attr, Fs, split_key};
 use crate::s3::{CopySource, ErrorKind, ListObjectsParams, ObjectIdentifier, S3Error, limits};
+
+/// The Content-Type of directory markers (`dir/`, empty): what s3fs and
+/// other tools take for a directory (without it s3fs shows the marker as a
+/// regular file and cannot copy into it).
+pub const DIR_MARKER_TYPE: &str = "application/x-directory";
 
 /// Part size of multipart copies: 5 TiB fits in 5120 parts.
 const COPY_PART: u64 = 1024 * 1024 * 1024;
@@ -186,7 +192,7 @@ impl Fs {
             return Err(FsError::Exists);
         }
         self.client
-            .put_object(&loc.bucket, &loc.key, Bytes::new())
+            .put_object_typed(&loc.bucket, &loc.key, Bytes::new(), DIR_MARKER_TYPE)
             .await?;
         self.changed(&loc, Entry::Dir);
         // Nothing was under the new name: its listing is known, empty.

@@ -302,6 +302,18 @@ pub trait ObjectClient: Send + Sync + 'static {
     ) -> S3Result<GetObjectOutput>;
     /// A single PUT, its body guarded by a digest (see `S3Client`).
     async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> S3Result<PutObjectOutput>;
+    /// [`ObjectClient::put_object`] with a Content-Type (directory markers
+    /// are `application/x-directory`, as s3fs and other tools expect).
+    /// Stores that keep no types (the in-memory one) may ignore it.
+    async fn put_object_typed(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        _content_type: &str,
+    ) -> S3Result<PutObjectOutput> {
+        self.put_object(bucket, key, body).await
+    }
     async fn delete_object(
         &self,
         bucket: &str,

@@ -279,6 +279,19 @@ impl ObjectClient for FaultClient {
         self.run(Op::PutObject, self.inner.put_object(bucket, key, body))
             .await
     }
+    async fn put_object_typed(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> S3Result<PutObjectOutput> {
+        self.run(
+            Op::PutObject,
+            self.inner.put_object_typed(bucket, key, body, content_type),
+        )
+        .await
+    }
     async fn delete_object(
         &self,
         bucket: &str,

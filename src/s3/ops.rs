@@ -422,6 +422,26 @@ impl ObjectClient for S3Client {
         })
     }
 
+    async fn put_object_typed(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> S3Result<PutObjectOutput> {
+        let resp = self
+            .execute(
+                Request::new(Op::PutObject, Method::PUT, Some(bucket), Some(key))
+                    .header("content-type", content_type)
+                    .body(Body::Data(body)),
+            )
+            .await?;
+        Ok(PutObjectOutput {
+            etag: resp.header("etag"),
+            version_id: resp.header("x-amz-version-id"),
+        })
+    }
+
     async fn delete_object(
         &self,
         bucket: &str,
