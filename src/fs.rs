@@ -428,6 +428,20 @@ impl Fs {
         if let Some(entry) = self.cache.get(&parent.bucket, &path) {
             return Ok(entry);
         }
+        // A directory made here and never listed: another client may have
+        // put the name there since. One listing of it answers this lookup
+        // and the following ones for a TTL (a new directory is one page).
+        if self.cache.is_assumed(&parent.bucket, &parent.key)
+            && let Some(listing) = self.confirm_listing(parent).await?
+        {
+            return Ok(
+                match listing.binary_search_by(|e| e.name.as_ref().cmp(name)) {
+                    Ok(i) if listing[i].kind == Kind::Dir => Entry::Dir,
+                    Ok(i) => Entry::File(listing[i].stat.clone()),
+                    Err(_) => Entry::Missing,
+                },
+            );
+        }
         let dir_params = ListObjectsParams {
             prefix: format!("{path}/"),
             delimiter: Some("/".to_string()),
@@ -465,6 +479,37 @@ impl Fs {
         };
         self.cache.put(&parent.bucket, &path, entry.clone());
         Ok(entry)
+    }
+
+    /// Lists directory `dir` from the store, if it fits in one page (else
+    /// `None`, and names are looked up one by one), with the files being
+    /// written here merged in, and caches the listing.
+    async fn confirm_listing(&self, dir: &Location) -> FsResult<Option<Arc<Vec<DirEntry>>>> {
+        let page = dir::list_page(self.client.as_ref(), dir, None, &self.dir_stat()).await?;
+        if page.token.is_some() {
+            self.cache.forget_listing(&dir.bucket, &dir.key);
+            return Ok(None);
+        }
+        self.log_skipped(page.skipped);
+        let mut entries: Vec<DirEntry> = Vec::with_capacity(page.entries.len());
+        for e in page.entries {
+            match entries.iter().position(|x| x.name == e.name) {
+                // The directory wins over a file of the same name.
+                Some(i) if e.kind == Kind::Dir => entries[i] = e,
+                Some(_) => {}
+                None => entries.push(e),
+            }
+        }
+        for local in self.local_files_in(dir) {
+            if !entries.iter().any(|e| e.name == local.name) {
+                entries.push(local);
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let entries = Arc::new(entries);
+        self.cache
+            .put_listing(&dir.bucket, &dir.key, entries.clone());
+        Ok(Some(entries))
     }
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<Attr> {

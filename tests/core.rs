@@ -429,3 +429,51 @@ async fn a_whole_copy_into_an_empty_file_is_a_server_side_copy() {
     c.fs.release(fh_in);
     assert_eq!(&c.mem.objects(BUCKET)["full"][..], b"x");
 }
+
+/// A directory made through the mount is not "known empty" to the point
+/// of hiding what another client puts in it (s3fs's test_read_external_object):
+/// a name it lacks is checked with one listing of the directory, which then
+/// answers the following lookups, so filling it (cp -r) costs one LIST in
+/// all, not a request per name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_directory_shows_what_another_client_put_in_it() {
+    let c = core_with(|cfg| cfg.metadata_ttl = Ttl(Some(std::time::Duration::from_secs(60))));
+    let root = c.fs.root_ino();
+    let d = c.fs.mkdir(root, OsStr::new("d")).await.expect("mkdir").ino;
+    c.mem.put(BUCKET, "d/theirs.txt", b"external".to_vec());
+    let attr =
+        c.fs.lookup(d, OsStr::new("theirs.txt"))
+            .await
+            .expect("visible at once");
+    let (fh, _) = c.fs.open(attr.ino, false, false).await.expect("open");
+    assert_eq!(&c.fs.read(fh, 0, 100).await.expect("read")[..], b"external");
+    c.fs.release(fh);
+
+    let e = c.fs.mkdir(root, OsStr::new("e")).await.expect("mkdir").ino;
+    let lists = c.requests(Op::ListObjectsV2);
+    let heads = c.requests(Op::HeadObject);
+    for i in 0..50 {
+        let name = format!("f{i}");
+        assert!(c.fs.lookup(e, OsStr::new(&name)).await.is_err(), "{name}");
+        let (_, fh) = c.fs.create(e, OsStr::new(&name)).await.expect("create");
+        c.fs.write(fh, 0, name.clone().into_bytes())
+            .await
+            .expect("write");
+        c.fs.flush(fh).await.expect("close");
+        c.fs.release(fh);
+    }
+    assert_eq!(
+        c.requests(Op::ListObjectsV2) - lists,
+        1,
+        "one listing for 50 names"
+    );
+    assert_eq!(c.requests(Op::HeadObject), heads, "no HEAD per name");
+    assert_eq!(
+        c.mem
+            .objects(BUCKET)
+            .keys()
+            .filter(|k| k.starts_with("e/"))
+            .count(),
+        51
+    );
+}

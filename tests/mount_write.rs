@@ -91,6 +91,17 @@ fn cp_rsync_tar_round_trips_and_rm_r() {
         &["-r", s, &format!("{}/untar", out.path().display())],
     );
 
+    // s3fs's test_read_external_object: a directory made through the
+    // mount, a file put into it by another client, read at once.
+    std::fs::create_dir(m.join("ext")).unwrap();
+    store.put("ext/theirs.txt", b"from another client".to_vec());
+    assert_eq!(
+        std::fs::read(m.join("ext/theirs.txt")).unwrap(),
+        b"from another client"
+    );
+    std::fs::remove_file(m.join("ext/theirs.txt")).unwrap();
+    std::fs::remove_dir(m.join("ext")).unwrap();
+
     // rm -r leaves nothing, markers included.
     sh(&format!("rm -r '{mnt}/cp' '{mnt}/rsync' '{mnt}/tar'"));
     assert_eq!(std::fs::read_dir(&m.path).unwrap().count(), 0);

@@ -46,8 +46,9 @@ pub struct DirEntry {
 }
 
 type Key = (Arc<str>, String);
-/// A complete listing and when it was taken.
-type Listing = (Arc<Vec<DirEntry>>, Instant);
+/// A complete listing, when it was taken, and whether it is only assumed
+/// (see [`MetaCache::put_assumed_listing`]).
+type Listing = (Arc<Vec<DirEntry>>, Instant, bool);
 
 pub struct MetaCache {
     ttl: Ttl,
@@ -94,25 +95,70 @@ impl MetaCache {
         }
     }
 
-    /// The complete listing of directory `prefix`, if fresh.
+    /// The complete listing of directory `prefix`, if fresh and seen in
+    /// the store.
     pub fn listing(&self, bucket: &Arc<str>, prefix: &str) -> Option<Arc<Vec<DirEntry>>> {
+        match self.any_listing(bucket, prefix)? {
+            (l, false) => Some(l),
+            (_, true) => None,
+        }
+    }
+
+    /// The listing of `prefix` if fresh, and whether it is only assumed.
+    fn any_listing(&self, bucket: &Arc<str>, prefix: &str) -> Option<(Arc<Vec<DirEntry>>, bool)> {
         if !self.caching() {
             return None;
         }
-        fresh(
-            &self.listings,
-            self.ttl,
-            (bucket.clone(), prefix.to_string()),
-        )
+        let mut lru = self.listings.lock().expect("cache lock");
+        let key = (bucket.clone(), prefix.to_string());
+        match lru.get(&key) {
+            Some((l, at, assumed)) if self.ttl.fresh(*at) => Some((l.clone(), *assumed)),
+            Some(_) => {
+                lru.pop(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Whether `prefix` has a fresh listing that is only assumed.
+    pub fn is_assumed(&self, bucket: &Arc<str>, prefix: &str) -> bool {
+        matches!(self.any_listing(bucket, prefix), Some((_, true)))
     }
 
     pub fn put_listing(&self, bucket: &Arc<str>, prefix: &str, entries: Arc<Vec<DirEntry>>) {
+        self.put_listing_as(bucket, prefix, entries, false);
+    }
+
+    /// The listing of a directory this mount just made: empty, as far as
+    /// the mount knows, but never seen in the store. It answers for the
+    /// names it holds (made through the mount); a name it lacks is asked
+    /// of the store, since another client may have put it there meanwhile.
+    pub fn put_assumed_listing(&self, bucket: &Arc<str>, prefix: &str) {
+        self.put_listing_as(bucket, prefix, Arc::new(Vec::new()), true);
+    }
+
+    fn put_listing_as(
+        &self,
+        bucket: &Arc<str>,
+        prefix: &str,
+        entries: Arc<Vec<DirEntry>>,
+        assumed: bool,
+    ) {
         if self.caching() && entries.len() <= self.max_listing_len {
             self.listings.lock().expect("cache lock").put(
                 (bucket.clone(), prefix.to_string()),
-                (entries, Instant::now()),
+                (entries, Instant::now(), assumed),
             );
         }
+    }
+
+    /// Forgets the listing of `prefix`.
+    pub fn forget_listing(&self, bucket: &Arc<str>, prefix: &str) {
+        self.listings
+            .lock()
+            .expect("cache lock")
+            .pop(&(bucket.clone(), prefix.to_string()));
     }
 
     /// Forgets what is known of `path` and of the listing of `parent`,
@@ -143,7 +189,7 @@ impl MetaCache {
     ) {
         self.put(bucket, path, entry.clone());
         let mut listings = self.listings.lock().expect("cache lock");
-        let Some((list, _)) = listings.peek_mut(&(bucket.clone(), parent.to_string())) else {
+        let Some((list, _, _)) = listings.peek_mut(&(bucket.clone(), parent.to_string())) else {
             return;
         };
         let name = path.strip_prefix(parent).unwrap_or(path);
@@ -181,18 +227,20 @@ impl MetaCache {
     }
 
     /// What a name is according to a fresh complete listing of its
-    /// directory: `Some(Missing)` when the listing lacks it.
+    /// directory: `Some(Missing)` when a listing seen in the store lacks
+    /// it (an assumed one does not know).
     pub fn from_listing(&self, bucket: &Arc<str>, prefix: &str, name: &str) -> Option<Entry> {
-        let listing = self.listing(bucket, prefix)?;
+        let (listing, assumed) = self.any_listing(bucket, prefix)?;
         let found = listing
             .binary_search_by(|e| e.name.as_ref().cmp(name))
             .ok()
             .map(|i| &listing[i]);
-        Some(match found {
-            Some(e) if e.kind == Kind::Dir => Entry::Dir,
-            Some(e) => Entry::File(e.stat.clone()),
-            None => Entry::Missing,
-        })
+        match found {
+            Some(e) if e.kind == Kind::Dir => Some(Entry::Dir),
+            Some(e) => Some(Entry::File(e.stat.clone())),
+            None if assumed => None,
+            None => Some(Entry::Missing),
+        }
     }
 }
 
@@ -258,5 +306,14 @@ mod tests {
         assert_eq!(c.from_listing(&b, "p/", "f"), Some(Entry::File(stat())));
         assert_eq!(c.from_listing(&b, "p/", "zz"), Some(Entry::Missing));
         assert_eq!(c.from_listing(&b, "q/", "d"), None);
+        // A directory made here: what was made through the mount is known,
+        // anything else must be asked.
+        c.put_assumed_listing(&b, "new/");
+        assert!(c.is_assumed(&b, "new/"));
+        assert_eq!(c.listing(&b, "new/"), None, "not for readdir");
+        assert_eq!(c.from_listing(&b, "new/", "x"), None);
+        c.changed(&b, "new/x", "new/", Entry::File(stat()), &stat());
+        assert_eq!(c.from_listing(&b, "new/", "x"), Some(Entry::File(stat())));
+        assert_eq!(c.from_listing(&b, "new/", "y"), None);
     }
 }

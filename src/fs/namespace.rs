@@ -195,9 +195,10 @@ impl Fs {
             .put_object_typed(&loc.bucket, &loc.key, Bytes::new(), DIR_MARKER_TYPE)
             .await?;
         self.changed(&loc, Entry::Dir);
-        // Nothing was under the new name: its listing is known, empty.
-        self.cache
-            .put_listing(&loc.bucket, &loc.key, Arc::new(Vec::new()));
+        // Nothing was under the new name: its listing is assumed empty, so
+        // that filling it (cp -r) asks nothing per name; a name it lacks is
+        // checked once in the store (see `Fs::resolve`).
+        self.cache.put_assumed_listing(&loc.bucket, &loc.key);
         Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat()))
     }
 
