@@ -152,6 +152,10 @@ pub struct Fs {
 /// cannot grow it without end (beyond it, they are logged again).
 const MAX_SKIPPED_LOGGED: usize = 10_000;
 
+/// A directory whose last listing had fewer entries than this is listed
+/// again (one page) on a lookup that misses, rather than asked name by name.
+const RELIST_BELOW: usize = 1000;
+
 /// Entries taken from a directory handle per round of filling a reply.
 const READDIR_BATCH: usize = 256;
 
@@ -428,12 +432,17 @@ impl Fs {
         if let Some(entry) = self.cache.get(&parent.bucket, &path) {
             return Ok(entry);
         }
-        // A directory made here and never listed: another client may have
-        // put the name there since. One listing of it answers this lookup
-        // and the following ones for a TTL (a new directory is one page).
-        if self.cache.is_assumed(&parent.bucket, &parent.key)
-            && let Some(listing) = self.confirm_listing(parent).await?
-        {
+        // A directory made here and never listed (another client may have
+        // put the name there since), or one whose last listing went stale
+        // and was one page: one listing of it answers this lookup and the
+        // following ones for a TTL, where asking name by name would cost a
+        // HEAD and a LIST each (cp -r into the mount looks up every name).
+        let relist = self.cache.is_assumed(&parent.bucket, &parent.key)
+            || self
+                .cache
+                .stale_len(&parent.bucket, &parent.key)
+                .is_some_and(|n| n < RELIST_BELOW);
+        if relist && let Some(listing) = self.confirm_listing(parent).await? {
             return Ok(
                 match listing.binary_search_by(|e| e.name.as_ref().cmp(name)) {
                     Ok(i) if listing[i].kind == Kind::Dir => Entry::Dir,

@@ -477,3 +477,32 @@ async fn a_new_directory_shows_what_another_client_put_in_it() {
         51
     );
 }
+
+/// Filling a small directory after its listing went stale (cp -r that
+/// takes longer than the TTL) lists it again, one request, instead of a
+/// HEAD and a LIST per name looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_small_listing_is_listed_again_not_probed_name_by_name() {
+    // A TTL that runs out between nearly every two steps.
+    let c = core_with(|cfg| cfg.metadata_ttl = Ttl(Some(std::time::Duration::from_micros(1))));
+    let root = c.fs.root_ino();
+    let d = c.fs.mkdir(root, OsStr::new("d")).await.expect("mkdir").ino;
+    let heads = c.requests(Op::HeadObject);
+    for i in 0..50 {
+        let name = format!("f{i}");
+        assert!(c.fs.lookup(d, OsStr::new(&name)).await.is_err(), "{name}");
+        let (_, fh) = c.fs.create(d, OsStr::new(&name)).await.expect("create");
+        c.fs.flush(fh).await.expect("close");
+        c.fs.release(fh);
+    }
+    assert_eq!(c.requests(Op::HeadObject), heads, "no name asked alone");
+    assert!(c.requests(Op::ListObjectsV2) <= 51);
+    assert_eq!(
+        c.mem
+            .objects(BUCKET)
+            .keys()
+            .filter(|k| k.starts_with("d/f"))
+            .count(),
+        50
+    );
+}

@@ -105,19 +105,28 @@ impl MetaCache {
     }
 
     /// The listing of `prefix` if fresh, and whether it is only assumed.
+    /// (Stale listings stay in the LRU for [`MetaCache::stale_len`].)
     fn any_listing(&self, bucket: &Arc<str>, prefix: &str) -> Option<(Arc<Vec<DirEntry>>, bool)> {
         if !self.caching() {
             return None;
         }
         let mut lru = self.listings.lock().expect("cache lock");
-        let key = (bucket.clone(), prefix.to_string());
-        match lru.get(&key) {
+        match lru.get(&(bucket.clone(), prefix.to_string())) {
             Some((l, at, assumed)) if self.ttl.fresh(*at) => Some((l.clone(), *assumed)),
-            Some(_) => {
-                lru.pop(&key);
-                None
-            }
-            None => None,
+            _ => None,
+        }
+    }
+
+    /// How many entries the listing of `prefix` had when it went stale
+    /// (no longer trusted, but it tells whether listing it again is cheap).
+    pub fn stale_len(&self, bucket: &Arc<str>, prefix: &str) -> Option<usize> {
+        if !self.caching() {
+            return None;
+        }
+        let lru = self.listings.lock().expect("cache lock");
+        match lru.peek(&(bucket.clone(), prefix.to_string())) {
+            Some((l, at, _)) if !self.ttl.fresh(*at) => Some(l.len()),
+            _ => None,
         }
     }
 
@@ -315,5 +324,17 @@ mod tests {
         c.changed(&b, "new/x", "new/", Entry::File(stat()), &stat());
         assert_eq!(c.from_listing(&b, "new/", "x"), Some(Entry::File(stat())));
         assert_eq!(c.from_listing(&b, "new/", "y"), None);
+    }
+
+    #[test]
+    fn a_stale_listing_answers_nothing_but_its_length() {
+        let b: Arc<str> = Arc::from("b");
+        let c = MetaCache::new(Ttl(Some(Duration::from_millis(1))), 10, 10, 10);
+        c.put_listing(&b, "p/", Arc::new(vec![]));
+        assert_eq!(c.stale_len(&b, "p/"), None, "fresh");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.listing(&b, "p/"), None);
+        assert_eq!(c.from_listing(&b, "p/", "x"), None);
+        assert_eq!(c.stale_len(&b, "p/"), Some(0));
     }
 }
