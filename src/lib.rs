@@ -5,5 +5,6 @@ pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod fuse;
+pub mod kernel_mount;
 pub mod mount;
 pub mod s3;

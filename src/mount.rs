@@ -142,16 +142,20 @@ pub fn run(args: MountArgs) -> ExitCode {
         ]
         .map(|kind| signal(kind).expect("signal handler"))
     };
-    let mut session = match fuser::Session::new(adapter, &mountpoint, &fuse_config) {
-        Ok(s) => s,
-        Err(e) => {
-            return report_fail(
-                ready,
-                format!("cannot mount on {}: {e}", mountpoint.display()),
-            );
-        }
+    let spec = crate::kernel_mount::MountSpec {
+        source: &args.source,
+        read_only: args.read_only,
     };
-    let mut unmounter = session.unmount_callable();
+    let (session, mut unmounter) =
+        match crate::kernel_mount::mount(adapter, &mountpoint, &spec, &fuse_config) {
+            Ok(s) => s,
+            Err(e) => {
+                return report_fail(
+                    ready,
+                    format!("cannot mount on {}: {e}", mountpoint.display()),
+                );
+            }
+        };
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let serving = std::thread::Builder::new()
         .name("fuse".to_string())

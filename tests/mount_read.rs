@@ -678,3 +678,32 @@ fn mounts_from_fstab_syntax_with_mount_8() {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
 }
+
+/// The kernel shows what is mounted: type `fuse.bladefs` (not bare
+/// `fuse`) and the bucket as the source, for /proc/mounts, findmnt, df.
+#[test]
+fn the_mount_says_what_it_is() {
+    let server = common::start(Kind::S3sFs);
+    seed(&server, "ident", vec![("a".into(), b"a".to_vec())]);
+    let m = Mounted::new(&server, "ident", &[]);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(m.path.to_str().unwrap()))
+        .expect("in /proc/mounts");
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        &fields[..3],
+        ["ident", m.path.to_str().unwrap(), "fuse.bladefs"],
+        "{line}"
+    );
+    let shown = common::mount::run(
+        "findmnt",
+        &["-n", "-o", "SOURCE,FSTYPE", m.path.to_str().unwrap()],
+    );
+    assert_eq!(
+        shown.split_whitespace().collect::<Vec<_>>(),
+        ["ident", "fuse.bladefs"]
+    );
+    m.unmount();
+}
