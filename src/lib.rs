@@ -7,4 +7,5 @@ pub mod fs;
 pub mod fuse;
 pub mod kernel_mount;
 pub mod mount;
+pub mod notify;
 pub mod s3;

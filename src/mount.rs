@@ -171,6 +171,11 @@ pub fn run(args: MountArgs) -> ExitCode {
     if let Some(r) = ready {
         r.ok();
     }
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=mounted {} on {}",
+        args.source,
+        mountpoint.display()
+    ));
 
     let stats = client.stats().clone();
     let at_exit = fs.clone();
@@ -194,6 +199,7 @@ pub fn run(args: MountArgs) -> ExitCode {
             }
             break;
         }
+        crate::notify::notify("STOPPING=1\nSTATUS=unmounting");
         if let Err(e) = unmounter.unmount() {
             // Busy (open files): detach now, let the kernel finish later.
             tracing::warn!(error = %e, "unmount failed; detaching lazily");

@@ -707,3 +707,40 @@ fn the_mount_says_what_it_is() {
     );
     m.unmount();
 }
+
+/// `Type=notify`: with `$NOTIFY_SOCKET` set, the daemon says READY=1 once
+/// the mount is live and STOPPING=1 when it starts to unmount.
+#[test]
+fn systemd_is_told_when_the_mount_is_live_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let server = common::start(Kind::S3sFs);
+    seed(&server, "notify", vec![("a".into(), b"a".to_vec())]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let creds = common::mount::credentials_file(dir.path(), &server, &server.secret_key);
+    let mut child = common::mount::bladefs_command(&server, &creds, "notify", &mnt)
+        .arg("--foreground")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("READY within 30 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    assert!(common::mount::is_mounted(&mnt), "ready means mounted");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).expect("STOPPING within 30 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg}");
+    let status = common::mount::wait_exit(&mut child, Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{status}");
+    assert!(!common::mount::is_mounted(&mnt));
+}
