@@ -179,6 +179,7 @@ pub fn run(args: MountArgs) -> ExitCode {
 
     let stats = client.stats().clone();
     let at_exit = fs.clone();
+    let mounted_on = mountpoint.clone();
     let ended = runtime.block_on(async move {
         let [mut term, mut int, mut usr1] = signals;
         let mut ended_rx = ended_rx;
@@ -218,6 +219,9 @@ pub fn run(args: MountArgs) -> ExitCode {
         Ok(Ok(())) | Err(_) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "the FUSE session ended with an error");
+            // A mount made by mount(2) here is not undone by the session:
+            // leave no dead mount behind.
+            lazy_unmount(&mounted_on);
             ExitCode::FAILURE
         }
     }
