@@ -254,46 +254,31 @@ pub async fn list_history(
     Ok(out)
 }
 
-fn history_dir(prefix: &str, name: &str, dir_time: SystemTime) -> HistEntry {
+/// A directory entry of history.
+fn dir(name: &str, key: String, mtime: SystemTime, view: View) -> HistEntry {
     HistEntry {
         name: Arc::from(name),
         kind: Kind::Dir,
         stat: Stat {
             size: 0,
-            mtime: dir_time,
+            mtime,
             etag: None,
         },
-        key: format!("{prefix}{name}/"),
-        view: View::History,
+        key,
+        view,
     }
+}
+
+fn history_dir(prefix: &str, name: &str, dir_time: SystemTime) -> HistEntry {
+    dir(name, format!("{prefix}{name}/"), dir_time, View::History)
 }
 
 fn versions_dir(prefix: &str, name: &str, newest: SystemTime) -> HistEntry {
-    HistEntry {
-        name: Arc::from(name),
-        kind: Kind::Dir,
-        stat: Stat {
-            size: 0,
-            mtime: newest,
-            etag: None,
-        },
-        key: format!("{prefix}{name}"),
-        view: View::VersionsOf,
-    }
+    dir(name, format!("{prefix}{name}"), newest, View::VersionsOf)
 }
 
 fn snapshot_dir(prefix: &str, name: &str, at: SystemTime) -> HistEntry {
-    HistEntry {
-        name: Arc::from(name),
-        kind: Kind::Dir,
-        stat: Stat {
-            size: 0,
-            mtime: at,
-            etag: None,
-        },
-        key: format!("{prefix}{name}/"),
-        view: View::Snapshot { at },
-    }
+    dir(name, format!("{prefix}{name}/"), at, View::Snapshot { at })
 }
 
 fn snapshot_file(key: &str, name: &str, v: &ObjectVersion) -> HistEntry {
@@ -603,17 +588,7 @@ impl History {
         match view {
             View::Snapshots => {
                 let at = parse_time(name).ok_or(FsError::NotFound)?;
-                Ok(HistEntry {
-                    name: Arc::from(name),
-                    kind: Kind::Dir,
-                    stat: Stat {
-                        size: 0,
-                        mtime: at,
-                        etag: None,
-                    },
-                    key: loc.key.clone(),
-                    view: View::Snapshot { at },
-                })
+                Ok(dir(name, loc.key.clone(), at, View::Snapshot { at }))
             }
             View::VersionsOf => self
                 .list(client, loc, view, dir_time)
@@ -681,17 +656,7 @@ impl History {
         } else {
             return None;
         };
-        Some(HistEntry {
-            name: Arc::from(name),
-            kind: Kind::Dir,
-            stat: Stat {
-                size: 0,
-                mtime: mount_time,
-                etag: None,
-            },
-            key: root.key.clone(),
-            view,
-        })
+        Some(dir(name, root.key.clone(), mount_time, view))
     }
 }
 

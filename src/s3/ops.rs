@@ -52,6 +52,29 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
     Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
 }
 
+impl S3Client {
+    /// A single PUT, with a Content-Type when given.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> S3Result<PutObjectOutput> {
+        let resp = self
+            .execute(
+                Request::new(Op::PutObject, Method::PUT, Some(bucket), Some(key))
+                    .header_opt("content-type", content_type)
+                    .body(Body::Data(body)),
+            )
+            .await?;
+        Ok(PutObjectOutput {
+            etag: resp.header("etag"),
+            version_id: resp.header("x-amz-version-id"),
+        })
+    }
+}
+
 #[async_trait]
 impl ObjectClient for S3Client {
     async fn list_buckets(&self) -> S3Result<Vec<BucketInfo>> {
@@ -410,16 +433,7 @@ impl ObjectClient for S3Client {
     }
 
     async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> S3Result<PutObjectOutput> {
-        let resp = self
-            .execute(
-                Request::new(Op::PutObject, Method::PUT, Some(bucket), Some(key))
-                    .body(Body::Data(body)),
-            )
-            .await?;
-        Ok(PutObjectOutput {
-            etag: resp.header("etag"),
-            version_id: resp.header("x-amz-version-id"),
-        })
+        self.put(bucket, key, body, None).await
     }
 
     async fn put_object_typed(
@@ -429,17 +443,7 @@ impl ObjectClient for S3Client {
         body: Bytes,
         content_type: &str,
     ) -> S3Result<PutObjectOutput> {
-        let resp = self
-            .execute(
-                Request::new(Op::PutObject, Method::PUT, Some(bucket), Some(key))
-                    .header("content-type", content_type)
-                    .body(Body::Data(body)),
-            )
-            .await?;
-        Ok(PutObjectOutput {
-            etag: resp.header("etag"),
-            version_id: resp.header("x-amz-version-id"),
-        })
+        self.put(bucket, key, body, Some(content_type)).await
     }
 
     async fn delete_object(
