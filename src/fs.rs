@@ -494,27 +494,15 @@ impl Fs {
     /// `None`, and names are looked up one by one), with the files being
     /// written here merged in, and caches the listing.
     async fn confirm_listing(&self, dir: &Location) -> FsResult<Option<Arc<Vec<DirEntry>>>> {
-        let page = dir::list_page(self.client.as_ref(), dir, None, &self.dir_stat()).await?;
-        if page.token.is_some() {
+        // The same listing readdir makes (directories win over files of the
+        // same name, open files merged in), stopped after its first page.
+        let handle = DirHandle::streaming(0, dir.clone(), self.local_files_in(dir));
+        let skipped = handle.fetch_more(&self.client, &self.dir_stat()).await?;
+        self.log_skipped(skipped);
+        let Some(entries) = handle.finished() else {
             self.cache.forget_listing(&dir.bucket, &dir.key);
             return Ok(None);
-        }
-        self.log_skipped(page.skipped);
-        let mut entries: Vec<DirEntry> = Vec::with_capacity(page.entries.len());
-        for e in page.entries {
-            match entries.iter().position(|x| x.name == e.name) {
-                // The directory wins over a file of the same name.
-                Some(i) if e.kind == Kind::Dir => entries[i] = e,
-                Some(_) => {}
-                None => entries.push(e),
-            }
-        }
-        for local in self.local_files_in(dir) {
-            if !entries.iter().any(|e| e.name == local.name) {
-                entries.push(local);
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        };
         let entries = Arc::new(entries);
         self.cache
             .put_listing(&dir.bucket, &dir.key, entries.clone());

@@ -208,6 +208,17 @@ impl Grouper {
     }
 }
 
+/// The names of the sub-prefixes a page lists below `prefix`.
+fn add_subdirs(prefix: &str, common_prefixes: Vec<String>, dirs: &mut BTreeSet<String>) {
+    for p in common_prefixes {
+        if let Some(name) = p.strip_prefix(prefix).and_then(|r| r.strip_suffix('/'))
+            && valid_name(name)
+        {
+            dirs.insert(name.to_string());
+        }
+    }
+}
+
 /// `.versions/DIR/`: every name below `prefix` with any version (as a
 /// directory of its versions), and every sub-prefix. A name that is both a
 /// key and a prefix is the directory, as in the live tree.
@@ -231,13 +242,7 @@ pub async fn list_history(
             let newest = files.entry(rel.to_string()).or_insert(at);
             *newest = (*newest).max(at);
         }
-        for p in page.common_prefixes {
-            if let Some(name) = p.strip_prefix(prefix).and_then(|r| r.strip_suffix('/'))
-                && valid_name(name)
-            {
-                dirs.insert(name.to_string());
-            }
-        }
+        add_subdirs(prefix, page.common_prefixes, &mut dirs);
         true
     })
     .await?;
@@ -385,13 +390,7 @@ pub async fn list_snapshot(
                 settle(&mut files, done);
             }
         }
-        for p in page.common_prefixes {
-            if let Some(name) = p.strip_prefix(prefix).and_then(|r| r.strip_suffix('/'))
-                && valid_name(name)
-            {
-                dirs.insert(name.to_string());
-            }
-        }
+        add_subdirs(prefix, page.common_prefixes, &mut dirs);
         true
     })
     .await?;
