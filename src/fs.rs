@@ -20,6 +20,7 @@ pub mod dir;
 pub mod error;
 pub mod inode;
 pub mod memory;
+pub mod meta;
 pub mod multipart;
 mod namespace;
 pub mod open;
@@ -44,6 +45,8 @@ use inode::{
     Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, View, valid_name,
 };
 use memory::Memory;
+use meta::{META_NAME, MetaEntry, MetaStore, Table};
+pub use namespace::Creator;
 use open::{OpenFiles, Target};
 use prefetch::{FileReader, PrefetchConfig};
 use upload::{DirtyFile, Uploads, WriteConfig};
@@ -116,6 +119,8 @@ pub struct Attr {
     pub gid: u32,
     /// 0 once a file's name was removed while it is open.
     pub nlink: u32,
+    /// Device number of a character or block device.
+    pub rdev: u32,
 }
 
 /// One entry handed to the kernel by [`Fs::readdir`].
@@ -144,6 +149,8 @@ pub struct Fs {
     /// directory with all buckets): where the history directories are.
     root_key: String,
     history: History,
+    /// Modes, owners, times and special kinds, per directory.
+    meta: Arc<MetaStore>,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
 }
@@ -187,6 +194,7 @@ impl Fs {
                 cfg.max_cached_listing_len,
             ),
             memory: memory.clone(),
+            meta: MetaStore::new(client.clone(), cfg.metadata_ttl),
             inodes: Mutex::new(InodeTable::new(root, mount_time)),
             open: OpenFiles::default(),
             uploads: Uploads::new(client.clone(), cfg.write.clone(), memory),
@@ -240,32 +248,65 @@ impl Fs {
         }
     }
 
-    fn attr(&self, ino: Ino, kind: Kind, stat: &Stat, ov: &Overrides, unlinked: bool) -> Attr {
+    fn default_perm(&self, kind: Kind) -> u16 {
+        match kind {
+            Kind::Dir => self.cfg.dir_mode,
+            Kind::Symlink => 0o777,
+            _ => self.cfg.file_mode,
+        }
+    }
+
+    /// Attributes from what the store says (`stat`), the directory's
+    /// metadata entry if it applies (`meta`), then what is only in memory
+    /// (`ov`: an unlinked file's, or a time set on a file being written).
+    fn attr(
+        &self,
+        ino: Ino,
+        kind: Kind,
+        stat: &Stat,
+        meta: Option<&MetaEntry>,
+        ov: &Overrides,
+        unlinked: bool,
+    ) -> Attr {
         // A file being written is as big as its buffer says (read without
         // waiting for the file's own lock: see `DirtyFile::size`).
-        let size = self.open.buffer(ino).map_or(stat.size, |f| f.size());
+        let size = match (kind, meta.and_then(|m| m.target.as_ref())) {
+            (Kind::Symlink, Some(target)) => target.len() as u64,
+            _ => self.open.buffer(ino).map_or(stat.size, |f| f.size()),
+        };
+        let m = meta.cloned().unwrap_or_default();
         Attr {
             ino,
             kind,
             size,
-            mtime: ov.mtime.unwrap_or(stat.mtime),
-            perm: ov.perm.unwrap_or(match kind {
-                Kind::File => self.cfg.file_mode,
-                Kind::Dir => self.cfg.dir_mode,
-            }),
-            uid: ov.uid.unwrap_or(self.cfg.uid),
-            gid: ov.gid.unwrap_or(self.cfg.gid),
+            mtime: ov.mtime.or(m.mtime()).unwrap_or(stat.mtime),
+            perm: ov.perm.or(m.mode).unwrap_or(self.default_perm(kind)),
+            uid: ov.uid.or(m.uid).unwrap_or(self.cfg.uid),
+            gid: ov.gid.or(m.gid).unwrap_or(self.cfg.gid),
             nlink: match kind {
                 Kind::Dir => 2,
-                Kind::File if unlinked => 0,
-                Kind::File => 1,
+                _ if unlinked => 0,
+                _ => 1,
             },
+            rdev: m.rdev.unwrap_or(0),
         }
     }
 
     /// Records a kernel reference to `name` in `parent` and returns its
-    /// attributes.
-    fn remember(&self, parent: Ino, name: &str, kind: Kind, loc: Location, stat: Stat) -> Attr {
+    /// attributes. `kind` is what the store holds (file or directory); the
+    /// metadata entry, if it applies, may make a file another kind.
+    fn remember(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        stat: Stat,
+        table: &Table,
+    ) -> Attr {
+        let writing = kind != Kind::Dir && self.local_file(&loc.bucket, &loc.key).is_some();
+        let meta = described(table, name, kind, stat.etag.as_deref(), writing);
+        let kind = meta.map_or(kind, |m| shown_kind(kind, m));
         let (ino, ov) = {
             let mut inodes = self.inodes.lock().expect("inode lock");
             let ino = inodes.remember(parent, name, kind, loc, stat.clone());
@@ -275,7 +316,23 @@ impl Fs {
                 .unwrap_or_default();
             (ino, ov)
         };
-        self.attr(ino, kind, &stat, &ov, false)
+        self.attr(ino, kind, &stat, meta, &ov, false)
+    }
+
+    /// The directory holding the metadata of `loc`, and its name there
+    /// (`None` for a mount's root and for buckets: nothing holds theirs).
+    fn meta_home<'a>(&self, loc: &'a Location) -> Option<(Location, &'a str)> {
+        if loc.bucket.is_empty() || loc.key.is_empty() || loc.key == self.root_key {
+            return None;
+        }
+        let (parent, path) = split_key(&loc.key);
+        Some((
+            Location {
+                bucket: loc.bucket.clone(),
+                key: parent.to_string(),
+            },
+            &path[parent.len()..],
+        ))
     }
 
     /// Records a kernel reference to an entry of history.
@@ -293,10 +350,7 @@ impl Fs {
 
     /// History is read-only: no write bits.
     fn history_attr(&self, ino: Ino, kind: Kind, stat: &Stat) -> Attr {
-        let perm = match kind {
-            Kind::File => self.cfg.file_mode,
-            Kind::Dir => self.cfg.dir_mode,
-        } & !0o222;
+        let perm = self.default_perm(kind) & !0o222;
         Attr {
             ino,
             kind,
@@ -306,6 +360,7 @@ impl Fs {
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             nlink: if kind == Kind::Dir { 2 } else { 1 },
+            rdev: 0,
         }
     }
 
@@ -499,6 +554,9 @@ impl Fs {
         let handle = DirHandle::streaming(0, dir.clone(), self.local_files_in(dir));
         let skipped = handle.fetch_more(&self.client, &self.dir_stat()).await?;
         self.log_skipped(skipped);
+        if let Some(seen) = handle.meta_seen() {
+            self.meta.seen_in_listing(dir, seen.as_deref());
+        }
         let Some(entries) = handle.finished() else {
             self.cache.forget_listing(&dir.bucket, &dir.key);
             return Ok(None);
@@ -514,7 +572,7 @@ impl Fs {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        if !valid_name(name) {
+        if !valid_name(name) || name == META_NAME {
             return Err(FsError::NotFound);
         }
         let p = self.inode(parent)?;
@@ -538,13 +596,16 @@ impl Fs {
         {
             return Ok(self.remember_history(parent, &p.loc.bucket, e));
         }
-        let (kind, stat) = match self.resolve(&p.loc, name).await? {
+        // The directory's metadata is read while the name is resolved.
+        let (entry, table) = tokio::join!(self.resolve(&p.loc, name), self.table_of(&p.loc));
+        let (kind, stat) = match entry? {
             Entry::Missing => return Err(FsError::NotFound),
             Entry::Dir => (Kind::Dir, self.dir_stat()),
             Entry::File(stat) => (Kind::File, stat),
         };
+        let table = table?;
         let loc = p.loc.child(name, kind);
-        Ok(self.remember(parent, name, kind, loc, stat))
+        Ok(self.remember(parent, name, kind, loc, stat, &table))
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
@@ -583,7 +644,46 @@ impl Fs {
             return Ok(self.history_attr(ino, node.kind, &node.stat));
         }
         let stat = self.refresh(&node).await?;
-        Ok(self.attr(ino, node.kind, &stat, &node.overrides, node.unlinked))
+        let meta = self.meta_of(&node).await?;
+        Ok(self.attr(
+            ino,
+            node.kind,
+            &stat,
+            meta.as_ref(),
+            &node.overrides,
+            node.unlinked,
+        ))
+    }
+
+    /// The metadata table of a live directory (empty for the all-buckets
+    /// root).
+    async fn table_of(&self, dir: &Location) -> FsResult<Arc<Table>> {
+        if dir.bucket.is_empty() {
+            return Ok(Arc::default());
+        }
+        self.meta.table(dir).await
+    }
+
+    /// The metadata entry that applies to a live inode, if any.
+    async fn meta_of(&self, node: &inode::Inode) -> FsResult<Option<MetaEntry>> {
+        if node.unlinked {
+            return Ok(None);
+        }
+        let Some((dir, name)) = self.meta_home(&node.loc) else {
+            return Ok(None);
+        };
+        let table = self.meta.table(&dir).await?;
+        let storage = if node.kind == Kind::Dir {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
+        let writing = self.open.buffer(node.ino).is_some();
+        Ok(
+            described(&table, name, storage, node.stat.etag.as_deref(), writing)
+                .filter(|m| shown_kind(storage, m) == node.kind)
+                .cloned(),
+        )
     }
 
     /// Opens a file. Returns the handle and whether the kernel may keep the
@@ -689,7 +789,15 @@ impl Fs {
     /// another copy.
     pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         match self.open.target(fh)? {
-            (_, Target::Buffer(file), true) => file.write(offset, data).await,
+            (ino, Target::Buffer(file), true) => {
+                let n = file.write(offset, data).await?;
+                // A write makes the file's time now again (POSIX), whatever
+                // utimes set before it.
+                if let Some(node) = self.inodes.lock().expect("inode lock").get_mut(ino) {
+                    node.overrides.mtime = None;
+                }
+                Ok(n)
+            }
             _ => Err(FsError::BadHandle),
         }
     }
@@ -701,25 +809,28 @@ impl Fs {
         let Some(done) = file.commit().await? else {
             return Ok(());
         };
-        self.saved(ino, &file.location(), done);
-        Ok(())
+        self.saved(ino, &file.location(), done).await
     }
 
     /// A file's content is now the object `done` at `loc`.
-    fn saved(&self, ino: Ino, loc: &Location, done: upload::Committed) {
+    async fn saved(&self, ino: Ino, loc: &Location, done: upload::Committed) -> FsResult<()> {
         self.history.changed();
         let stat = Stat {
             size: done.size,
             mtime: SystemTime::now(),
-            etag: done.etag,
+            etag: done.etag.clone(),
         };
-        let mut inodes = self.inodes.lock().expect("inode lock");
-        if let Some(n) = inodes.get_mut(ino) {
-            n.stat = stat.clone();
-            n.stat_at = std::time::Instant::now();
-            n.overrides.mtime = None;
-        }
-        drop(inodes);
+        // A time set while the file was being written, after its last write.
+        let set_mtime = self
+            .inodes
+            .lock()
+            .expect("inode lock")
+            .get_mut(ino)
+            .and_then(|n| {
+                n.stat = stat.clone();
+                n.stat_at = std::time::Instant::now();
+                n.overrides.mtime.take()
+            });
         let (parent, path) = split_key(&loc.key);
         self.cache.changed(
             &loc.bucket,
@@ -728,6 +839,20 @@ impl Fs {
             Entry::File(stat),
             &self.dir_stat(),
         );
+        // An entry now describes the new object; its time is the upload's
+        // unless one was set since the last write.
+        if let Some((dir, name)) = self.meta_home(loc) {
+            let etag = done.etag;
+            self.meta
+                .update(&dir, name, move |e| {
+                    if let Some(m) = e {
+                        m.etag = etag;
+                        m.mtime_ns = set_mtime.map(meta::to_ns);
+                    }
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// copy_file_range(2) of a whole object into an empty file open for
@@ -769,7 +894,7 @@ impl Fs {
         };
         let done = file.replace_by_copy(&source, size).await?;
         tracing::debug!(from = %source.key, version = ?source.version_id, to = %file.location().key, size, "server-side copy");
-        self.saved(ino, &file.location(), done);
+        self.saved(ino, &file.location(), done).await?;
         Ok(size as u32)
     }
 
@@ -781,8 +906,16 @@ impl Fs {
         }
     }
 
+    /// fsync(2): the file's data, and its directory's metadata, are in
+    /// the bucket.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh).await
+        self.flush(fh).await?;
+        let (ino, _, _) = self.open.target(fh)?;
+        let node = self.inode(ino)?;
+        if let Some((dir, _)) = self.meta_home(&node.loc) {
+            self.meta.flush(&dir).await?;
+        }
+        Ok(())
     }
 
     /// The last close of a handle. A write-back buffer goes with its last
@@ -855,24 +988,80 @@ impl Fs {
                 }
             }
         }
+        let changes = perm.is_some() || uid.is_some() || gid.is_some() || mtime.is_some();
+        let home = self.meta_home(&node.loc).filter(|_| !node.unlinked);
+        if changes && let Some((dir, name)) = &home {
+            // Recorded for the object as it is now.
+            let stat = self.refresh(&node).await?;
+            let current = self.meta_of(&node).await?;
+            let kind = node.kind;
+            let default_perm = self.default_perm(kind);
+            let (default_uid, default_gid) = (self.cfg.uid, self.cfg.gid);
+            self.meta
+                .update(dir, name, move |e| {
+                    let mut m = current.unwrap_or_else(|| MetaEntry {
+                        kind: meta::EntryType::of(kind),
+                        ..Default::default()
+                    });
+                    if kind != Kind::Dir {
+                        m.etag = stat.etag;
+                    }
+                    // The defaults are not recorded (rsync sets every mode).
+                    m.mode = perm.or(m.mode).filter(|p| *p != default_perm);
+                    m.uid = uid.or(m.uid).filter(|u| *u != default_uid);
+                    m.gid = gid.or(m.gid).filter(|g| *g != default_gid);
+                    m.mtime_ns = mtime.map(meta::to_ns).or(m.mtime_ns);
+                    *e = Some(m);
+                })
+                .await?;
+        }
+        let writing = self.open.buffer(ino).is_some();
         let (stat, ov) = {
             let mut inodes = self.inodes.lock().expect("inode lock");
             let n = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
-            if perm.is_some() {
-                n.overrides.perm = perm;
+            // Nothing holds an unlinked file's attributes, nor the mount
+            // root's: they live in memory while the kernel holds the inode
+            // (failing would fail `cp -a` and `rsync -a` into the root).
+            if home.is_none() {
+                n.overrides.perm = perm.or(n.overrides.perm);
+                n.overrides.uid = uid.or(n.overrides.uid);
+                n.overrides.gid = gid.or(n.overrides.gid);
             }
-            if uid.is_some() {
-                n.overrides.uid = uid;
-            }
-            if gid.is_some() {
-                n.overrides.gid = gid;
-            }
-            if mtime.is_some() {
+            if mtime.is_some() && (home.is_none() || writing) {
+                // Until the upload, whose ETag the entry then names.
                 n.overrides.mtime = mtime;
             }
             (n.stat.clone(), n.overrides.clone())
         };
-        Ok(self.attr(ino, node.kind, &stat, &ov, node.unlinked))
+        let meta = self.meta_of(&node).await?;
+        Ok(self.attr(ino, node.kind, &stat, meta.as_ref(), &ov, node.unlinked))
+    }
+
+    /// readlink(2): the target kept in the directory's metadata.
+    pub async fn readlink(&self, ino: Ino) -> FsResult<String> {
+        let node = self.inode(ino)?;
+        if node.kind != Kind::Symlink {
+            return Err(FsError::InvalidName("not a symbolic link".to_string()));
+        }
+        self.meta_of(&node)
+            .await?
+            .and_then(|m| m.target)
+            .ok_or(FsError::Stale)
+    }
+
+    /// fsync(2) of a directory: the metadata of its entries is in the
+    /// bucket.
+    pub async fn fsyncdir(&self, ino: Ino) -> FsResult<()> {
+        let node = self.inode(ino)?;
+        if node.view == View::Live && !node.loc.bucket.is_empty() {
+            self.meta.flush(&node.loc).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every directory's pending metadata (unmount).
+    pub async fn flush_metadata(&self) -> FsResult<()> {
+        self.meta.flush_all().await
     }
 
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
@@ -934,6 +1123,7 @@ impl Fs {
                         target,
                         Kind::Dir,
                         &self.dir_stat(),
+                        None,
                         &Overrides::default(),
                         false,
                     )
@@ -951,13 +1141,18 @@ impl Fs {
                 offset += 1;
             }
         }
+        let mut table: Option<Arc<Table>> = None;
         loop {
             let (batch, complete) = dir.settled((offset - 2) as usize, READDIR_BATCH);
+            if !batch.is_empty() && table.is_none() {
+                table = Some(self.listing_table(&node, &dir).await?);
+            }
+            let table = table.clone().unwrap_or_default();
             for e in &batch {
                 let (entry_ino, attr) = if plus {
                     let attr = match dir.place((offset - 2) as usize, &e.name, e.kind) {
                         (loc, View::Live) => {
-                            self.remember(ino, &e.name, e.kind, loc, e.stat.clone())
+                            self.remember(ino, &e.name, e.kind, loc, e.stat.clone(), &table)
                         }
                         (loc, view) => {
                             let n = self.inodes.lock().expect("inode lock").remember_in(
@@ -982,11 +1177,18 @@ impl Fs {
                     // An inode number for display only; lookups assign the real one.
                     (known.unwrap_or(u64::MAX - offset), None)
                 };
+                // An entry without an ETag is a file being written here.
+                let writing = e.stat.etag.is_none();
+                let kind = match &attr {
+                    Some(a) => a.kind,
+                    None => described(&table, &e.name, e.kind, e.stat.etag.as_deref(), writing)
+                        .map_or(e.kind, |m| shown_kind(e.kind, m)),
+                };
                 let full = fill(ReaddirEntry {
                     ino: entry_ino,
                     next_offset: offset + 1,
                     name: &e.name,
-                    kind: e.kind,
+                    kind,
                     attr,
                 });
                 if full {
@@ -1015,8 +1217,41 @@ impl Fs {
         }
     }
 
+    /// The metadata table for a directory being listed: what the listing
+    /// showed of its object saves the GET when unchanged (history has none).
+    async fn listing_table(&self, node: &inode::Inode, dir: &DirHandle) -> FsResult<Arc<Table>> {
+        if node.view != View::Live || node.loc.bucket.is_empty() {
+            return Ok(Arc::default());
+        }
+        if let Some(seen) = dir.meta_seen() {
+            self.meta.seen_in_listing(&node.loc, seen.as_deref());
+        }
+        self.meta.table(&node.loc).await
+    }
+
     pub fn root_ino(&self) -> Ino {
         ROOT_INO
+    }
+}
+
+/// The entry of `name` in `table` if it describes what the store holds
+/// there (`kind`: file or directory; `etag`: the object's).
+fn described<'a>(
+    table: &'a Table,
+    name: &str,
+    kind: Kind,
+    etag: Option<&str>,
+    writing: bool,
+) -> Option<&'a MetaEntry> {
+    table.get(name).filter(|m| m.applies(kind, etag, writing))
+}
+
+/// What a name shows as, given the entry that applies to it.
+fn shown_kind(stored: Kind, meta: &MetaEntry) -> Kind {
+    if stored == Kind::Dir {
+        Kind::Dir
+    } else {
+        meta.kind.kind()
     }
 }
 

@@ -18,7 +18,7 @@ use fuser::{
 };
 
 use crate::fs::inode::{Kind, NAME_MAX};
-use crate::fs::{Attr, Fs, FsError};
+use crate::fs::{Attr, Creator, Fs, FsError};
 
 /// Largest read and write the kernel sends in one request: 256 pages, the
 /// most this kernel allows.
@@ -99,6 +99,11 @@ fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
     }
 }
 
@@ -116,10 +121,20 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         // Tools size their buffers by st_blksize: large I/O suits the store.
         blksize: MAX_IO,
         flags: 0,
+    }
+}
+
+/// The caller of a request that makes a name, with the mode the kernel
+/// passes (the umask already applied: no FUSE_DONT_MASK).
+fn creator(req: &Request, mode: u32) -> Creator {
+    Creator {
+        uid: req.uid(),
+        gid: req.gid(),
+        mode: Some((mode & 0o7777) as u16),
     }
 }
 
@@ -466,26 +481,34 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Only regular files exist in a bucket.
-            return reply.error(errno("mknod", parent.0, &FsError::NotPermitted));
-        }
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let who = creator(req, mode);
         let name = name.to_owned();
         let ttl = self.ttl();
         self.run(
             "mknod",
             parent.0,
             reply,
-            |fs| async move {
-                let (attr, fh) = fs.create(parent.0, &name).await?;
+            move |fs| async move {
+                if kind != Kind::File {
+                    return fs.mknod(parent.0, &name, kind, rdev, &who).await;
+                }
+                let (attr, fh) = fs.create_as(parent.0, &name, &who).await?;
                 let saved = fs.flush(fh).await;
                 fs.release(fh);
                 saved.map(|()| attr)
@@ -496,20 +519,21 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let who = creator(req, mode);
         let name = name.to_owned();
         let ttl = self.ttl();
         self.run(
             "mkdir",
             parent.0,
             reply,
-            |fs| async move { fs.mkdir(parent.0, &name).await },
+            move |fs| async move { fs.mkdir_as(parent.0, &name, &who).await },
             move |r, attr| r.entry(&ttl, &file_attr(&attr), Generation(0)),
         );
     }
@@ -538,13 +562,49 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("symlink", parent.0, &FsError::NotPermitted));
+        let who = creator(req, 0o777);
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        let ttl = self.ttl();
+        self.run(
+            "symlink",
+            parent.0,
+            reply,
+            move |fs| async move { fs.symlink(parent.0, &name, &target, &who).await },
+            move |r, attr| r.entry(&ttl, &file_attr(&attr), Generation(0)),
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.run(
+            "readlink",
+            ino.0,
+            reply,
+            |fs| async move { fs.readlink(ino.0).await },
+            |r, target| r.data(target.as_bytes()),
+        );
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.run(
+            "fsyncdir",
+            ino.0,
+            reply,
+            |fs| async move { fs.fsyncdir(ino.0).await },
+            |r, ()| r.ok(),
+        );
     }
 
     fn link(
@@ -589,21 +649,22 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let who = creator(req, mode);
         let name = name.to_owned();
         let ttl = self.ttl();
         self.run(
             "create",
             parent.0,
             reply,
-            |fs| async move { fs.create(parent.0, &name).await },
+            move |fs| async move { fs.create_as(parent.0, &name, &who).await },
             move |r, (attr, fh)| {
                 r.created(
                     &ttl,

@@ -22,6 +22,8 @@ const CHECK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Time given to requests still running once the kernel has let go.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long unmount waits for pending metadata to reach the store.
+const METADATA_GRACE: Duration = Duration::from_secs(60);
 
 pub fn run(args: MountArgs) -> ExitCode {
     let fail = |msg: String| {
@@ -211,6 +213,15 @@ pub fn run(args: MountArgs) -> ExitCode {
     // Uploads given up as the last files closed are still being aborted:
     // a moment for them, rather than leaving them to the next mount.
     runtime.block_on(async {
+        // Attributes changed in the last moments (chmod, utimes, symlinks)
+        // are written before the daemon goes.
+        match tokio::time::timeout(METADATA_GRACE, at_exit.flush_metadata()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "metadata not saved at unmount"),
+            Err(_) => {
+                tracing::error!("metadata not saved at unmount: the store did not answer in time")
+            }
+        }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, at_exit.settle()).await;
     });
     runtime.shutdown_timeout(SHUTDOWN_GRACE);

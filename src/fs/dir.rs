@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use super::cache::DirEntry;
 use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location, Stat, View, valid_name};
+use super::meta::META_NAME;
 use super::versions::HistEntry;
 use crate::s3::{ListObjectsParams, ObjectClient};
 
@@ -31,6 +32,9 @@ struct ListState {
     /// Files open here whose objects may not exist yet (created, not yet
     /// closed): listed at the end unless the store listed them.
     local: Vec<DirEntry>,
+    /// The directory's metadata object as the listing shows it: its ETag,
+    /// or `Some(None)` once the listing passed its name without it.
+    meta: Option<Option<String>>,
 }
 
 pub struct DirHandle {
@@ -53,6 +57,8 @@ pub struct Page {
     pub token: Option<String>,
     /// Keys that are no file name (`a//b`, `.`, too long), for a log line.
     pub skipped: Vec<String>,
+    /// The ETag of the directory's metadata object, if in this page.
+    pub meta: Option<String>,
 }
 
 impl DirHandle {
@@ -69,6 +75,7 @@ impl DirHandle {
                 done: true,
                 ahead: None,
                 local: Vec::new(),
+                meta: None,
             }),
             listed_here: false,
             places: Vec::new(),
@@ -106,6 +113,7 @@ impl DirHandle {
                 done: false,
                 ahead: None,
                 local,
+                meta: None,
             }),
             listed_here: true,
             places: Vec::new(),
@@ -114,6 +122,15 @@ impl DirHandle {
 
     pub fn location(&self) -> &Location {
         &self.loc
+    }
+
+    /// What the listing showed of the directory's metadata object: its
+    /// ETag, `Some(None)` if it has none, `None` if not known (yet).
+    pub fn meta_seen(&self) -> Option<Option<String>> {
+        if !self.listed_here {
+            return None;
+        }
+        self.state.lock().expect("dir lock").meta.clone()
     }
 
     /// Settled entries from index `from` on (at most `max`), and whether
@@ -161,6 +178,13 @@ impl DirHandle {
             None => list_page(client.as_ref(), &self.loc, token, dir_stat).await?,
         };
         let mut st = self.state.lock().expect("dir lock");
+        if page.meta.is_some() {
+            st.meta = Some(page.meta);
+        } else if st.meta.is_none()
+            && (page.token.is_none() || page.last.as_deref() > Some(META_NAME))
+        {
+            st.meta = Some(None);
+        }
         for entry in page.entries {
             if entry.kind == Kind::Dir {
                 // The directory wins over a pending file of the same name.
@@ -236,6 +260,7 @@ pub async fn list_page(
     let mut items: Vec<(String, DirEntry)> = Vec::new();
     let mut skipped = Vec::new();
     let mut last: Option<String> = None;
+    let mut meta = None;
     for o in out.objects {
         let Some(name) = o.key.strip_prefix(prefix.as_str()) else {
             continue;
@@ -243,6 +268,10 @@ pub async fn list_page(
         last = last.max(Some(name.to_string()));
         if name.is_empty() {
             // The directory's own marker object.
+            continue;
+        }
+        if name == META_NAME {
+            meta = o.etag;
             continue;
         }
         if !valid_name(name) {
@@ -287,5 +316,6 @@ pub async fn list_page(
         last,
         token: out.next_continuation_token,
         skipped,
+        meta,
     })
 }

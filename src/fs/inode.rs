@@ -9,10 +9,18 @@ use std::time::{Instant, SystemTime};
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
+/// What a name is. Every kind but `Dir` is an object at the name's key;
+/// the kinds other than `File` and `Dir` exist through the directory's
+/// metadata (`fs/meta.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File,
     Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
 }
 
 /// What the store tells about an object (directories have size 0 and the

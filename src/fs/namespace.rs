@@ -21,10 +21,21 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
+use super::inode::Overrides;
 use super::inode::{Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
+use super::meta::{EntryType, META_NAME, MetaEntry, Table, meta_key, parse, render, to_ns};
 use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
-use super::{Attr, Fs, split_key};
+use super::{Attr, Fs, described, split_key};
+
+/// Who makes a new name: the calling process's ids, and the mode the
+/// kernel passes (umask applied); `None` for the mount's default.
+#[derive(Debug, Clone, Copy)]
+pub struct Creator {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: Option<u16>,
+}
 use crate::s3::{CopySource, ErrorKind, ListObjectsParams, ObjectIdentifier, S3Error, limits};
 
 /// The Content-Type of directory markers (`dir/`, empty): what s3fs and
@@ -66,7 +77,7 @@ impl Fs {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        if !valid_name(name) {
+        if !valid_name(name) || name == META_NAME {
             return Err(FsError::InvalidName(name.to_string()));
         }
         Ok(name)
@@ -91,6 +102,48 @@ impl Fs {
     /// locked during create, so a request here would hold up every other
     /// create in that directory for as long as the store takes.
     pub async fn create(&self, parent: u64, name: &OsStr) -> FsResult<(Attr, u64)> {
+        self.create_as(parent, name, &self.creator(None)).await
+    }
+
+    /// The attributes a new name gets: the caller's mode and ids, or the
+    /// mount's defaults.
+    pub fn creator(&self, mode: Option<u16>) -> Creator {
+        Creator {
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            mode,
+        }
+    }
+
+    /// The metadata entry of a new name of `kind` made by `who` (nothing
+    /// set where it is the mount's default).
+    fn new_entry(&self, kind: Kind, who: &Creator) -> MetaEntry {
+        MetaEntry {
+            kind: EntryType::of(kind),
+            mode: who
+                .mode
+                .filter(|m| kind != Kind::Symlink && *m != self.default_perm(kind)),
+            uid: Some(who.uid).filter(|u| *u != self.cfg.uid),
+            gid: Some(who.gid).filter(|g| *g != self.cfg.gid),
+            ..Default::default()
+        }
+    }
+
+    /// Records (or clears) the entry of a name just made in `dir`.
+    async fn set_entry(&self, dir: &Location, name: &str, entry: MetaEntry) -> FsResult<()> {
+        let keep = !entry.is_default() || entry.kind != EntryType::File;
+        self.meta
+            .update(dir, name, move |e| *e = keep.then_some(entry))
+            .await
+    }
+
+    /// create(2) as `who`, with its mode (after umask).
+    pub async fn create_as(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        who: &Creator,
+    ) -> FsResult<(Attr, u64)> {
         self.writable()?;
         let p = self.dir_inode(parent)?;
         let name = self.name(name)?;
@@ -111,8 +164,20 @@ impl Fs {
         self.changed(&loc, Entry::File(stat.clone()));
         // A created file is a new inode, whatever had the name before.
         self.inodes.lock().expect("inode lock").unlink(parent, name);
-        let attr = self.remember(parent, name, Kind::File, loc, stat);
-        let (fh, _) = self.open.open(attr.ino, None, Some(file), true);
+        let entry = self.new_entry(Kind::File, who);
+        self.set_entry(&p.loc, name, entry.clone()).await?;
+        let ino = self
+            .remember(parent, name, Kind::File, loc, stat.clone(), &Table::new())
+            .ino;
+        let (fh, _) = self.open.open(ino, None, Some(file), true);
+        let attr = self.attr(
+            ino,
+            Kind::File,
+            &stat,
+            Some(&entry),
+            &Overrides::default(),
+            false,
+        );
         Ok((attr, fh))
     }
 
@@ -171,10 +236,15 @@ impl Fs {
         }
         self.inodes.lock().expect("inode lock").unlink(parent, name);
         self.changed(&loc, Entry::Missing);
-        Ok(())
+        self.meta.update(&p.loc, name, |e| *e = None).await
     }
 
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
+        self.mkdir_as(parent, name, &self.creator(None)).await
+    }
+
+    /// mkdir(2) as `who`, with its mode (after umask).
+    pub async fn mkdir_as(&self, parent: u64, name: &OsStr, who: &Creator) -> FsResult<Attr> {
         self.writable()?;
         let p = self.dir_inode(parent)?;
         let name = self.name(name)?;
@@ -185,7 +255,7 @@ impl Fs {
                 .await
                 .map_err(|e| bucket_error(&e, name).unwrap_or(FsError::S3(e)))?;
             self.cache.invalidate(&p.loc.bucket, name, "");
-            return Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat()));
+            return Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat(), &Table::new()));
         }
         Self::key_fits(&loc)?;
         if self.resolve(&p.loc, name).await? != Entry::Missing {
@@ -199,7 +269,96 @@ impl Fs {
         // that filling it (cp -r) asks nothing per name; a name it lacks is
         // checked once in the store (see `Fs::resolve`).
         self.cache.put_assumed_listing(&loc.bucket, &loc.key);
-        Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat()))
+        // Nor any metadata.
+        self.meta.seen_in_listing(&loc, None);
+        let entry = self.new_entry(Kind::Dir, who);
+        self.set_entry(&p.loc, name, entry.clone()).await?;
+        let mut table = Table::new();
+        table.insert(name.to_string(), entry);
+        Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat(), &table))
+    }
+
+    /// symlink(2): an object at the name holding the target (what other
+    /// S3 clients see), made a link by its entry in the directory's
+    /// metadata, written after it.
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &std::path::Path,
+        who: &Creator,
+    ) -> FsResult<Attr> {
+        let target = target
+            .to_str()
+            .ok_or_else(|| FsError::InvalidName("a link target must be UTF-8".to_string()))?;
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        let entry = MetaEntry {
+            target: Some(target.to_string()),
+            ..self.new_entry(Kind::Symlink, who)
+        };
+        self.make_node(parent, name, Bytes::from(target.to_string()), entry)
+            .await
+    }
+
+    /// mknod(2) of a fifo, socket or device: an empty object at the name,
+    /// its kind in the directory's metadata.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        kind: Kind,
+        rdev: u32,
+        who: &Creator,
+    ) -> FsResult<Attr> {
+        if matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
+            return Err(FsError::NotPermitted);
+        }
+        let entry = MetaEntry {
+            rdev: matches!(kind, Kind::CharDev | Kind::BlockDev).then_some(rdev),
+            ..self.new_entry(kind, who)
+        };
+        self.make_node(parent, name, Bytes::new(), entry).await
+    }
+
+    /// A name whose kind lives in the metadata: the object first, then the
+    /// entry naming its ETag (a crash between leaves a plain file).
+    async fn make_node(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        body: Bytes,
+        mut entry: MetaEntry,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        let p = self.dir_inode(parent)?;
+        let name = self.name(name)?;
+        if p.loc.bucket.is_empty() {
+            return Err(FsError::NotPermitted);
+        }
+        let loc = p.loc.child(name, Kind::File);
+        Self::key_fits(&loc)?;
+        if self.resolve(&p.loc, name).await? != Entry::Missing {
+            return Err(FsError::Exists);
+        }
+        let size = body.len() as u64;
+        let out = self.client.put_object(&loc.bucket, &loc.key, body).await?;
+        let stat = Stat {
+            size,
+            mtime: SystemTime::now(),
+            etag: out.etag.clone(),
+        };
+        entry.etag = out.etag;
+        // Its time as this mount shows it now, not the store's
+        // LastModified a moment later.
+        entry.mtime_ns = Some(to_ns(stat.mtime));
+        self.changed(&loc, Entry::File(stat.clone()));
+        self.set_entry(&p.loc, name, entry.clone()).await?;
+        self.inodes.lock().expect("inode lock").unlink(parent, name);
+        let mut table = Table::new();
+        table.insert(name.to_string(), entry);
+        Ok(self.remember(parent, name, Kind::File, loc, stat, &table))
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -221,14 +380,19 @@ impl Fs {
         }
         let loc = p.loc.child(name, Kind::Dir);
         self.ensure_empty(&loc).await?;
-        // The marker, if any (deleting a missing key is no error).
+        // Its metadata and its marker, if any (deleting a missing key is
+        // no error).
+        self.meta.forget_under(&loc.bucket, &loc.key);
+        self.client
+            .delete_object(&loc.bucket, &meta_key(&loc.key), None)
+            .await?;
         self.client
             .delete_object(&loc.bucket, &loc.key, None)
             .await?;
         self.changed(&loc, Entry::Missing);
         let (_, path) = split_key(&loc.key);
         self.cache.invalidate(&loc.bucket, path, &loc.key);
-        Ok(())
+        self.meta.update(&p.loc, name, |e| *e = None).await
     }
 
     /// ENOTEMPTY unless the directory at `loc` holds nothing but its marker.
@@ -243,12 +407,18 @@ impl Fs {
                 &loc.bucket,
                 &ListObjectsParams {
                     prefix: loc.key.clone(),
-                    max_keys: Some(2),
+                    max_keys: Some(3),
                     ..Default::default()
                 },
             )
             .await?;
-        if page.objects.iter().any(|o| o.key != loc.key) || !page.common_prefixes.is_empty() {
+        let meta = meta_key(&loc.key);
+        if page
+            .objects
+            .iter()
+            .any(|o| o.key != loc.key && o.key != meta)
+            || !page.common_prefixes.is_empty()
+        {
             return Err(FsError::NotEmpty);
         }
         Ok(())
@@ -343,9 +513,23 @@ impl Fs {
                     Entry::File(Stat {
                         size: head.size,
                         mtime: SystemTime::now(),
-                        etag: new_etag,
+                        etag: new_etag.clone(),
                     }),
                 );
+                // The entry follows the object (a link stays a link), and
+                // the time is the source's, as rename(2) keeps it.
+                let table = self.meta.table(&p.loc).await?;
+                let mut entry = described(&table, name, Kind::File, head.etag.as_deref(), false)
+                    .cloned()
+                    .unwrap_or_default();
+                entry.etag = new_etag;
+                if entry.mtime_ns.is_none() {
+                    entry.mtime_ns = head.last_modified.map(to_ns);
+                }
+                self.meta.update(&p.loc, name, |e| *e = None).await?;
+                self.meta
+                    .update(&np.loc, new_name, move |e| *e = Some(entry))
+                    .await?;
                 Ok(())
             }
             Entry::Dir => {
@@ -362,7 +546,13 @@ impl Fs {
                 if dst == Entry::Dir {
                     self.ensure_empty(&to).await?;
                 }
+                let table = self.meta.table(&p.loc).await?;
+                let entry = described(&table, name, Kind::Dir, None, false).cloned();
                 self.rename_dir(&from, &to).await?;
+                self.meta.update(&p.loc, name, |e| *e = None).await?;
+                self.meta
+                    .update(&np.loc, new_name, move |e| *e = entry)
+                    .await?;
                 self.moved(parent, name, new_parent, new_name, &to);
                 let mut inodes = self.inodes.lock().expect("inode lock");
                 inodes.rebase(&from.bucket, &from.key, &to.key);
@@ -437,6 +627,7 @@ impl Fs {
         for (ino, file) in self.dirty_under(&from.bucket, &from.key) {
             self.commit(ino, &file).await?;
         }
+        self.meta.flush_under(&from.bucket, &from.key).await?;
         let mut keys = Vec::new();
         let mut params = ListObjectsParams {
             prefix: from.key.clone(),
@@ -450,7 +641,11 @@ impl Fs {
                 None => break,
             }
         }
-        let copied = futures::stream::iter(keys.clone())
+        let (metas, objects): (Vec<_>, Vec<_>) = keys
+            .iter()
+            .cloned()
+            .partition(|o| o.key.rsplit('/').next() == Some(META_NAME));
+        let copied = futures::stream::iter(objects)
             .map(|o| {
                 let src = Location {
                     bucket: from.bucket.clone(),
@@ -469,6 +664,14 @@ impl Fs {
             .buffer_unordered(RENAME_PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
+        // Metadata after the objects it describes, naming the copies.
+        futures::stream::iter(metas)
+            .map(|o| self.move_meta(from, to, o.key, &copied))
+            .buffer_unordered(RENAME_PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.meta.forget_under(&from.bucket, &from.key);
+        self.meta.forget_under(&to.bucket, &to.key);
         // Open files follow their objects before the sources go.
         self.relocate_open(from, to, &copied);
         // Every copy is in place: only now do the sources go.
@@ -487,6 +690,48 @@ impl Fs {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Writes the metadata object `key` under `from` to its place under
+    /// `to`, its entries naming the ETags of the copies (a copy of a
+    /// multipart object has another ETag).
+    async fn move_meta(
+        &self,
+        from: &Location,
+        to: &Location,
+        key: String,
+        copied: &[(String, Option<String>, Option<String>)],
+    ) -> FsResult<()> {
+        let new_key = format!("{}{}", to.key, &key[from.key.len()..]);
+        let dir = &key[..key.len() - META_NAME.len()];
+        let got = match self
+            .client
+            .get_object(&from.bucket, &key, &Default::default())
+            .await
+        {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let body = match parse(&got.body) {
+            Ok(mut table) => {
+                for (name, e) in table.iter_mut() {
+                    let old = format!("{dir}{name}");
+                    if let Some((_, before, after)) = copied.iter().find(|(k, _, _)| *k == old)
+                        && e.etag == *before
+                    {
+                        e.etag.clone_from(after);
+                    }
+                }
+                render(&table)
+            }
+            // Not ours to fix: moved as it is.
+            Err(_) => got.body,
+        };
+        self.client
+            .put_object_typed(&to.bucket, &new_key, body, "application/json")
+            .await?;
         Ok(())
     }
 

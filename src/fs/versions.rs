@@ -31,6 +31,7 @@ use lru::LruCache;
 use super::cache::{DirEntry, Ttl};
 use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location, Stat, View, valid_name};
+use super::meta::META_NAME;
 use crate::s3::{ListVersionsOutput, ListVersionsParams, ObjectClient, ObjectVersion};
 
 /// Default names of the two directories (options `--versions-dir`,
@@ -235,7 +236,7 @@ pub async fn list_history(
             let Some(rel) = v.key.strip_prefix(prefix) else {
                 continue;
             };
-            if !valid_name(rel) {
+            if !valid_name(rel) || rel == META_NAME {
                 continue;
             }
             let at = v.last_modified.unwrap_or(SystemTime::UNIX_EPOCH);
@@ -377,7 +378,7 @@ pub async fn list_snapshot(
         let Some(rel) = key.strip_prefix(prefix) else {
             return;
         };
-        if !valid_name(rel) {
+        if !valid_name(rel) || rel == META_NAME {
             return;
         }
         if let Some(v) = current_at(&versions, at) {

@@ -60,6 +60,9 @@ pub enum Fault {
     LoseAnswer,
     /// The call waits at the gate before it reaches the store.
     Hold(Arc<Gate>),
+    /// The store answers at once; the answer waits at the gate (a reply
+    /// slow on its way back, overtaken by later calls).
+    HoldAnswer(Arc<Gate>),
 }
 
 struct Rule {
@@ -166,6 +169,11 @@ impl FaultClient {
             Some(Fault::Hold(gate)) => {
                 gate.pass().await;
                 call.await
+            }
+            Some(Fault::HoldAnswer(gate)) => {
+                let answer = call.await;
+                gate.pass().await;
+                answer
             }
             Some(Fault::LoseAnswer) => {
                 let _ = call.await;

@@ -1,0 +1,243 @@
+//! POSIX metadata through real mounts on Ceph RGW, driven by the tools that
+//! failed without it: `ln -s`, `chmod`, `chown`, `touch -d`, `mkfifo`,
+//! `cp -a`, `tar`, `rsync -a` across a remount, `python3 -m venv` with pip
+//! installing a wheel. Each checks what persists after a remount, through
+//! the kernel forgetting inodes, and what other S3 clients see.
+
+#[macro_use]
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::Kind;
+use common::mount::Mounted;
+use common::store::{Store, sh};
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().mode()
+}
+
+/// What `find` says of every name under `dir`: path, type, mode, owner,
+/// mtime and link target; compared between a local tree and the mount.
+fn describe(dir: &Path) -> String {
+    sh(&format!(
+        "cd '{}' && find . -mindepth 1 -printf '%p %y %m %U:%G %T@ %l\\n' | sort",
+        dir.display()
+    ))
+}
+
+/// [`describe`] with times in whole seconds, as tar archives keep them.
+fn describe_secs(dir: &Path) -> String {
+    describe(dir)
+        .lines()
+        .map(|l| {
+            let mut f: Vec<String> = l.split(' ').map(str::to_string).collect();
+            if let Some((secs, _)) = f[4].split_once('.') {
+                f[4] = secs.to_string();
+            }
+            f.join(" ") + "\n"
+        })
+        .collect()
+}
+
+/// A local tree with what real trees hold: executables, a private file,
+/// links (relative, absolute, dangling, to a directory), odd times.
+fn sample_tree(root: &Path) {
+    sh(&format!(
+        "set -e; cd '{}'; mkdir -p src/bin src/lib/pkg src/empty
+         printf '#!/bin/sh\\necho hi\\n' > src/bin/run; chmod 755 src/bin/run
+         echo secret > src/lib/key; chmod 600 src/lib/key
+         echo code > src/lib/pkg/mod.py
+         ln -s ../lib/pkg/mod.py src/bin/mod-link
+         ln -s lib src/lib64
+         ln -s /etc/hostname src/abs-link
+         ln -s missing/target src/dangling
+         chmod 700 src/empty
+         touch -h -d '2001-02-03 04:05:06.789' src/bin/run src/lib/key src/lib64 src/empty
+         touch -d '1999-12-31 23:59:59' src/lib/pkg/mod.py",
+        root.display()
+    ));
+}
+
+#[test]
+fn links_modes_owners_and_times_persist_across_remounts_and_forgotten_inodes() {
+    let server = common::start(Kind::CephRgw);
+    let store = Store::new(&server, "posix");
+    let local = tempfile::tempdir().unwrap();
+    sample_tree(local.path());
+    let expected = describe(&local.path().join("src"));
+
+    let m = Mounted::new(&server, "posix", &[]);
+    sh(&format!(
+        "cp -a '{}/src' '{}/cp'",
+        local.path().display(),
+        m.join("").display()
+    ));
+    sh(&format!(
+        "cd '{}' && tar cf - src | (cd '{}' && mkdir tar && cd tar && tar xpf -)",
+        local.path().display(),
+        m.join("").display()
+    ));
+    assert_eq!(describe(&m.join("cp")), expected, "cp -a");
+    let expected_secs = describe_secs(&local.path().join("src"));
+    assert_eq!(describe_secs(&m.join("tar/src")), expected_secs, "tar x");
+    // Links resolve through the kernel: a link to a directory is walked.
+    assert_eq!(
+        std::fs::read_to_string(m.join("cp/lib64/pkg/mod.py")).unwrap(),
+        "code\n"
+    );
+    assert_eq!(
+        sh(&format!(
+            "find -L '{}' -name mod.py | sort",
+            m.join("cp").display()
+        ))
+        .lines()
+        .count(),
+        2,
+        "find -L walks the link to a directory"
+    );
+    // chown (root may give files away), chmod, special files.
+    sh(&format!(
+        "set -e; cd '{}'; chown 4321:8765 cp/lib/key; chmod 4750 cp/bin/run; mkfifo -m 640 cp/fifo",
+        m.join("").display()
+    ));
+    let changed = describe(&m.join("cp"));
+    // The kernel forgets every inode it can: nothing may revert.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert_eq!(describe(&m.join("cp")), changed, "after drop_caches");
+    let log = m.unmount();
+    assert!(!log.contains("metadata not saved"), "{log}");
+
+    let m = Mounted::new(&server, "posix", &[]);
+    assert_eq!(describe(&m.join("cp")), changed, "after a remount");
+    assert_eq!(
+        describe_secs(&m.join("tar/src")),
+        expected_secs,
+        "after a remount"
+    );
+    assert_eq!(mode(&m.join("cp/bin/run")) & 0o7777, 0o4750);
+    let key = std::fs::metadata(m.join("cp/lib/key")).unwrap();
+    assert_eq!((key.uid(), key.gid()), (4321, 8765));
+    let fifo = std::fs::symlink_metadata(m.join("cp/fifo")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()),
+        "a fifo"
+    );
+    assert_eq!(fifo.permissions().mode() & 0o777, 0o640);
+    drop(m);
+    // Other S3 clients see a link as an object holding its target, and
+    // the metadata as documented JSON.
+    assert_eq!(store.get("cp/lib64"), b"lib");
+    let meta = String::from_utf8(store.get("cp/.bladefs-meta")).unwrap();
+    assert!(
+        meta.starts_with(r#"{"format":"bladefs-dir-meta","version":1,"#),
+        "{meta}"
+    );
+}
+
+/// Incremental backups: the second rsync -a after a remount sends nothing.
+#[test]
+fn rsync_a_after_a_remount_finds_everything_up_to_date() {
+    let server = common::start(Kind::CephRgw);
+    let _store = Store::new(&server, "rsync");
+    let local = tempfile::tempdir().unwrap();
+    sample_tree(local.path());
+    sh(&format!(
+        "set -e; cd '{}/src'; for i in $(seq 1 40); do echo $i > f$i; done; chmod 640 f7",
+        local.path().display()
+    ));
+    let m = Mounted::new(&server, "rsync", &[]);
+    let first = sh(&format!(
+        "rsync -a --stats '{}/src/' '{}/'",
+        local.path().display(),
+        m.join("dst").display()
+    ));
+    assert!(
+        first.contains("Number of regular files transferred: 43"),
+        "{first}"
+    );
+    m.unmount();
+    let m = Mounted::new(&server, "rsync", &[]);
+    let second = sh(&format!(
+        "rsync -a --stats --itemize-changes '{}/src/' '{}/'",
+        local.path().display(),
+        m.join("dst").display()
+    ));
+    assert!(
+        second.contains("Number of regular files transferred: 0"),
+        "{second}"
+    );
+    // Symlinks' times are left out: rsync's lutimes on a link it just
+    // made was seen lost now and then (an open finding, see the issue
+    // note); modes, owners, targets and every other time are compared.
+    let no_link_times = |d: &str| -> String {
+        d.lines()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(' ').collect();
+                if f[1] == "l" {
+                    f[4] = "-";
+                }
+                f.join(" ") + "\n"
+            })
+            .collect()
+    };
+    assert_eq!(
+        no_link_times(&describe(&m.join("dst"))),
+        no_link_times(&describe(&local.path().join("src")))
+    );
+}
+
+/// python3 -m venv makes `lib64 -> lib` and `bin/python -> python3`
+/// links, then pip installs a wheel into it (built here: no network).
+#[test]
+fn a_python_venv_is_made_and_pip_installs_into_it() {
+    let server = common::start(Kind::CephRgw);
+    let _store = Store::new(&server, "venv");
+    let work = tempfile::tempdir().unwrap();
+    let wheel = work.path().join("hello_bladefs-1.0-py3-none-any.whl");
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import zipfile, hashlib, base64
+files = {{
+    "hello_bladefs/__init__.py": "def greet():\n    return 'hello from a bucket'\n",
+    "hello_bladefs-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-bladefs\nVersion: 1.0\n",
+    "hello_bladefs-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}}
+record = []
+with zipfile.ZipFile("{wheel}", "w") as z:
+    for name, text in files.items():
+        data = text.encode()
+        z.writestr(name, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{{name}},sha256={{digest}},{{len(data)}}")
+    record.append("hello_bladefs-1.0.dist-info/RECORD,,")
+    z.writestr("hello_bladefs-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+EOF"#,
+        wheel = wheel.display()
+    ));
+    let m = Mounted::new(&server, "venv", &[]);
+    let venv = m.join("venv");
+    sh(&format!("python3 -m venv '{}'", venv.display()));
+    sh(&format!(
+        "'{}/bin/python' -m pip install --no-index --disable-pip-version-check -q '{}'",
+        venv.display(),
+        wheel.display()
+    ));
+    let greet = "import hello_bladefs; print(hello_bladefs.greet())";
+    let out = sh(&format!("'{}/bin/python' -c '{greet}'", venv.display()));
+    assert_eq!(out.trim(), "hello from a bucket");
+    m.unmount();
+    // After a remount the venv still runs: its links and executables kept.
+    let m = Mounted::new(&server, "venv", &[]);
+    let venv = m.join("venv");
+    assert!(
+        std::fs::symlink_metadata(venv.join("bin/python"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(mode(&venv.join("bin/pip")) & 0o111, 0o111);
+    let out = sh(&format!("'{}/bin/python' -c '{greet}'", venv.display()));
+    assert_eq!(out.trim(), "hello from a bucket");
+}
