@@ -991,18 +991,31 @@ impl Fs {
         let changes = perm.is_some() || uid.is_some() || gid.is_some() || mtime.is_some();
         let home = self.meta_home(&node.loc).filter(|_| !node.unlinked);
         if changes && let Some((dir, name)) = &home {
-            // Recorded for the object as it is now.
+            // Recorded for the object as it is now; the entry changed is the
+            // one in the table at the time of the change, so two changes at
+            // once both hold.
             let stat = self.refresh(&node).await?;
-            let current = self.meta_of(&node).await?;
             let kind = node.kind;
+            let storage = if kind == Kind::Dir {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            let writing = self.open.buffer(ino).is_some();
             let default_perm = self.default_perm(kind);
             let (default_uid, default_gid) = (self.cfg.uid, self.cfg.gid);
             self.meta
                 .update(dir, name, move |e| {
-                    let mut m = current.unwrap_or_else(|| MetaEntry {
-                        kind: meta::EntryType::of(kind),
-                        ..Default::default()
-                    });
+                    let mut m = e
+                        .take()
+                        .filter(|m| {
+                            m.applies(storage, stat.etag.as_deref(), writing)
+                                && shown_kind(storage, m) == kind
+                        })
+                        .unwrap_or_else(|| MetaEntry {
+                            kind: meta::EntryType::of(kind),
+                            ..Default::default()
+                        });
                     if kind != Kind::Dir {
                         m.etag = stat.etag;
                     }

@@ -538,3 +538,29 @@ async fn a_read_overtaken_by_a_write_does_not_bring_back_older_metadata() {
     assert_eq!((l.kind, l.gid, l.mtime), (Kind::Symlink, 77, at(1_000)));
     assert_eq!(r.meta_table("")["other"].mode, Some(0o600), "theirs kept");
 }
+
+/// The cost bound: `ls -l` of 10 000 objects stays at the listing's
+/// pages plus one GET of the directory's metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_l_of_ten_thousand_objects_is_its_pages_and_one_get() {
+    let c = fresh();
+    for i in 0..10_000 {
+        c.mem.put(BUCKET, &format!("big/f{i:05}"), vec![b'x'; 3]);
+    }
+    c.chmod("big/f04321", 0o700).await;
+    let r = c.remount().await;
+    r.dir("big").await;
+    let before = r.mem.stats().snapshot();
+    let listed = r.list("big", true).await;
+    let after = r.mem.stats().snapshot();
+    assert_eq!(listed.len(), 10_000);
+    assert_eq!(listed[4321].2, Some(0o700));
+    let delta = |op| after.get(op).requests - before.get(op).requests;
+    assert!(
+        delta(Op::ListObjectsV2) <= 11,
+        "{}",
+        delta(Op::ListObjectsV2)
+    );
+    assert_eq!(delta(Op::GetObject), 1, "the metadata, once");
+    assert_eq!(delta(Op::HeadObject), 0, "nothing per entry");
+}

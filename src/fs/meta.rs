@@ -409,13 +409,6 @@ impl MetaStore {
         Ok(())
     }
 
-    /// The entry of `name` in `dir`, if the table is in memory.
-    pub fn entry(&self, dir: &Location, name: &str) -> Option<MetaEntry> {
-        let d = self.existing(dir)?;
-        let st = d.state.lock().expect("meta dir lock");
-        st.table.get(name).cloned()
-    }
-
     /// The scheduled write of a directory's changes, retried while it fails.
     async fn flush_later(self: Arc<Self>, dir: Location) {
         let mut wait = self.window;

@@ -12,6 +12,7 @@
 //!   succeeded. Not atomic: another client may see both names, or a
 //!   directory half copied, while it runs.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -129,21 +130,19 @@ impl Fs {
         }
     }
 
-    /// Records (or clears) the entry of a name just made in `dir`.
+    /// Records the entry of a name just made in `dir` (an entry with
+    /// nothing but defaults clears it: `MetaStore::update` keeps none).
     async fn set_entry(&self, dir: &Location, name: &str, entry: MetaEntry) -> FsResult<()> {
-        let keep = !entry.is_default() || entry.kind != EntryType::File;
-        self.meta
-            .update(dir, name, move |e| *e = keep.then_some(entry))
-            .await
+        self.meta.update(dir, name, move |e| *e = Some(entry)).await
     }
 
-    /// create(2) as `who`, with its mode (after umask).
-    pub async fn create_as(
+    /// Where a new file-like name goes: a live directory of a bucket, a
+    /// valid name, a key that fits.
+    fn new_name_place<'a>(
         &self,
         parent: u64,
-        name: &OsStr,
-        who: &Creator,
-    ) -> FsResult<(Attr, u64)> {
+        name: &'a OsStr,
+    ) -> FsResult<(Inode, &'a str, Location)> {
         self.writable()?;
         let p = self.dir_inode(parent)?;
         let name = self.name(name)?;
@@ -153,6 +152,17 @@ impl Fs {
         }
         let loc = p.loc.child(name, Kind::File);
         Self::key_fits(&loc)?;
+        Ok((p, name, loc))
+    }
+
+    /// create(2) as `who`, with its mode (after umask).
+    pub async fn create_as(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        who: &Creator,
+    ) -> FsResult<(Attr, u64)> {
+        let (p, name, loc) = self.new_name_place(parent, name)?;
         let stat = Stat {
             size: 0,
             mtime: SystemTime::now(),
@@ -331,14 +341,7 @@ impl Fs {
         body: Bytes,
         mut entry: MetaEntry,
     ) -> FsResult<Attr> {
-        self.writable()?;
-        let p = self.dir_inode(parent)?;
-        let name = self.name(name)?;
-        if p.loc.bucket.is_empty() {
-            return Err(FsError::NotPermitted);
-        }
-        let loc = p.loc.child(name, Kind::File);
-        Self::key_fits(&loc)?;
+        let (p, name, loc) = self.new_name_place(parent, name)?;
         if self.resolve(&p.loc, name).await? != Entry::Missing {
             return Err(FsError::Exists);
         }
@@ -665,8 +668,12 @@ impl Fs {
             .try_collect::<Vec<_>>()
             .await?;
         // Metadata after the objects it describes, naming the copies.
+        let by_key: HashMap<&str, _> = copied
+            .iter()
+            .map(|(k, before, after)| (k.as_str(), (before, after)))
+            .collect();
         futures::stream::iter(metas)
-            .map(|o| self.move_meta(from, to, o.key, &copied))
+            .map(|o| self.move_meta(from, to, o.key, &by_key))
             .buffer_unordered(RENAME_PARALLEL)
             .try_collect::<Vec<()>>()
             .await?;
@@ -701,7 +708,7 @@ impl Fs {
         from: &Location,
         to: &Location,
         key: String,
-        copied: &[(String, Option<String>, Option<String>)],
+        copied: &HashMap<&str, (&Option<String>, &Option<String>)>,
     ) -> FsResult<()> {
         let new_key = format!("{}{}", to.key, &key[from.key.len()..]);
         let dir = &key[..key.len() - META_NAME.len()];
@@ -717,9 +724,8 @@ impl Fs {
         let body = match parse(&got.body) {
             Ok(mut table) => {
                 for (name, e) in table.iter_mut() {
-                    let old = format!("{dir}{name}");
-                    if let Some((_, before, after)) = copied.iter().find(|(k, _, _)| *k == old)
-                        && e.etag == *before
+                    if let Some((before, after)) = copied.get(format!("{dir}{name}").as_str())
+                        && e.etag == **before
                     {
                         e.etag.clone_from(after);
                     }
