@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Semaphore, watch};
 
 use super::client::*;
 use super::error::S3Error;
@@ -21,21 +21,27 @@ use super::stats::Op;
 
 /// Holds calls until opened; tells the test when one has arrived.
 pub struct Gate {
-    arrived: Notify,
+    /// One permit per call held (a Notify keeps one wake-up only, so a test
+    /// waiting for two calls that both came first would wait forever).
+    arrived: Semaphore,
     open: watch::Sender<bool>,
 }
 
 impl Gate {
     pub fn new() -> Arc<Self> {
         Arc::new(Gate {
-            arrived: Notify::new(),
+            arrived: Semaphore::new(0),
             open: watch::channel(false).0,
         })
     }
 
-    /// Waits until a call is held at this gate.
+    /// Waits until a call is held at this gate, one call per wait.
     pub async fn arrived(&self) {
-        self.arrived.notified().await;
+        self.arrived
+            .acquire()
+            .await
+            .expect("the gate's semaphore is never closed")
+            .forget();
     }
 
     /// Lets every held call (and every later one) through.
@@ -44,7 +50,7 @@ impl Gate {
     }
 
     async fn pass(&self) {
-        self.arrived.notify_one();
+        self.arrived.add_permits(1);
         let mut rx = self.open.subscribe();
         let _ = rx.wait_for(|open| *open).await;
     }
