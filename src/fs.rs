@@ -37,12 +37,13 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, limits};
+use crate::s3::{ErrorKind, HeadObjectOutput, ListObjectsParams, ObjectClient, S3Error, limits};
 use cache::{DirEntry, Entry, MetaCache, Ttl};
 use dir::DirHandle;
 pub use error::{FsError, FsResult};
 use inode::{
-    Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, Stat, View, valid_name,
+    Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, SHOWN_NAME_MAX, Stat, View,
+    valid_name,
 };
 use memory::Memory;
 use meta::{META_NAME, MetaEntry, MetaStore, Table};
@@ -113,7 +114,9 @@ pub struct Attr {
     pub ino: Ino,
     pub kind: Kind,
     pub size: u64,
+    pub atime: SystemTime,
     pub mtime: SystemTime,
+    pub ctime: SystemTime,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
@@ -121,6 +124,17 @@ pub struct Attr {
     pub nlink: u32,
     /// Device number of a character or block device.
     pub rdev: u32,
+}
+
+/// What setattr(2)-like calls change; `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
 }
 
 /// One entry handed to the kernel by [`Fs::readdir`].
@@ -275,11 +289,20 @@ impl Fs {
             _ => self.open.buffer(ino).map_or(stat.size, |f| f.size()),
         };
         let m = meta.cloned().unwrap_or_default();
+        let mtime = ov.mtime.or(m.mtime()).unwrap_or(stat.mtime);
+        // Every change to the object or its attributes, whichever came last
+        // (an upload after a chmod, or a chmod after it).
+        let ctime = [ov.ctime, m.ctime()]
+            .into_iter()
+            .flatten()
+            .fold(stat.mtime, SystemTime::max);
         Attr {
             ino,
             kind,
             size,
-            mtime: ov.mtime.or(m.mtime()).unwrap_or(stat.mtime),
+            atime: ov.atime.or(m.atime()).unwrap_or(mtime),
+            mtime,
+            ctime,
             perm: ov.perm.or(m.mode).unwrap_or(self.default_perm(kind)),
             uid: ov.uid.or(m.uid).unwrap_or(self.cfg.uid),
             gid: ov.gid.or(m.gid).unwrap_or(self.cfg.gid),
@@ -307,14 +330,14 @@ impl Fs {
         let writing = kind != Kind::Dir && self.local_file(&loc.bucket, &loc.key).is_some();
         let meta = described(table, name, kind, stat.etag.as_deref(), writing);
         let kind = meta.map_or(kind, |m| shown_kind(kind, m));
-        let (ino, ov) = {
+        let (ino, stat, ov) = {
             let mut inodes = self.inodes.lock().expect("inode lock");
             let ino = inodes.remember(parent, name, kind, loc, stat.clone());
-            let ov = inodes
+            let (stat, ov) = inodes
                 .get(ino)
-                .map(|n| n.overrides.clone())
-                .unwrap_or_default();
-            (ino, ov)
+                .map(|n| (n.stat.clone(), n.overrides.clone()))
+                .unwrap_or((stat, Overrides::default()));
+            (ino, stat, ov)
         };
         self.attr(ino, kind, &stat, meta, &ov, false)
     }
@@ -355,7 +378,9 @@ impl Fs {
             ino,
             kind,
             size: stat.size,
+            atime: stat.mtime,
             mtime: stat.mtime,
+            ctime: stat.mtime,
             perm,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
@@ -481,7 +506,7 @@ impl Fs {
         if let Some(entry) = self.cache.from_listing(&parent.bucket, &parent.key, name) {
             return Ok(entry);
         }
-        if path.len() >= limits::MAX_KEY_LEN {
+        if path.len() > limits::MAX_KEY_LEN {
             return Err(FsError::NameTooLong);
         }
         if let Some(entry) = self.cache.get(&parent.bucket, &path) {
@@ -505,6 +530,13 @@ impl Fs {
                     Err(_) => Entry::Missing,
                 },
             );
+        }
+        // A key of the maximum length has no room for a directory's `/`.
+        if path.len() == limits::MAX_KEY_LEN {
+            let head = self.client.head_object(&parent.bucket, &path, None).await;
+            let entry = self.head_entry(head)?;
+            self.cache.put(&parent.bucket, &path, entry.clone());
+            return Ok(entry);
         }
         let dir_params = ListObjectsParams {
             prefix: format!("{path}/"),
@@ -531,18 +563,23 @@ impl Fs {
                 Some(r) => r,
                 None => head.await,
             };
-            match head {
-                Ok(h) => Entry::File(Stat {
-                    size: h.size,
-                    mtime: h.last_modified.unwrap_or(self.mount_time),
-                    etag: h.etag,
-                }),
-                Err(e) if e.kind() == ErrorKind::NotFound => Entry::Missing,
-                Err(e) => return Err(e.into()),
-            }
+            self.head_entry(head)?
         };
         self.cache.put(&parent.bucket, &path, entry.clone());
         Ok(entry)
+    }
+
+    /// What a HEAD of a name says is there: a file or nothing.
+    fn head_entry(&self, head: Result<HeadObjectOutput, S3Error>) -> FsResult<Entry> {
+        match head {
+            Ok(h) => Ok(Entry::File(Stat {
+                size: h.size,
+                mtime: h.last_modified.unwrap_or(self.mount_time),
+                etag: h.etag,
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Entry::Missing),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Lists directory `dir` from the store, if it fits in one page (else
@@ -569,7 +606,7 @@ impl Fs {
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<Attr> {
         let name = name.to_str().ok_or(FsError::NotFound)?;
-        if name.len() > NAME_MAX {
+        if name.len() > SHOWN_NAME_MAX {
             return Err(FsError::NameTooLong);
         }
         if !valid_name(name) || name == META_NAME {
@@ -599,6 +636,9 @@ impl Fs {
         // The directory's metadata is read while the name is resolved.
         let (entry, table) = tokio::join!(self.resolve(&p.loc, name), self.table_of(&p.loc));
         let (kind, stat) = match entry? {
+            // Only an existing file can have a name this long; a new one
+            // could not (creating it would fail the same way).
+            Entry::Missing if name.len() > NAME_MAX => return Err(FsError::NameTooLong),
             Entry::Missing => return Err(FsError::NotFound),
             Entry::Dir => (Kind::Dir, self.dir_stat()),
             Entry::File(stat) => (Kind::File, stat),
@@ -626,13 +666,13 @@ impl Fs {
             .client
             .head_object(&node.loc.bucket, &node.loc.key, None)
             .await?;
-        let stat = Stat {
+        let stat = node.stat.updated(Stat {
             size: h.size,
             mtime: h.last_modified.unwrap_or(self.mount_time),
             etag: h.etag,
-        };
+        });
         if let Some(n) = self.inodes.lock().expect("inode lock").get_mut(node.ino) {
-            n.stat = stat.clone();
+            n.stat = n.stat.updated(stat.clone());
             n.stat_at = std::time::Instant::now();
         }
         Ok(stat)
@@ -653,6 +693,21 @@ impl Fs {
             &node.overrides,
             node.unlinked,
         ))
+    }
+
+    /// Names were added to or removed from directories `dirs`: their mtime
+    /// and ctime are now. Kept in memory only: persisting them would cost a
+    /// metadata write in the parent for every change of a name.
+    fn entries_changed(&self, dirs: &[Ino]) -> SystemTime {
+        let now = SystemTime::now();
+        let mut inodes = self.inodes.lock().expect("inode lock");
+        for ino in dirs {
+            if let Some(n) = inodes.get_mut(*ino) {
+                n.overrides.mtime = Some(now);
+                n.overrides.ctime = Some(now);
+            }
+        }
+        now
     }
 
     /// The metadata table of a live directory (empty for the all-buckets
@@ -933,18 +988,17 @@ impl Fs {
         }
     }
 
-    /// chmod, chown, utimes (in memory only) and truncate (in the bucket).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn setattr(
-        &self,
-        ino: Ino,
-        fh: Option<u64>,
-        size: Option<u64>,
-        perm: Option<u16>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        mtime: Option<SystemTime>,
-    ) -> FsResult<Attr> {
+    /// truncate (in the bucket), chmod, chown and utimes (in the directory's
+    /// metadata).
+    pub async fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> FsResult<Attr> {
+        let SetAttr {
+            size,
+            perm,
+            uid,
+            gid,
+            atime,
+            mtime,
+        } = set;
         if self.cfg.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -988,7 +1042,9 @@ impl Fs {
                 }
             }
         }
-        let changes = perm.is_some() || uid.is_some() || gid.is_some() || mtime.is_some();
+        let changes =
+            perm.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        let now = SystemTime::now();
         let home = self.meta_home(&node.loc).filter(|_| !node.unlinked);
         if changes && let Some((dir, name)) = &home {
             // Recorded for the object as it is now; the entry changed is the
@@ -1024,6 +1080,8 @@ impl Fs {
                     m.uid = uid.or(m.uid).filter(|u| *u != default_uid);
                     m.gid = gid.or(m.gid).filter(|g| *g != default_gid);
                     m.mtime_ns = mtime.map(meta::to_ns).or(m.mtime_ns);
+                    m.atime_ns = atime.map(meta::to_ns).or(m.atime_ns);
+                    m.ctime_ns = Some(meta::to_ns(now));
                     *e = Some(m);
                 })
                 .await?;
@@ -1039,10 +1097,15 @@ impl Fs {
                 n.overrides.perm = perm.or(n.overrides.perm);
                 n.overrides.uid = uid.or(n.overrides.uid);
                 n.overrides.gid = gid.or(n.overrides.gid);
+                n.overrides.atime = atime.or(n.overrides.atime);
             }
-            if mtime.is_some() && (home.is_none() || writing) {
-                // Until the upload, whose ETag the entry then names.
+            // A file's until the upload, whose ETag the entry then names; a
+            // directory's replaces the time its entries' changes gave it.
+            if mtime.is_some() && (home.is_none() || writing || node.kind == Kind::Dir) {
                 n.overrides.mtime = mtime;
+            }
+            if changes || size.is_some() {
+                n.overrides.ctime = Some(now);
             }
             (n.stat.clone(), n.overrides.clone())
         };

@@ -18,7 +18,7 @@ use fuser::{
 };
 
 use crate::fs::inode::{Kind, NAME_MAX};
-use crate::fs::{Attr, Creator, Fs, FsError};
+use crate::fs::{Attr, Creator, Fs, FsError, SetAttr};
 
 /// Largest read and write the kernel sends in one request: 256 pages, the
 /// most this kernel allows.
@@ -112,9 +112,9 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -206,7 +206,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -218,16 +218,24 @@ impl Filesystem for FuseAdapter {
     ) {
         let ttl = self.ttl();
         let perm = mode.map(|m| (m & 0o7777) as u16);
-        let mtime = mtime.map(|t| match t {
+        let time = |t| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
-        });
+        };
+        let set = SetAttr {
+            size,
+            perm,
+            uid,
+            gid,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+        };
         let fh = fh.map(|f| f.0);
         self.run(
             "setattr",
             ino.0,
             reply,
-            |fs| async move { fs.setattr(ino.0, fh, size, perm, uid, gid, mtime).await },
+            |fs| async move { fs.setattr(ino.0, fh, set).await },
             move |r, attr| r.attr(&ttl, &file_attr(&attr)),
         );
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Fs, FsConfig, MountSource};
+use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op, S3Error, S3ErrorCode};
@@ -147,9 +147,16 @@ async fn a_read_racing_a_truncate_is_short_not_an_error() {
     let fs = c.fs.clone();
     let read = tokio::spawn(async move { fs.read(fh, 0, (4 * MIB) as u32).await });
     gate.arrived().await;
-    c.fs.setattr(ino, Some(fh), Some(1000), None, None, None, None)
-        .await
-        .expect("ftruncate");
+    c.fs.setattr(
+        ino,
+        Some(fh),
+        SetAttr {
+            size: Some(1000),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("ftruncate");
     gate.open();
     let got = read.await.expect("task").expect("a short read, not EIO");
     assert!(
@@ -511,5 +518,67 @@ async fn a_stale_small_listing_is_listed_again_not_probed_name_by_name() {
             .filter(|k| k.starts_with("d/f"))
             .count(),
         50
+    );
+}
+
+/// Names up to S3's key limit (pjdfstest's NAME_MAX tests, found on Ceph
+/// RGW): NAME_MAX is 1023, so a name that long can be a file or a
+/// directory at the top of a bucket; an existing file with a 1024-byte key
+/// is shown, and a missing name that long is ENAMETOOLONG, not ENOENT. A
+/// directory whose metadata object would pass the key limit is removed
+/// without touching that key (the store refuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_up_to_the_key_limit() {
+    let c = core();
+    let root = c.fs.root_ino();
+    let longest = "f".repeat(1024);
+    c.mem.put(BUCKET, &longest, b"x".to_vec());
+    let attr =
+        c.fs.lookup(root, OsStr::new(&longest))
+            .await
+            .expect("1024-byte file");
+    assert_eq!(attr.size, 1);
+    let missing = "m".repeat(1024);
+    let e = c.fs.lookup(root, OsStr::new(&missing)).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENAMETOOLONG);
+
+    let dir = "d".repeat(1023);
+    c.fs.mkdir(root, OsStr::new(&dir))
+        .await
+        .expect("mkdir of NAME_MAX bytes");
+    let file = "g".repeat(1023);
+    let (_, fh) =
+        c.fs.create(root, OsStr::new(&file))
+            .await
+            .expect("create of NAME_MAX bytes");
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh);
+    assert!(c.mem.objects(BUCKET).contains_key(&file));
+    c.fs.rmdir(root, OsStr::new(&dir)).await.expect("rmdir");
+    assert!(!c.mem.objects(BUCKET).contains_key(&format!("{dir}/")));
+    // Its metadata could not exist: nothing in it may be a symlink.
+    let near = "n".repeat(1015);
+    let d =
+        c.fs.mkdir(root, OsStr::new(&near))
+            .await
+            .expect("mkdir")
+            .ino;
+    let e =
+        c.fs.symlink(
+            d,
+            OsStr::new("l"),
+            std::path::Path::new("t"),
+            &c.fs.creator(None),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::ENAMETOOLONG);
+    // The 1024-byte file, the 1023-byte one and the new directory's marker.
+    let mut left: Vec<_> = c.mem.objects(BUCKET).into_keys().map(|k| k.len()).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [1016, 1023, 1024],
+        "no object left by the refused link"
     );
 }

@@ -13,7 +13,7 @@ use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::meta::{META_NAME, parse};
 use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource};
+use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op};
@@ -128,7 +128,14 @@ impl Core {
     async fn chmod(&self, path: &str, mode: u16) -> Attr {
         let ino = self.attr(path).await.ino;
         self.fs
-            .setattr(ino, None, None, Some(mode), None, None, None)
+            .setattr(
+                ino,
+                None,
+                SetAttr {
+                    perm: Some(mode),
+                    ..Default::default()
+                },
+            )
             .await
             .expect("chmod")
     }
@@ -136,7 +143,14 @@ impl Core {
     async fn utime(&self, path: &str, t: SystemTime) -> Attr {
         let ino = self.attr(path).await.ino;
         self.fs
-            .setattr(ino, None, None, None, None, None, Some(t))
+            .setattr(
+                ino,
+                None,
+                SetAttr {
+                    mtime: Some(t),
+                    ..Default::default()
+                },
+            )
             .await
             .expect("utimes")
     }
@@ -245,11 +259,12 @@ async fn modes_owners_and_times_persist_and_a_directory_s_changes_are_one_put() 
         c.fs.setattr(
             *ino,
             None,
-            None,
-            Some(0o750),
-            None,
-            Some(2000),
-            Some(at(1_000_000_000)),
+            SetAttr {
+                perm: Some(0o750),
+                gid: Some(2000),
+                mtime: Some(at(1_000_000_000)),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -338,11 +353,10 @@ async fn a_time_set_before_close_is_kept_and_a_later_write_makes_it_now() {
     c.fs.setattr(
         attr.ino,
         Some(fh),
-        None,
-        None,
-        None,
-        None,
-        Some(at(1_234_567_890)),
+        SetAttr {
+            mtime: Some(at(1_234_567_890)),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
@@ -523,16 +537,30 @@ async fn a_read_overtaken_by_a_write_does_not_bring_back_older_metadata() {
     });
     gate.arrived().await;
     // Meanwhile: a time set and written.
-    c.fs.setattr(link.ino, None, None, None, None, None, Some(at(1_000)))
-        .await
-        .unwrap();
+    c.fs.setattr(
+        link.ino,
+        None,
+        SetAttr {
+            mtime: Some(at(1_000)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     c.fs.fsyncdir(root).await.unwrap();
     gate.open();
     slow.await.unwrap().unwrap();
     // Another change, written from what is in memory.
-    c.fs.setattr(link.ino, None, None, None, None, Some(77), None)
-        .await
-        .unwrap();
+    c.fs.setattr(
+        link.ino,
+        None,
+        SetAttr {
+            gid: Some(77),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let r = c.remount().await;
     let l = r.attr("l").await;
     assert_eq!((l.kind, l.gid, l.mtime), (Kind::Symlink, 77, at(1_000)));
@@ -563,4 +591,58 @@ async fn ls_l_of_ten_thousand_objects_is_its_pages_and_one_get() {
     );
     assert_eq!(delta(Op::GetObject), 1, "the metadata, once");
     assert_eq!(delta(Op::HeadObject), 0, "nothing per entry");
+}
+
+/// Access, modification and change times as POSIX has them (pjdfstest's
+/// utimensat and ctime tests, found on Ceph RGW): utimes sets atime and
+/// mtime apart and both persist; chmod moves ctime (persisted with the
+/// entry) but not mtime; adding or removing a name moves its directory's
+/// mtime and ctime, and a time set on the directory wins and persists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atime_mtime_and_ctime_follow_posix() {
+    let c = fresh();
+    let root = c.fs.root_ino();
+    c.fs.mkdir_as(root, OsStr::new("d"), &USER).await.unwrap();
+    c.write("d", "f", b"data", &USER).await;
+    let f = c.attr("d/f").await;
+    let set = SetAttr {
+        atime: Some(at(500)),
+        mtime: Some(at(1_000)),
+        ..Default::default()
+    };
+    let before_utimes = SystemTime::now();
+    let a = c.fs.setattr(f.ino, None, set).await.unwrap();
+    assert_eq!((a.atime, a.mtime), (at(500), at(1_000)));
+    assert!(a.ctime >= before_utimes, "utimes is a change of status");
+    let before_chmod = SystemTime::now();
+    let a = c.chmod("d/f", 0o600).await;
+    assert_eq!(
+        (a.atime, a.mtime),
+        (at(500), at(1_000)),
+        "chmod leaves times"
+    );
+    assert!(a.ctime >= before_chmod);
+
+    // The directory: a new name makes its times now; a set time wins.
+    let d = c.utime("d", at(2_000)).await;
+    assert_eq!(d.mtime, at(2_000));
+    let before_create = SystemTime::now();
+    c.write("d", "g", b"", &USER).await;
+    let d = c.attr("d").await;
+    assert!(
+        d.mtime >= before_create && d.ctime >= before_create,
+        "{d:?}"
+    );
+    let before_unlink = SystemTime::now();
+    c.fs.unlink(d.ino, OsStr::new("g")).await.unwrap();
+    let d = c.fs.getattr(d.ino).await.unwrap();
+    assert!(d.mtime >= before_unlink, "{d:?}");
+    c.utime("d", at(3_000)).await;
+    assert_eq!(c.attr("d").await.mtime, at(3_000));
+
+    let r = c.remount().await;
+    let f = r.attr("d/f").await;
+    assert_eq!((f.atime, f.mtime, f.perm), (at(500), at(1_000), 0o600));
+    assert!(f.ctime >= before_chmod, "the change time persists: {f:?}");
+    assert_eq!(r.attr("d").await.mtime, at(3_000));
 }

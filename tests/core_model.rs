@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bladefs::fs::prefetch::PrefetchConfig;
 use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Fs, FsConfig, MountSource};
+use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op as S3Op};
@@ -450,7 +450,14 @@ impl Harness {
                 let ino = self.ino_of_handle(fh).await;
                 let r = self
                     .fs
-                    .setattr(ino, Some(fh), Some(size), None, None, None, None)
+                    .setattr(
+                        ino,
+                        Some(fh),
+                        SetAttr {
+                            size: Some(size),
+                            ..Default::default()
+                        },
+                    )
                     .await;
                 if let Err(e) = r {
                     return Err(format!("ftruncate: {e}"));
@@ -462,7 +469,14 @@ impl Harness {
                 let real = match self.lookup(path).await {
                     Ok(ino) => self
                         .fs
-                        .setattr(ino, None, Some(size), None, None, None, None)
+                        .setattr(
+                            ino,
+                            None,
+                            SetAttr {
+                                size: Some(size),
+                                ..Default::default()
+                            },
+                        )
                         .await
                         .map(drop)
                         .map_err(|e| e.errno()),

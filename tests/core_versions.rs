@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::upload::WriteConfig;
 use bladefs::fs::versions::{parse_time, time_name};
-use bladefs::fs::{Fs, FsConfig, MountSource};
+use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op};
 
@@ -181,10 +181,17 @@ async fn versions_follow_writes_through_the_mount_and_are_read_only() {
         erofs
     );
     assert_eq!(
-        c.fs.setattr(one, None, Some(0), None, None, None, None)
-            .await
-            .unwrap_err()
-            .errno(),
+        c.fs.setattr(
+            one,
+            None,
+            SetAttr {
+                size: Some(0),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap_err()
+        .errno(),
         erofs
     );
     assert_eq!(c.mem.objects(BUCKET).len(), 1);

@@ -177,6 +177,9 @@ fn hostile_keys_from_another_client(kind: Kind) {
     std::fs::write(m.join(&made), b"long").unwrap();
     assert_eq!(std::fs::read(m.join(&made)).unwrap(), b"long");
     assert_eq!(std::fs::read_dir(m.join("longname")).unwrap().count(), 3);
+    // What pathconf reports: a name that long can be of any kind at the top.
+    let name_max = run("getconf", &["NAME_MAX", m.path.to_str().unwrap()]);
+    assert_eq!(name_max.trim(), "1023");
     // A name that would make a key longer than 1024 bytes is refused.
     let over = format!("{}/{}", long.rsplit_once('/').unwrap().0, "g".repeat(216));
     let err = std::fs::write(m.join(&over), b"no").unwrap_err();

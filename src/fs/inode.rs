@@ -32,6 +32,23 @@ pub struct Stat {
     pub etag: Option<String>,
 }
 
+impl Stat {
+    /// `newer`, told by the store about the object this stat describes:
+    /// the same object (same ETag and size) keeps the time already shown,
+    /// which a HEAD (whole seconds) or a listing (milliseconds) would
+    /// otherwise move by a fraction, across a second at times.
+    pub fn updated(&self, newer: Stat) -> Stat {
+        if newer.etag.is_some() && newer.etag == self.etag && newer.size == self.size {
+            Stat {
+                mtime: self.mtime,
+                ..newer
+            }
+        } else {
+            newer
+        }
+    }
+}
+
 /// Where an inode lives in the store. For a directory `key` is the prefix
 /// (empty, or ending in `/`); for a file, the whole key. The all-buckets
 /// root has an empty bucket.
@@ -102,8 +119,9 @@ pub struct Inode {
     /// The ETag whose content the kernel's page cache holds from an earlier
     /// open; the cache is kept across opens only while it still matches.
     pub cached_etag: Option<String>,
-    /// chmod/chown/utimes: kept for the inode's life in memory only (the
-    /// store has no metadata to hold them).
+    /// Attributes held in memory for the inode's life: where no metadata
+    /// object holds them (mount root, unlinked files), times set before an
+    /// upload, and a directory's times changed by changes to its entries.
     pub overrides: Overrides,
     /// Its name was removed (unlink, or replaced by a rename) while the
     /// kernel still references it: it has no link left.
@@ -116,7 +134,9 @@ pub struct Overrides {
     pub perm: Option<u16>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    pub atime: Option<SystemTime>,
     pub mtime: Option<SystemTime>,
+    pub ctime: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -204,9 +224,7 @@ impl InodeTable {
         {
             if inode.kind == kind && inode.view == view {
                 inode.lookups += 1;
-                if inode.stat != stat {
-                    inode.stat = stat;
-                }
+                inode.stat = inode.stat.updated(stat);
                 inode.stat_at = Instant::now();
                 return ino;
             }
@@ -309,19 +327,26 @@ impl InodeTable {
     }
 }
 
-/// Whether a key component can be a file name: not empty, not `.` or `..`,
-/// at most 1024 bytes (FUSE's limit: longer than the usual NAME_MAX of
-/// 255, because keys hold such segments), no NUL.
+/// Whether a key component can be shown as a file name: not empty, not `.`
+/// or `..`, at most [`SHOWN_NAME_MAX`] bytes, no NUL.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && name.len() <= NAME_MAX
+        && name.len() <= SHOWN_NAME_MAX
         && !name.contains('\0')
         && !name.contains('/')
 }
 
-pub const NAME_MAX: usize = 1024;
+/// The longest name this mount shows: FUSE's limit, far beyond the usual
+/// 255, because keys hold such segments (a file at a bucket's top may have
+/// a 1024-byte name).
+pub const SHOWN_NAME_MAX: usize = 1024;
+
+/// The longest name this mount creates, and the NAME_MAX it reports: one
+/// byte less than S3's key limit, because a directory's key ends in `/`,
+/// so that a name of NAME_MAX bytes can be of any kind at a bucket's top.
+pub const NAME_MAX: usize = SHOWN_NAME_MAX - 1;
 
 #[cfg(test)]
 mod tests {
@@ -416,5 +441,29 @@ mod tests {
         let l = loc("dir/");
         assert_eq!(l.child("f", Kind::File).key, "dir/f");
         assert_eq!(l.child("d", Kind::Dir).key, "dir/d/");
+    }
+
+    /// A HEAD gives whole seconds, a listing milliseconds: the same object
+    /// must not change its time (pjdfstest saw ctime move by a second).
+    #[test]
+    fn the_same_object_keeps_the_time_shown() {
+        let t = |ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let known = Stat {
+            size: 4,
+            mtime: t(100_999),
+            etag: Some("\"a\"".to_string()),
+        };
+        let head = Stat {
+            mtime: t(100_000),
+            ..known.clone()
+        };
+        assert_eq!(known.updated(head.clone()), known);
+        let other = Stat {
+            etag: Some("\"b\"".to_string()),
+            ..head.clone()
+        };
+        assert_eq!(known.updated(other.clone()), other);
+        let no_etag = Stat { etag: None, ..head };
+        assert_eq!(stat(4).updated(no_etag.clone()), no_etag);
     }
 }

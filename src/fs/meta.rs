@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use super::cache::Ttl;
 use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location};
+use crate::s3::limits::MAX_KEY_LEN;
 use crate::s3::{ErrorKind, GetObjectParams, ObjectClient};
 
 /// The reserved name of a directory's metadata object, hidden from
@@ -114,23 +115,40 @@ pub struct MetaEntry {
     /// Nanoseconds since the epoch (negative before 1970).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<i64>,
+    /// Set by utimes; unset, it is the mtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atime_ns: Option<i64>,
+    /// When this entry last changed (chmod, chown, utimes); the status
+    /// change time shown is the later of it and the object's upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<i64>,
     /// The ETag of the object this entry describes (files only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
 }
 
 impl MetaEntry {
-    /// Nothing in it differs from the defaults: no need to keep it.
+    /// Nothing in it differs from the defaults: no need to keep it (a
+    /// change time alone is not worth an entry: the upload's stands in).
     pub fn is_default(&self) -> bool {
         self.kind == EntryType::File
             && self.mode.is_none()
             && self.uid.is_none()
             && self.gid.is_none()
             && self.mtime_ns.is_none()
+            && self.atime_ns.is_none()
     }
 
     pub fn mtime(&self) -> Option<SystemTime> {
         self.mtime_ns.map(from_ns)
+    }
+
+    pub fn atime(&self) -> Option<SystemTime> {
+        self.atime_ns.map(from_ns)
+    }
+
+    pub fn ctime(&self) -> Option<SystemTime> {
+        self.ctime_ns.map(from_ns)
     }
 
     /// Whether it describes what is at its name now: a directory, or the
@@ -198,6 +216,13 @@ pub fn render(entries: &Table) -> Bytes {
 /// The key of the metadata object of directory `dir` (a prefix).
 pub fn meta_key(dir: &str) -> String {
     format!("{dir}{META_NAME}")
+}
+
+/// Whether directory `dir` can have a metadata object: not one whose key
+/// is so long that the object's would pass S3's key limit. Its entries
+/// keep the defaults; symlinks and special files cannot be made there.
+pub fn has_room(dir: &str) -> bool {
+    dir.len() + META_NAME.len() <= MAX_KEY_LEN
 }
 
 type DirKey = (Arc<str>, String);
@@ -301,6 +326,9 @@ impl MetaStore {
     /// The table of `dir`: from memory within the TTL, else read from the
     /// store (a conditional GET when one was read before).
     pub async fn table(&self, dir: &Location) -> FsResult<Arc<Table>> {
+        if !has_room(&dir.key) {
+            return Ok(Arc::default());
+        }
         if let Some(t) = self.fresh(dir) {
             return Ok(t);
         }
@@ -379,6 +407,14 @@ impl MetaStore {
         name: &str,
         change: impl FnOnce(&mut Option<MetaEntry>),
     ) -> FsResult<()> {
+        if !has_room(&dir.key) {
+            let mut entry = None;
+            change(&mut entry);
+            return match entry.filter(|e| !e.is_default()) {
+                Some(_) => Err(FsError::NameTooLong),
+                None => Ok(()),
+            };
+        }
         let d = self.dir(dir);
         let never_read = d.state.lock().expect("meta dir lock").loaded.is_none();
         if never_read {

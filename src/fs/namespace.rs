@@ -24,7 +24,9 @@ use super::cache::Entry;
 use super::error::{FsError, FsResult};
 use super::inode::Overrides;
 use super::inode::{Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
-use super::meta::{EntryType, META_NAME, MetaEntry, Table, meta_key, parse, render, to_ns};
+use super::meta::{
+    EntryType, META_NAME, MetaEntry, Table, has_room, meta_key, parse, render, to_ns,
+};
 use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
 use super::{Attr, Fs, described, split_key};
@@ -176,6 +178,7 @@ impl Fs {
         self.inodes.lock().expect("inode lock").unlink(parent, name);
         let entry = self.new_entry(Kind::File, who);
         self.set_entry(&p.loc, name, entry.clone()).await?;
+        self.entries_changed(&[parent]);
         let ino = self
             .remember(parent, name, Kind::File, loc, stat.clone(), &Table::new())
             .ino;
@@ -246,6 +249,7 @@ impl Fs {
         }
         self.inodes.lock().expect("inode lock").unlink(parent, name);
         self.changed(&loc, Entry::Missing);
+        self.entries_changed(&[parent]);
         self.meta.update(&p.loc, name, |e| *e = None).await
     }
 
@@ -285,7 +289,10 @@ impl Fs {
         self.set_entry(&p.loc, name, entry.clone()).await?;
         let mut table = Table::new();
         table.insert(name.to_string(), entry);
-        Ok(self.remember(parent, name, Kind::Dir, loc, self.dir_stat(), &table))
+        let mut attr = self.remember(parent, name, Kind::Dir, loc, self.dir_stat(), &table);
+        let now = self.entries_changed(&[parent, attr.ino]);
+        (attr.atime, attr.mtime, attr.ctime) = (now, now, now);
+        Ok(attr)
     }
 
     /// symlink(2): an object at the name holding the target (what other
@@ -342,6 +349,9 @@ impl Fs {
         mut entry: MetaEntry,
     ) -> FsResult<Attr> {
         let (p, name, loc) = self.new_name_place(parent, name)?;
+        if !has_room(&p.loc.key) {
+            return Err(FsError::NameTooLong);
+        }
         if self.resolve(&p.loc, name).await? != Entry::Missing {
             return Err(FsError::Exists);
         }
@@ -359,6 +369,7 @@ impl Fs {
         self.changed(&loc, Entry::File(stat.clone()));
         self.set_entry(&p.loc, name, entry.clone()).await?;
         self.inodes.lock().expect("inode lock").unlink(parent, name);
+        self.entries_changed(&[parent]);
         let mut table = Table::new();
         table.insert(name.to_string(), entry);
         Ok(self.remember(parent, name, Kind::File, loc, stat, &table))
@@ -386,13 +397,16 @@ impl Fs {
         // Its metadata and its marker, if any (deleting a missing key is
         // no error).
         self.meta.forget_under(&loc.bucket, &loc.key);
-        self.client
-            .delete_object(&loc.bucket, &meta_key(&loc.key), None)
-            .await?;
+        if has_room(&loc.key) {
+            self.client
+                .delete_object(&loc.bucket, &meta_key(&loc.key), None)
+                .await?;
+        }
         self.client
             .delete_object(&loc.bucket, &loc.key, None)
             .await?;
         self.changed(&loc, Entry::Missing);
+        self.entries_changed(&[parent]);
         let (_, path) = split_key(&loc.key);
         self.cache.invalidate(&loc.bucket, path, &loc.key);
         self.meta.update(&p.loc, name, |e| *e = None).await
@@ -568,9 +582,15 @@ impl Fs {
 
     /// The inode of `name` now lives at `to`.
     fn moved(&self, parent: u64, name: &str, new_parent: u64, new_name: &str, to: &Location) {
+        self.entries_changed(&[parent, new_parent]);
         let mut inodes = self.inodes.lock().expect("inode lock");
         match inodes.child(parent, name).map(|n| n.ino) {
-            Some(ino) => inodes.rename(ino, new_parent, new_name, to.clone()),
+            Some(ino) => {
+                inodes.rename(ino, new_parent, new_name, to.clone());
+                if let Some(n) = inodes.get_mut(ino) {
+                    n.overrides.ctime = Some(SystemTime::now());
+                }
+            }
             // The kernel did not hold the source: the target's name is
             // gone from whatever inode had it all the same.
             None => {
@@ -644,6 +664,14 @@ impl Fs {
                 None => break,
             }
         }
+        // Nothing is copied unless everything fits under the new name.
+        let moved = |key: &str| Location {
+            bucket: to.bucket.clone(),
+            key: format!("{}{}", to.key, &key[from.key.len()..]),
+        };
+        for o in &keys {
+            Self::key_fits(&moved(&o.key))?;
+        }
         let (metas, objects): (Vec<_>, Vec<_>) = keys
             .iter()
             .cloned()
@@ -654,12 +682,8 @@ impl Fs {
                     bucket: from.bucket.clone(),
                     key: o.key.clone(),
                 };
-                let dst = Location {
-                    bucket: to.bucket.clone(),
-                    key: format!("{}{}", to.key, &o.key[from.key.len()..]),
-                };
+                let dst = moved(&o.key);
                 async move {
-                    Self::key_fits(&dst)?;
                     let new = self.copy_object(&src, &dst, o.size, o.etag.clone()).await?;
                     Ok::<_, FsError>((o.key, o.etag, new))
                 }

@@ -177,6 +177,15 @@ fn err(op: Op, status: u16, code: S3ErrorCode) -> S3Error {
     S3Error::service(op.name(), status, code, "(memory store)", None)
 }
 
+/// Servers refuse to write or delete a key longer than S3 allows (Ceph RGW:
+/// InvalidObjectName, AWS: KeyTooLongError), so the memory store does too.
+fn key_fits(op: Op, key: &str) -> S3Result<()> {
+    if key.len() > limits::MAX_KEY_LEN {
+        return Err(err(op, 400, S3ErrorCode::KeyTooLong));
+    }
+    Ok(())
+}
+
 fn quoted_md5(parts: &[&[u8]]) -> String {
     let mut h = Md5::new();
     for p in parts {
@@ -644,6 +653,7 @@ impl ObjectClient for MemoryClient {
     }
 
     async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> S3Result<PutObjectOutput> {
+        key_fits(Op::PutObject, key)?;
         let etag = quoted_md5(&[&body]);
         self.with_bucket_mut(Op::PutObject, body.len() as u64, bucket, |b| {
             let version_id = b.write(
@@ -667,6 +677,7 @@ impl ObjectClient for MemoryClient {
         key: &str,
         version_id: Option<&str>,
     ) -> S3Result<DeleteObjectOutput> {
+        key_fits(Op::DeleteObject, key)?;
         self.with_bucket_mut(Op::DeleteObject, 0, bucket, |b| {
             if let Some(id) = version_id {
                 b.delete_version(key, id);
@@ -714,6 +725,7 @@ impl ObjectClient for MemoryClient {
         source: &CopySource,
     ) -> S3Result<CopyObjectOutput> {
         let op = Op::CopyObject;
+        key_fits(op, key)?;
         let src = self.source(op, source)?;
         if src.data.len() as u64 > limits::MAX_PART_SIZE {
             return Err(err(op, 400, S3ErrorCode::InvalidRequest));
@@ -740,6 +752,7 @@ impl ObjectClient for MemoryClient {
     }
 
     async fn create_multipart_upload(&self, bucket: &str, key: &str) -> S3Result<String> {
+        key_fits(Op::CreateMultipartUpload, key)?;
         let id = self.new_id();
         self.with_bucket_mut(Op::CreateMultipartUpload, 0, bucket, |b| {
             b.uploads.insert(
