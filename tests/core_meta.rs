@@ -646,3 +646,48 @@ async fn atime_mtime_and_ctime_follow_posix() {
     assert!(f.ctime >= before_chmod, "the change time persists: {f:?}");
     assert_eq!(r.attr("d").await.mtime, at(3_000));
 }
+
+/// A set-group-ID directory gives new names its group, and new
+/// directories the bit as well (as Linux file systems do; the kernel
+/// leaves it to the file system under FUSE). Nothing is asked of the store
+/// for it: the directory was looked up to make a name in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setgid_directory_passes_its_group_on() {
+    let c = fresh();
+    let root = c.fs.root_ino();
+    c.fs.mkdir_as(root, OsStr::new("shared"), &USER)
+        .await
+        .unwrap();
+    let shared = c.dir("shared").await;
+    let set = SetAttr {
+        perm: Some(0o2775),
+        gid: Some(500),
+        ..Default::default()
+    };
+    c.fs.setattr(shared, None, set).await.unwrap();
+    let gets = c.requests(Op::GetObject);
+    c.write("shared", "f", b"x", &USER).await;
+    let sub =
+        c.fs.mkdir_as(shared, OsStr::new("sub"), &USER)
+            .await
+            .unwrap();
+    let link =
+        c.fs.symlink(shared, OsStr::new("l"), Path::new("f"), &USER)
+            .await
+            .unwrap();
+    assert_eq!(c.requests(Op::GetObject), gets, "nothing read for it");
+    assert_eq!((sub.gid, sub.perm), (500, 0o2644), "the mode asked, and the bit");
+    assert_eq!(link.gid, 500);
+    let r = c.remount().await;
+    assert_eq!(r.attr("shared/f").await.gid, 500);
+    assert_eq!(
+        r.attr("shared/f").await.perm,
+        0o644,
+        "files do not take the bit"
+    );
+    let sub = r.attr("shared/sub").await;
+    assert_eq!((sub.gid, sub.perm & 0o2000), (500, 0o2000));
+    // A directory without the bit: the maker's group.
+    c.write("", "plain", b"", &USER).await;
+    assert_eq!(c.attr("plain").await.gid, 1000);
+}

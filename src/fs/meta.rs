@@ -309,6 +309,14 @@ impl MetaStore {
             .map(|_| st.table.clone())
     }
 
+    /// The table of `dir` last read, however old (no request): for what
+    /// must not wait on the store.
+    pub fn known(&self, dir: &Location) -> Option<Arc<Table>> {
+        let d = self.existing(dir)?;
+        let st = d.state.lock().expect("meta dir lock");
+        st.loaded.map(|_| st.table.clone())
+    }
+
     /// A listing of `dir` showed its metadata object with `etag` (`None`:
     /// a complete listing without one). The same ETag as the table's
     /// confirms it without a GET; another one makes the next read fetch it.

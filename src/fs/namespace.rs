@@ -118,9 +118,39 @@ impl Fs {
         }
     }
 
+    /// `who` making a name of `kind` in directory `p`: a set-group-ID
+    /// directory gives new names its group, and new directories the bit
+    /// too (what Linux file systems do). The directory's attributes are
+    /// those in memory: it was looked up to make a name in it.
+    fn inherited(&self, p: &Inode, kind: Kind, who: &Creator) -> Creator {
+        let entry = self.meta_home(&p.loc).and_then(|(dir, name)| {
+            let table = self.meta.known(&dir)?;
+            described(&table, name, Kind::Dir, None, false).cloned()
+        });
+        let perm = p
+            .overrides
+            .perm
+            .or(entry.as_ref().and_then(|e| e.mode))
+            .unwrap_or(self.default_perm(Kind::Dir));
+        let gid = p
+            .overrides
+            .gid
+            .or(entry.as_ref().and_then(|e| e.gid))
+            .unwrap_or(self.cfg.gid);
+        let mut who = *who;
+        if perm & 0o2000 != 0 {
+            who.gid = gid;
+            if kind == Kind::Dir {
+                who.mode = Some(who.mode.unwrap_or(self.default_perm(kind)) | 0o2000);
+            }
+        }
+        who
+    }
+
     /// The metadata entry of a new name of `kind` made by `who` (nothing
     /// set where it is the mount's default).
-    fn new_entry(&self, kind: Kind, who: &Creator) -> MetaEntry {
+    fn new_entry(&self, p: &Inode, kind: Kind, who: &Creator) -> MetaEntry {
+        let who = self.inherited(p, kind, who);
         MetaEntry {
             kind: EntryType::of(kind),
             mode: who
@@ -176,7 +206,7 @@ impl Fs {
         self.changed(&loc, Entry::File(stat.clone()));
         // A created file is a new inode, whatever had the name before.
         self.inodes.lock().expect("inode lock").unlink(parent, name);
-        let entry = self.new_entry(Kind::File, who);
+        let entry = self.new_entry(&p, Kind::File, who);
         self.set_entry(&p.loc, name, entry.clone()).await?;
         self.entries_changed(&[parent]);
         let ino = self
@@ -285,7 +315,7 @@ impl Fs {
         self.cache.put_assumed_listing(&loc.bucket, &loc.key);
         // Nor any metadata.
         self.meta.seen_in_listing(&loc, None);
-        let entry = self.new_entry(Kind::Dir, who);
+        let entry = self.new_entry(&p, Kind::Dir, who);
         self.set_entry(&p.loc, name, entry.clone()).await?;
         let mut table = Table::new();
         table.insert(name.to_string(), entry);
@@ -311,11 +341,12 @@ impl Fs {
         if target.is_empty() {
             return Err(FsError::NotFound);
         }
-        let entry = MetaEntry {
+        let own = MetaEntry {
             target: Some(target.to_string()),
-            ..self.new_entry(Kind::Symlink, who)
+            ..Default::default()
         };
-        self.make_node(parent, name, Bytes::from(target.to_string()), entry)
+        let body = Bytes::from(target.to_string());
+        self.make_node(parent, name, body, Kind::Symlink, who, own)
             .await
     }
 
@@ -332,23 +363,32 @@ impl Fs {
         if matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
             return Err(FsError::NotPermitted);
         }
-        let entry = MetaEntry {
+        let own = MetaEntry {
             rdev: matches!(kind, Kind::CharDev | Kind::BlockDev).then_some(rdev),
-            ..self.new_entry(kind, who)
+            ..Default::default()
         };
-        self.make_node(parent, name, Bytes::new(), entry).await
+        self.make_node(parent, name, Bytes::new(), kind, who, own)
+            .await
     }
 
-    /// A name whose kind lives in the metadata: the object first, then the
-    /// entry naming its ETag (a crash between leaves a plain file).
+    /// A name whose kind lives in the metadata (its link target or device
+    /// number in `own`): the object first, then the entry naming its ETag
+    /// (a crash between leaves a plain file).
     async fn make_node(
         &self,
         parent: u64,
         name: &OsStr,
         body: Bytes,
-        mut entry: MetaEntry,
+        kind: Kind,
+        who: &Creator,
+        own: MetaEntry,
     ) -> FsResult<Attr> {
         let (p, name, loc) = self.new_name_place(parent, name)?;
+        let mut entry = MetaEntry {
+            target: own.target,
+            rdev: own.rdev,
+            ..self.new_entry(&p, kind, who)
+        };
         if !has_room(&p.loc.key) {
             return Err(FsError::NameTooLong);
         }
