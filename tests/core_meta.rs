@@ -676,7 +676,11 @@ async fn a_setgid_directory_passes_its_group_on() {
             .await
             .unwrap();
     assert_eq!(c.requests(Op::GetObject), gets, "nothing read for it");
-    assert_eq!((sub.gid, sub.perm), (500, 0o2644), "the mode asked, and the bit");
+    assert_eq!(
+        (sub.gid, sub.perm),
+        (500, 0o2644),
+        "the mode asked, and the bit"
+    );
     assert_eq!(link.gid, 500);
     let r = c.remount().await;
     assert_eq!(r.attr("shared/f").await.gid, 500);
