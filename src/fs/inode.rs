@@ -33,15 +33,24 @@ pub struct Stat {
 }
 
 impl Stat {
-    /// `newer`, told by the store about the object this stat describes:
-    /// the same object (same ETag and size) keeps the time already shown,
-    /// which a HEAD (whole seconds) or a listing (milliseconds) would
-    /// otherwise move by a fraction, across a second at times.
+    /// `newer`, told by the store (or by the buffer of a file being written
+    /// here) about what this stat describes. The same object (same ETag and
+    /// size) keeps the time already shown, which a HEAD (whole seconds) or a
+    /// listing (milliseconds) would otherwise move by a fraction, across a
+    /// second at times. A stat without an ETag (a file being written here,
+    /// known by its size only) keeps the ETag and time of what this mount
+    /// uploaded last: the entry in the directory's metadata must name it.
     pub fn updated(&self, newer: Stat) -> Stat {
-        if newer.etag.is_some() && newer.etag == self.etag && newer.size == self.size {
+        let same = newer.etag.is_some() && newer.etag == self.etag && newer.size == self.size;
+        if same {
             Stat {
                 mtime: self.mtime,
                 ..newer
+            }
+        } else if newer.etag.is_none() && self.etag.is_some() {
+            Stat {
+                size: newer.size,
+                ..self.clone()
             }
         } else {
             newer
@@ -129,6 +138,19 @@ pub struct Inode {
     lookups: u64,
 }
 
+/// Keys copied by a move: the old key, the ETag copied and the copy's.
+pub type Copies = HashMap<String, (Option<String>, Option<String>)>;
+
+impl Inode {
+    /// Its object was copied to where it now lives: `before` was copied,
+    /// its copy is `after`. A stat of another object is left alone.
+    pub fn restamp(&mut self, before: &Option<String>, after: &Option<String>) {
+        if self.stat.etag == *before {
+            self.stat.etag.clone_from(after);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     pub perm: Option<u16>,
@@ -191,6 +213,12 @@ impl InodeTable {
         self.children
             .get(&(parent, Arc::from(name)))
             .and_then(|ino| self.inodes.get(ino))
+    }
+
+    pub fn child_mut(&mut self, parent: Ino, name: &str) -> Option<&mut Inode> {
+        self.children
+            .get(&(parent, Arc::from(name)))
+            .and_then(|ino| self.inodes.get_mut(ino))
     }
 
     /// Records that the kernel now holds one more reference to `name` in
@@ -289,13 +317,20 @@ impl InodeTable {
 
     /// Every live inode whose key starts with `old` in `bucket` moves to
     /// `new` (history stays where it was).
-    pub fn rebase(&mut self, bucket: &str, old: &str, new: &str) {
+    /// A directory moved from prefix `old` to `new`: its inodes follow,
+    /// each file taking the ETag of its copy (`copies`: old key to the
+    /// ETags before and after; a multipart object's copy has another).
+    pub fn rebase(&mut self, bucket: &str, old: &str, new: &str, copies: &Copies) {
         for inode in self.inodes.values_mut() {
             if inode.view == View::Live
                 && inode.loc.bucket.as_ref() == bucket
                 && let Some(rest) = inode.loc.key.strip_prefix(old)
             {
-                inode.loc.key = format!("{new}{rest}");
+                let moved = format!("{new}{rest}");
+                if let Some((before, after)) = copies.get(inode.loc.key.as_str()) {
+                    inode.restamp(before, after);
+                }
+                inode.loc.key = moved;
             }
         }
     }

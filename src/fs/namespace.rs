@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
 use super::inode::Overrides;
-use super::inode::{Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
+use super::inode::{Copies, Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
 use super::meta::{
     EntryType, META_NAME, MetaEntry, Table, has_room, meta_key, parse, render, to_ns,
 };
@@ -560,6 +560,16 @@ impl Fs {
                     &[(from.key.clone(), head.etag.clone(), new_etag.clone())],
                 );
                 self.moved(parent, name, new_parent, new_name, &to);
+                // What this mount says of the file (and the entry a chmod
+                // records) names the copy now.
+                if let Some(n) = self
+                    .inodes
+                    .lock()
+                    .expect("inode lock")
+                    .child_mut(new_parent, new_name)
+                {
+                    n.restamp(&head.etag, &new_etag);
+                }
                 drop(paused);
                 self.client
                     .delete_object(&from.bucket, &from.key, None)
@@ -605,14 +615,14 @@ impl Fs {
                 }
                 let table = self.meta.table(&p.loc).await?;
                 let entry = described(&table, name, Kind::Dir, None, false).cloned();
-                self.rename_dir(&from, &to).await?;
+                let copies = self.rename_dir(&from, &to).await?;
                 self.meta.update(&p.loc, name, |e| *e = None).await?;
                 self.meta
                     .update(&np.loc, new_name, move |e| *e = entry)
                     .await?;
                 self.moved(parent, name, new_parent, new_name, &to);
                 let mut inodes = self.inodes.lock().expect("inode lock");
-                inodes.rebase(&from.bucket, &from.key, &to.key);
+                inodes.rebase(&from.bucket, &from.key, &to.key, &copies);
                 drop(inodes);
                 self.cache.clear();
                 Ok(())
@@ -685,8 +695,8 @@ impl Fs {
     }
 
     /// Copies every key under `from` to `to`, moves the open files along,
-    /// then deletes the sources.
-    async fn rename_dir(&self, from: &Location, to: &Location) -> FsResult<()> {
+    /// then deletes the sources. Returns what was copied.
+    async fn rename_dir(&self, from: &Location, to: &Location) -> FsResult<Copies> {
         for (ino, file) in self.dirty_under(&from.bucket, &from.key) {
             self.commit(ino, &file).await?;
         }
@@ -761,7 +771,10 @@ impl Fs {
                 )));
             }
         }
-        Ok(())
+        Ok(copied
+            .into_iter()
+            .map(|(key, before, after)| (key, (before, after)))
+            .collect())
     }
 
     /// Writes the metadata object `key` under `from` to its place under
