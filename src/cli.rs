@@ -271,18 +271,46 @@ const FLAG_OPTIONS: &[&str] = &[
     "no-versions",
 ];
 
+/// What a command line asks for, once mount options are expanded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Helper {
+    /// Mount, with these arguments.
+    Mount(Vec<std::ffi::OsString>),
+    /// `mount -f` (fake): do everything but mount, i.e. nothing.
+    Fake,
+}
+
 /// Rewrites `-o a,b=c` (as fstab and mount.fuse3 pass options) into the
 /// long options `--a --b=c`, so every option can be given either way.
-pub fn expand_mount_options(
-    args: Vec<std::ffi::OsString>,
-) -> Result<Vec<std::ffi::OsString>, String> {
+/// Called as `mount.bladefs` (by `mount -t bladefs` or an fstab line of
+/// type `bladefs`), it also takes what mount(8) passes its helpers:
+/// `-s`, `-n`, `-v` (ignored), `-f` (fake: no mount), `-t TYPE`, `-N NS`.
+pub fn expand_mount_options(args: Vec<std::ffi::OsString>) -> Result<Helper, String> {
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
-    if let Some(program) = iter.next() {
-        out.push(program);
-    }
+    let helper = match iter.next() {
+        Some(program) => {
+            let helper = std::path::Path::new(&program)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mount."));
+            out.push(program);
+            helper
+        }
+        None => false,
+    };
     while let Some(arg) = iter.next() {
         let text = arg.to_string_lossy().into_owned();
+        if helper {
+            match text.as_str() {
+                "-s" | "-n" | "-v" => continue,
+                "-f" => return Ok(Helper::Fake),
+                "-t" | "-N" => {
+                    iter.next();
+                    continue;
+                }
+                _ => {}
+            }
+        }
         let list = if text == "-o" {
             iter.next()
                 .ok_or("-o needs a value")?
@@ -319,7 +347,7 @@ pub fn expand_mount_options(
             }
         }
     }
-    Ok(out)
+    Ok(Helper::Mount(out))
 }
 
 impl MountArgs {
@@ -356,11 +384,46 @@ mod tests {
     use clap::Parser;
 
     fn expand(args: &[&str]) -> Vec<String> {
-        expand_mount_options(args.iter().map(Into::into).collect())
-            .unwrap()
-            .into_iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
+        match expand_mount_options(args.iter().map(Into::into).collect()).unwrap() {
+            Helper::Mount(a) => a
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            Helper::Fake => vec!["(fake)".to_string()],
+        }
+    }
+
+    #[test]
+    fn as_mount_helper_it_takes_what_mount_8_passes() {
+        assert_eq!(
+            expand(&[
+                "/sbin/mount.bladefs",
+                "bkt",
+                "/mnt",
+                "-s",
+                "-n",
+                "-v",
+                "-o",
+                "endpoint=http://h:80,credentials_file=/etc/bladefs/k",
+                "-t",
+                "bladefs",
+                "-N",
+                "/proc/1/ns/mnt"
+            ]),
+            [
+                "/sbin/mount.bladefs",
+                "bkt",
+                "/mnt",
+                "--endpoint=http://h:80",
+                "--credentials-file=/etc/bladefs/k"
+            ]
+        );
+        assert_eq!(
+            expand(&["mount.bladefs", "bkt", "/mnt", "-f", "-o", "endpoint=x"]),
+            ["(fake)"]
+        );
+        // Only the helper takes these: for bladefs itself -f is --foreground.
+        assert_eq!(expand(&["bladefs", "bkt", "/mnt", "-f"])[3], "-f");
     }
 
     #[test]

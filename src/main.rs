@@ -2,18 +2,25 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use bladefs::cli::{Helper, MountArgs};
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     pin_malloc_thresholds();
-    let args = match bladefs::cli::expand_mount_options(std::env::args_os().collect()) {
-        Ok(a) => a,
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(done) = bladefs::manual::answer(MountArgs::command(), "8", &args) {
+        return done;
+    }
+    let args = match bladefs::cli::expand_mount_options(args) {
+        Ok(Helper::Mount(a)) => a,
+        // mount -f: everything but the mount itself.
+        Ok(Helper::Fake) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bladefs: {e}");
             return ExitCode::from(2);
         }
     };
-    bladefs::mount::run(bladefs::cli::MountArgs::parse_from(args))
+    bladefs::mount::run(MountArgs::parse_from(args))
 }
 
 /// glibc raises its mmap threshold each time a large block is freed, after

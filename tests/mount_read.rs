@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bladefs::s3::{CompletedPart, ObjectClient, S3Client};
 use bytes::Bytes;
 use common::mount::{
-    Mounted, bladefs_command, bladefs_command_at, credentials_file, is_mounted, requests, run,
+    Mounted, bladefs_command, bladefs_command_at, credentials_file, daemon_pid, is_mounted,
+    requests, run,
 };
 use common::{Kind, Server, data, proxy};
 use futures::{StreamExt, TryStreamExt};
@@ -532,20 +533,6 @@ fn detached_by_default_and_stopped_by_unmount_or_signal() {
     assert!(status.success(), "{status}: {log}");
     assert!(!is_mounted(&path));
     assert!(log.contains("SIGTERM"), "{log}");
-}
-
-fn daemon_pid(mountpoint: &Path) -> Option<u32> {
-    let wanted = mountpoint.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let e = e.ok()?;
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
-    })
 }
 
 #[test]

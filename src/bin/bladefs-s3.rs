@@ -12,7 +12,7 @@ use std::time::Instant;
 use bladefs::cli::S3Args;
 use bladefs::s3::*;
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use futures::{StreamExt, TryStreamExt};
 
 #[derive(Debug, Parser)]
@@ -92,7 +92,11 @@ async fn main() -> ExitCode {
     // tools, instead of a panic on the closed pipe.
     // SAFETY: only the default disposition is set; no handler runs our code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(done) = bladefs::manual::answer(Cli::command(), "1", &args) {
+        return done;
+    }
+    let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("BLADEFS_LOG"))
         .with_writer(std::io::stderr)
