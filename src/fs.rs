@@ -249,6 +249,16 @@ impl Fs {
         self.uploads.open.none_open().await;
     }
 
+    /// What `ino` is, for logs: `bucket/key` (or the inode number of one
+    /// the kernel no longer holds).
+    pub fn path_of(&self, ino: Ino) -> String {
+        match self.inodes.lock().expect("inode lock").get(ino) {
+            Some(n) if n.loc.bucket.is_empty() => "/".to_string(),
+            Some(n) => format!("{}/{}", n.loc.bucket, n.loc.key),
+            None => format!("inode {ino}"),
+        }
+    }
+
     /// The inode a file handle was opened on.
     pub fn handle_ino(&self, fh: u64) -> Option<Ino> {
         self.open.target(fh).ok().map(|(ino, _, _)| ino)
@@ -862,6 +872,13 @@ impl Fs {
     async fn commit(&self, ino: Ino, file: &Arc<DirtyFile>) -> FsResult<()> {
         tracing::debug!(ino, size = file.size(), dirty = file.is_dirty(), "commit");
         let Some(done) = file.commit().await? else {
+            // Nothing to upload: the object stays, and the entry naming it
+            // holds any time set meanwhile.
+            if self.meta_home(&file.location()).is_some()
+                && let Some(n) = self.inodes.lock().expect("inode lock").get_mut(ino)
+            {
+                n.overrides.mtime = None;
+            }
             return Ok(());
         };
         self.saved(ino, &file.location(), done).await
@@ -1101,8 +1118,14 @@ impl Fs {
             }
             // A file's until the upload, whose ETag the entry then names; a
             // directory's replaces the time its entries' changes gave it.
-            if mtime.is_some() && (home.is_none() || writing || node.kind == Kind::Dir) {
-                n.overrides.mtime = mtime;
+            // Otherwise the entry alone holds it (an older override would
+            // hide it).
+            if mtime.is_some() {
+                n.overrides.mtime = if home.is_none() || writing || node.kind == Kind::Dir {
+                    mtime
+                } else {
+                    None
+                };
             }
             if changes || size.is_some() {
                 n.overrides.ctime = Some(now);

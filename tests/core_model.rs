@@ -1156,3 +1156,24 @@ fn a_chmod_after_a_rename_names_the_copy() {
     ];
     run_from(&[None, Some((0, 0)), None], &ops).unwrap();
 }
+
+/// Found by the model: a time set on a file open for writing, the file
+/// closed without changes, then another time set: the first stayed in
+/// memory in front of the second.
+#[test]
+fn a_second_utimes_after_a_close_without_changes_wins() {
+    let ops = [
+        Op::Open {
+            path: 0,
+            write: true,
+            trunc: false,
+            create: false,
+        },
+        Op::Utimes { path: 0, secs: 0 },
+        Op::Close { h: 0 },
+        Op::Utimes { path: 0, secs: 1 },
+        Op::Lstat { path: 0 },
+        Op::Remount,
+    ];
+    run_from(&[Some((0, 0)), None, None], &ops).unwrap();
+}
