@@ -11,9 +11,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub struct Ready(File);
 
 impl Ready {
-    /// The mount is live: the waiting parent exits 0.
-    pub fn ok(mut self) {
-        let _ = self.0.write_all(b"OK\n");
+    /// The mount is live: the waiting parent prints `note` (if any) and
+    /// exits 0.
+    pub fn ok(mut self, note: Option<&str>) {
+        let _ = self
+            .0
+            .write_all(format!("OK {}\n", note.unwrap_or_default()).as_bytes());
     }
 
     /// Starting failed: the parent prints `message` and exits 1.
@@ -52,7 +55,11 @@ pub fn detach(keep_stderr: bool) -> std::io::Result<Ready> {
             drop(write_end);
             let mut report = String::new();
             let _ = File::from(read_end).read_to_string(&mut report);
-            if report.starts_with("OK") {
+            if let Some(note) = report.strip_prefix("OK") {
+                let note = note.trim();
+                if !note.is_empty() {
+                    eprintln!("bladefs: {note}");
+                }
                 std::process::exit(0);
             }
             let message = report

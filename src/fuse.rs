@@ -57,11 +57,19 @@ impl FuseAdapter {
         W: FnOnce(Arc<Fs>) -> Fut,
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
+        let fs = self.fs.clone();
         let work = work(self.fs.clone());
         self.rt.spawn(async move {
             match work.await {
                 Ok(v) => done(reply, v),
-                Err(e) => reply.error_to(errno(op, ino, &e)),
+                Err(e) => {
+                    if e.is_failure() {
+                        // Once per failed operation, with what it was on:
+                        // the application only sees the errno.
+                        tracing::warn!(op, path = %fs.path_of(ino), errno = e.errno(), error = %e, "operation failed");
+                    }
+                    reply.error_to(errno(op, ino, &e))
+                }
             }
         });
     }
@@ -142,8 +150,8 @@ fn errno(op: &'static str, ino: u64, err: &FsError) -> Errno {
     let code = err.errno();
     if code == libc::ENOENT {
         tracing::trace!(op, ino, "ENOENT");
-    } else {
-        tracing::debug!(op, ino, errno = code, error = %err, "operation failed");
+    } else if !err.is_failure() {
+        tracing::debug!(op, ino, errno = code, error = %err, "operation refused");
     }
     Errno::from_i32(code)
 }

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod fs;
 pub mod fuse;
 pub mod kernel_mount;
+pub mod logging;
 pub mod manual;
 pub mod mount;
 pub mod notify;

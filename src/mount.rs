@@ -12,6 +12,7 @@ use crate::cli::MountArgs;
 use crate::daemon::{self, Ready};
 use crate::fs::{Fs, FsConfig, MountSource};
 use crate::fuse::FuseAdapter;
+use crate::logging::Destination;
 use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, S3Client, S3Error};
 
 /// The store check at start fails fast: a user waiting for `mount` wants
@@ -59,9 +60,11 @@ pub fn run(args: MountArgs) -> ExitCode {
         }
         ExitCode::FAILURE
     };
-    if let Err(e) = init_logging(&args) {
-        return report_fail(ready, e);
-    }
+    let log_to = Destination::choose(args.log_file.as_deref(), args.foreground, &mountpoint);
+    let level = match crate::logging::init(&log_to, args.debug) {
+        Ok(l) => l,
+        Err(e) => return report_fail(ready, e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bladefs")
@@ -141,6 +144,7 @@ pub fn run(args: MountArgs) -> ExitCode {
             SignalKind::terminate(),
             SignalKind::interrupt(),
             SignalKind::user_defined1(),
+            SignalKind::user_defined2(),
         ]
         .map(|kind| signal(kind).expect("signal handler"))
     };
@@ -169,9 +173,11 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
     // Only now: it stats the mountpoint, which the kernel asks us about.
     raise_read_ahead(&mountpoint, args.read_ahead_kb);
-    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, endpoint = %args.s3.endpoint, signature, "mounted (SIGUSR1 logs counters)");
+    tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, endpoint = %args.s3.endpoint, signature, log = %log_to.describe(), "mounted (SIGUSR1 logs counters, SIGUSR2 switches debug logging)");
     if let Some(r) = ready {
-        r.ok();
+        // A place the user did not choose is worth saying.
+        let note = (args.log_file.is_none()).then(|| format!("logging to {}", log_to.describe()));
+        r.ok(note.as_deref());
     }
     crate::notify::notify(&format!(
         "READY=1\nSTATUS=mounted {} on {}",
@@ -183,7 +189,7 @@ pub fn run(args: MountArgs) -> ExitCode {
     let at_exit = fs.clone();
     let mounted_on = mountpoint.clone();
     let ended = runtime.block_on(async move {
-        let [mut term, mut int, mut usr1] = signals;
+        let [mut term, mut int, mut usr1, mut usr2] = signals;
         let mut ended_rx = ended_rx;
         loop {
             tokio::select! {
@@ -195,6 +201,10 @@ pub fn run(args: MountArgs) -> ExitCode {
                         fs.open_file_count(),
                         stats.snapshot()
                     );
+                    continue;
+                }
+                _ = usr2.recv() => {
+                    level.toggle();
                     continue;
                 }
                 _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
@@ -342,37 +352,6 @@ fn describe_check_failure(e: &S3Error, source: &MountSource) -> String {
         _ => e.to_string(),
     }
 }
-
-fn init_logging(args: &MountArgs) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let default = if args.debug {
-        "bladefs=debug,fuser=error,info"
-    } else {
-        "bladefs=info,fuser=error,warn"
-    };
-    let filter = EnvFilter::try_from_env("BLADEFS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match &args.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(Mutex::new(file))
-                .try_init()
-                .map_err(|e| e.to_string())
-        }
-        None => builder
-            .with_writer(std::io::stderr)
-            .try_init()
-            .map_err(|e| e.to_string()),
-    }
-}
-
-use std::sync::Mutex;
 
 /// Kernel read-ahead decides how big the reads reaching us are; FUSE
 /// cannot raise it at INIT, so it is set through the mount's BDI. Best

@@ -69,6 +69,20 @@ pub fn local_io(what: impl Into<String>, source: std::io::Error) -> FsError {
 }
 
 impl FsError {
+    /// A failure of the store, the network, the local disk or bladefs
+    /// itself, as opposed to an answer about names and modes (ENOENT,
+    /// EEXIST, ENOTEMPTY, EROFS, ...) that applications meet every day:
+    /// what an operator must hear about.
+    pub fn is_failure(&self) -> bool {
+        match self.errno() {
+            libc::EIO | libc::ESTALE | libc::ENOSPC | libc::EFBIG | libc::EBADF | libc::ENOSYS => {
+                true
+            }
+            libc::EACCES => matches!(self, FsError::S3(_)),
+            _ => false,
+        }
+    }
+
     pub fn errno(&self) -> i32 {
         match self {
             FsError::NotFound => libc::ENOENT,
