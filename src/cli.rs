@@ -184,6 +184,10 @@ pub struct MountArgs {
     /// Kernel read-ahead of the mount, in KiB.
     #[arg(long, default_value_t = 1024)]
     pub read_ahead_kb: u32,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (SIGUSR1 logs
+    /// the same figures).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log at debug level (BLADEFS_LOG=... sets any filter).
     #[arg(long)]
     pub debug: bool,

@@ -126,6 +126,25 @@ pub struct Attr {
     pub rdev: u32,
 }
 
+/// What the mount holds now, and how its metadata cache has done.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub inodes: u64,
+    pub open_handles: u64,
+    /// Files open here with changes not yet in the bucket.
+    pub dirty_files: u64,
+    /// Bytes of those changes in staging files.
+    pub staged_bytes: u64,
+    pub multipart_uploads: u64,
+    pub read_ahead_bytes: u64,
+    pub transfer_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub name_hits: u64,
+    pub name_misses: u64,
+    pub listing_hits: u64,
+    pub listing_misses: u64,
+}
+
 /// What setattr(2)-like calls change; `None` leaves it as it is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SetAttr {
@@ -236,6 +255,27 @@ impl Fs {
 
     pub fn open_file_count(&self) -> usize {
         self.open.handle_count()
+    }
+
+    /// What the mount holds now, for the metrics.
+    pub fn gauges(&self) -> Gauges {
+        use std::sync::atomic::Ordering::Relaxed;
+        let buffers = self.open.buffers();
+        let c = &self.cache.stats;
+        Gauges {
+            inodes: self.inode_count() as u64,
+            open_handles: self.open_file_count() as u64,
+            dirty_files: buffers.iter().filter(|(_, f)| f.is_dirty()).count() as u64,
+            staged_bytes: self.uploads.staged(),
+            multipart_uploads: self.uploads.open.open_count() as u64,
+            read_ahead_bytes: self.memory.in_use_for(memory::Use::ReadAhead),
+            transfer_bytes: self.memory.in_use_for(memory::Use::Transfer),
+            memory_peak_bytes: self.memory.peak(),
+            name_hits: c.name_hits.load(Relaxed),
+            name_misses: c.name_misses.load(Relaxed),
+            listing_hits: c.listing_hits.load(Relaxed),
+            listing_misses: c.listing_misses.load(Relaxed),
+        }
     }
 
     /// The mount's memory budget (read-ahead, fills, parts).

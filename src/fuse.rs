@@ -19,6 +19,7 @@ use fuser::{
 
 use crate::fs::inode::{Kind, NAME_MAX};
 use crate::fs::{Attr, Creator, Fs, FsError, SetAttr};
+use crate::metrics::FuseStats;
 
 /// Largest read and write the kernel sends in one request: 256 pages, the
 /// most this kernel allows.
@@ -30,11 +31,12 @@ const MAX_BACKGROUND: u16 = 64;
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
+    stats: Arc<FuseStats>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, rt }
+    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, stats: Arc<FuseStats>) -> Self {
+        FuseAdapter { fs, rt, stats }
     }
 
     fn ttl(&self) -> Duration {
@@ -58,9 +60,13 @@ impl FuseAdapter {
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
         let fs = self.fs.clone();
+        let stats = self.stats.clone();
+        let started = std::time::Instant::now();
         let work = work(self.fs.clone());
         self.rt.spawn(async move {
-            match work.await {
+            let result = work.await;
+            stats.record(op, started.elapsed(), result.is_err());
+            match result {
                 Ok(v) => done(reply, v),
                 Err(e) => {
                     if e.is_failure() {
@@ -380,6 +386,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.stats.record("release", Duration::ZERO, false);
         reply.ok();
     }
 
@@ -402,12 +409,14 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
+        let (stats, started) = (self.stats.clone(), std::time::Instant::now());
         self.rt.spawn(async move {
             let result = fs
                 .readdir(ino.0, fh.0, offset, false, |e| {
                     reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), e.name)
                 })
                 .await;
+            stats.record("readdir", started.elapsed(), result.is_err());
             match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("readdir", ino.0, &e)),
@@ -425,6 +434,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
+        let (stats, started) = (self.stats.clone(), std::time::Instant::now());
         self.rt.spawn(async move {
             let result = fs
                 .readdir(ino.0, fh.0, offset, true, |e| {
@@ -439,6 +449,7 @@ impl Filesystem for FuseAdapter {
                     )
                 })
                 .await;
+            stats.record("readdirplus", started.elapsed(), result.is_err());
             match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("readdirplus", ino.0, &e)),
@@ -455,6 +466,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.releasedir(fh.0);
+        self.stats.record("releasedir", Duration::ZERO, false);
         reply.ok();
     }
 

@@ -8,6 +8,7 @@ pub mod fuse;
 pub mod kernel_mount;
 pub mod logging;
 pub mod manual;
+pub mod metrics;
 pub mod mount;
 pub mod notify;
 pub mod s3;

@@ -13,6 +13,7 @@ use crate::daemon::{self, Ready};
 use crate::fs::{Fs, FsConfig, MountSource};
 use crate::fuse::FuseAdapter;
 use crate::logging::Destination;
+use crate::metrics::{Exporter, FuseStats};
 use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, S3Client, S3Error};
 
 /// The store check at start fails fast: a user waiting for `mount` wants
@@ -116,7 +117,19 @@ pub fn run(args: MountArgs) -> ExitCode {
         runtime.block_on(abort_orphaned_uploads(client.as_ref(), &source, age));
     }
     let fs = Arc::new(Fs::new(client.clone(), source, fs_config));
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let fuse_stats = Arc::new(FuseStats::default());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), fuse_stats.clone());
+    let exporter = Arc::new(Exporter {
+        fs: fs.clone(),
+        s3: client.stats().clone(),
+        fuse: fuse_stats,
+    });
+    // Bound before mounting: a port in use fails the mount command.
+    if let Some(addr) = args.metrics_addr
+        && let Err(e) = runtime.block_on(crate::metrics::serve(addr, exporter.clone()))
+    {
+        return report_fail(ready, format!("cannot serve metrics on {addr}: {e}"));
+    }
     let mut options = vec![
         fuser::MountOption::FSName(args.source.clone()),
         fuser::MountOption::Subtype("bladefs".to_string()),
@@ -158,7 +171,11 @@ pub fn run(args: MountArgs) -> ExitCode {
             Err(e) => {
                 return report_fail(
                     ready,
-                    format!("cannot mount on {}: {e}", mountpoint.display()),
+                    format!(
+                        "cannot mount on {}: {e}{}",
+                        mountpoint.display(),
+                        dev_fuse_hint()
+                    ),
                 );
             }
         };
@@ -196,10 +213,11 @@ pub fn run(args: MountArgs) -> ExitCode {
                 r = &mut ended_rx => return r,
                 _ = usr1.recv() => {
                     tracing::info!(
-                        "stats: inodes {}, open files {}; requests:\n{}",
+                        "stats: inodes {}, open files {}; requests:\n{}\nmetrics:\n{}",
                         fs.inode_count(),
                         fs.open_file_count(),
-                        stats.snapshot()
+                        stats.snapshot(),
+                        crate::metrics::render(exporter.clone())
                     );
                     continue;
                 }
@@ -370,6 +388,21 @@ fn raise_read_ahead(mountpoint: &Path, kb: u32) {
     match std::fs::write(&path, kb.to_string()) {
         Ok(()) => tracing::debug!(path, kb, "kernel read-ahead set"),
         Err(e) => tracing::debug!(path, error = %e, "kernel read-ahead left as is"),
+    }
+}
+
+/// Why a user other than root may be refused: distributions open
+/// `/dev/fuse` to everyone (a udev rule), but hosts without udev leave it
+/// root's, and then neither bladefs nor fusermount3 can use it.
+fn dev_fuse_hint() -> &'static str {
+    let path = c"/dev/fuse";
+    // SAFETY: a valid NUL-terminated path; access(2) only checks.
+    let usable = unsafe { libc::access(path.as_ptr(), libc::R_OK | libc::W_OK) } == 0;
+    if usable {
+        ""
+    } else {
+        " (this user cannot open /dev/fuse: distributions make it mode 0666 \
+         with a udev rule; ask the administrator, or mount as root with --allow-other)"
     }
 }
 

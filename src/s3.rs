@@ -37,4 +37,4 @@ pub use client::*;
 pub use error::{ErrorKind, S3Error, S3ErrorCode};
 pub use http::S3Client;
 pub use sign::Credentials;
-pub use stats::{ClientStats, Op, StatsSnapshot};
+pub use stats::{ClientStats, LATENCY_BOUNDS, Latency, LatencySnapshot, Op, StatsSnapshot};

@@ -4,6 +4,7 @@
 //! name in (and not in) that directory without a request.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,21 @@ pub struct MetaCache {
     /// Listings longer than this are not kept (their memory would crowd
     /// out everything else); they are listed again when read again.
     max_listing_len: usize,
+    /// Lookups answered from `names` or not, and the same for listings:
+    /// what the metrics show.
+    pub stats: CacheStats,
+}
+
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub name_hits: AtomicU64,
+    pub name_misses: AtomicU64,
+    pub listing_hits: AtomicU64,
+    pub listing_misses: AtomicU64,
+}
+
+fn count(hit: bool, hits: &AtomicU64, misses: &AtomicU64) {
+    if hit { hits } else { misses }.fetch_add(1, Ordering::Relaxed);
 }
 
 impl MetaCache {
@@ -67,6 +83,7 @@ impl MetaCache {
             names: Mutex::new(LruCache::new(cap(max_names))),
             listings: Mutex::new(LruCache::new(cap(max_listings))),
             max_listing_len,
+            stats: CacheStats::default(),
         }
     }
 
@@ -83,7 +100,13 @@ impl MetaCache {
         if !self.caching() {
             return None;
         }
-        fresh(&self.names, self.ttl, (bucket.clone(), path.to_string()))
+        let found = fresh(&self.names, self.ttl, (bucket.clone(), path.to_string()));
+        count(
+            found.is_some(),
+            &self.stats.name_hits,
+            &self.stats.name_misses,
+        );
+        found
     }
 
     pub fn put(&self, bucket: &Arc<str>, path: &str, entry: Entry) {
@@ -98,10 +121,13 @@ impl MetaCache {
     /// The complete listing of directory `prefix`, if fresh and seen in
     /// the store.
     pub fn listing(&self, bucket: &Arc<str>, prefix: &str) -> Option<Arc<Vec<DirEntry>>> {
-        match self.any_listing(bucket, prefix)? {
-            (l, false) => Some(l),
-            (_, true) => None,
-        }
+        let found = match self.any_listing(bucket, prefix) {
+            Some((l, false)) => Some(l),
+            _ => None,
+        };
+        let s = &self.stats;
+        count(found.is_some(), &s.listing_hits, &s.listing_misses);
+        found
     }
 
     /// The listing of `prefix` if fresh, and whether it is only assumed.

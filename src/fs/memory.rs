@@ -74,6 +74,11 @@ impl Memory {
         }
     }
 
+    /// Bytes held now for `use_`.
+    pub fn in_use_for(&self, use_: Use) -> u64 {
+        self.largest(use_) - self.available(use_)
+    }
+
     /// Bytes held now, all uses together.
     pub fn in_use(&self) -> u64 {
         self.read_ahead_bytes + self.transfer_bytes

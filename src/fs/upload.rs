@@ -116,6 +116,12 @@ impl Uploads {
             .min(self.largest_part())
     }
 
+    /// Bytes of files being written held in staging files, not yet in
+    /// the bucket.
+    pub fn staged(&self) -> u64 {
+        self.staged.load(Ordering::Relaxed)
+    }
+
     /// The largest file that can be written: as many parts as a planned
     /// upload may have, each as large as memory allows.
     pub fn max_file_size(&self) -> u64 {

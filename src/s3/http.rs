@@ -450,6 +450,7 @@ impl S3Client {
         let resp_headers = response.headers().clone();
         let body = self.read_answer(op, response).await?;
         self.stats.received(op, body.len() as u64);
+        self.stats.answered(op, started.elapsed());
         tracing::debug!(
             op = op.name(),
             method = %req.method,

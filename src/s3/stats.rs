@@ -4,6 +4,58 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency buckets: from a loopback answer
+/// to a stalled request.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations, lock-free: one atomic add per bucket hit.
+#[derive(Default)]
+pub struct Latency {
+    /// Per bucket of [`LATENCY_BOUNDS`], and one beyond the last.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    micros: AtomicU64,
+}
+
+/// A histogram's figures: per-bucket counts (not cumulative), the last
+/// bucket unbounded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencySnapshot {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Latency {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.buckets)
+            .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
+            .collect();
+        LatencySnapshot {
+            count: buckets.iter().map(|(_, n)| n).sum(),
+            sum_seconds: self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+}
 
 /// Each kind of request the client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +155,8 @@ struct Counters {
     failures: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    /// From sending a request to the end of its answer.
+    latency: Latency,
 }
 
 /// One operation's figures at a point in time.
@@ -144,6 +198,15 @@ impl ClientStats {
         self.ops[op.index()]
             .failures
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn answered(&self, op: Op, took: Duration) {
+        self.ops[op.index()].latency.observe(took);
+    }
+
+    /// How long the requests of `op` took.
+    pub fn latency(&self, op: Op) -> LatencySnapshot {
+        self.ops[op.index()].latency.snapshot()
     }
 
     pub(crate) fn received(&self, op: Op, bytes: u64) {
