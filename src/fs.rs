@@ -624,7 +624,7 @@ impl Fs {
         match head {
             Ok(h) => Ok(Entry::File(Stat {
                 size: h.size,
-                mtime: h.last_modified.unwrap_or(self.mount_time),
+                mtime: inode::object_mtime(h.last_modified, self.mount_time),
                 etag: h.etag,
             })),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Entry::Missing),
@@ -718,7 +718,7 @@ impl Fs {
             .await?;
         let stat = node.stat.updated(Stat {
             size: h.size,
-            mtime: h.last_modified.unwrap_or(self.mount_time),
+            mtime: inode::object_mtime(h.last_modified, self.mount_time),
             etag: h.etag,
         });
         if let Some(n) = self.inodes.lock().expect("inode lock").get_mut(node.ino) {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use super::cache::DirEntry;
 use super::error::{FsError, FsResult};
-use super::inode::{Kind, Location, Stat, View, valid_name};
+use super::inode::{self, Kind, Location, Stat, View, valid_name};
 use super::meta::META_NAME;
 use super::versions::HistEntry;
 use crate::s3::{ListObjectsParams, ObjectClient};
@@ -283,7 +283,7 @@ pub async fn list_page(
             kind: Kind::File,
             stat: Stat {
                 size: o.size,
-                mtime: o.last_modified.unwrap_or(dir_stat.mtime),
+                mtime: inode::object_mtime(o.last_modified, dir_stat.mtime),
                 etag: o.etag,
             },
         };

@@ -32,6 +32,21 @@ pub struct Stat {
     pub etag: Option<String>,
 }
 
+/// An object's LastModified as the mtime a mount shows: in whole seconds.
+/// A HEAD (an HTTP date) has nothing finer and a listing has milliseconds;
+/// one precision for both makes an object show the same time to every
+/// mount, whichever way each first saw it. `None` (a store that sends no
+/// time) is `default`.
+pub fn object_mtime(last_modified: Option<SystemTime>, default: SystemTime) -> SystemTime {
+    let Some(t) = last_modified else {
+        return default;
+    };
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
+}
+
 impl Stat {
     /// `newer`, told by the store (or by the buffer of a file being written
     /// here) about what this stat describes. The same object (same ETag and
@@ -476,6 +491,16 @@ mod tests {
         let l = loc("dir/");
         assert_eq!(l.child("f", Kind::File).key, "dir/f");
         assert_eq!(l.child("d", Kind::Dir).key, "dir/d/");
+    }
+
+    /// Listings' milliseconds are dropped: a second mount that first saw
+    /// an object by HEAD shows the same time as one that listed it.
+    #[test]
+    fn object_times_are_whole_seconds() {
+        let t = |ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        assert_eq!(object_mtime(Some(t(100_999)), t(0)), t(100_000));
+        assert_eq!(object_mtime(Some(t(100_000)), t(0)), t(100_000));
+        assert_eq!(object_mtime(None, t(7)), t(7));
     }
 
     /// A HEAD gives whole seconds, a listing milliseconds: the same object

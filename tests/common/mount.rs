@@ -182,6 +182,17 @@ impl Mounted {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL, as a crash: the daemon dies with whatever it had in
+    /// flight, then the dead mount is taken down. Returns the log.
+    pub fn kill_9(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        wait_exit(&mut child, EXIT_DEADLINE).expect("bladefs did not die on SIGKILL");
+        run("fusermount3", &["-u", "-z", self.path.to_str().unwrap()]);
+        assert!(!is_mounted(&self.path));
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn signal(&self, signal: i32) {
         let child = self.child.as_ref().expect("running");
         // SAFETY: signalling our own child.

@@ -72,6 +72,22 @@ impl Store {
             .unwrap();
     }
 
+    /// Puts every object, 16 at a time.
+    pub fn put_all(&self, objects: &[(String, Vec<u8>)]) {
+        use futures::{StreamExt, TryStreamExt};
+        runtime()
+            .block_on(
+                futures::stream::iter(objects)
+                    .map(|(key, body)| {
+                        self.client
+                            .put_object(&self.bucket, key, body.clone().into())
+                    })
+                    .buffer_unordered(16)
+                    .try_collect::<Vec<_>>(),
+            )
+            .unwrap();
+    }
+
     pub fn assert_no_uploads_left(&self) {
         let left = runtime()
             .block_on(
