@@ -39,6 +39,8 @@ const PATHS: [&str; 5] = ["a", "b", "d/a", "d/b", "e/a"];
 const MAX_HANDLES: usize = 4;
 const TARGETS: [&str; 3] = ["a", "../d/b", "/abs/missing"];
 const MODES: [u16; 4] = [0o600, 0o640, 0o755, 0o4750];
+/// Owners chown gives (root may give files away).
+const OWNERS: [(u32, u32); 3] = [(0, 0), (4321, 8765), (65534, 100)];
 
 #[derive(Debug, Clone)]
 enum Racer {
@@ -137,6 +139,16 @@ enum Op {
     Lstat {
         path: usize,
     },
+    /// lchown: a link's own owner, not its target's.
+    Chown {
+        path: usize,
+        owner: usize,
+    },
+    /// mkfifo with mode `MODES[mode]`.
+    Mknod {
+        path: usize,
+        mode: usize,
+    },
 }
 
 fn offset() -> impl Strategy<Value = u64> {
@@ -186,7 +198,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (path.clone(), 0..TARGETS.len()).prop_map(|(path, target)| Op::Symlink { path, target }),
         2 => (path.clone(), 0..MODES.len()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
         2 => (path.clone(), any::<u32>()).prop_map(|(path, secs)| Op::Utimes { path, secs }),
-        2 => path.prop_map(|path| Op::Lstat { path }),
+        2 => path.clone().prop_map(|path| Op::Lstat { path }),
+        2 => (path.clone(), 0..OWNERS.len()).prop_map(|(path, owner)| Op::Chown { path, owner }),
+        1 => (path, 0..MODES.len()).prop_map(|(path, mode)| Op::Mknod { path, mode }),
     ]
 }
 
@@ -220,6 +234,10 @@ struct Model {
     handles: Vec<(u64, usize, bool)>,
     /// Inodes that are symlinks (their content is the target).
     links: BTreeSet<usize>,
+    /// Inodes that are fifos (no content).
+    fifos: BTreeSet<usize>,
+    /// Owners set by chown (the others have the mount's).
+    owners: BTreeMap<usize, (u32, u32)>,
     /// Modes set by chmod (the others have the mount's default).
     modes: BTreeMap<usize, u16>,
     /// Times set by utimes since the inode's last change of content.
@@ -241,6 +259,12 @@ impl Model {
 
     fn is_link(&self, path: &str) -> bool {
         self.names.get(path).is_some_and(|i| self.links.contains(i))
+    }
+
+    /// A link or a fifo: the kernel opens or truncates neither through
+    /// the file system (it follows the link; a fifo is a pipe).
+    fn is_special(&self, path: &str) -> bool {
+        self.is_link(path) || self.names.get(path).is_some_and(|i| self.fifos.contains(i))
     }
 
     fn name_of(&self, inode: usize) -> Option<&String> {
@@ -416,8 +440,9 @@ impl Harness {
                     return Ok(());
                 }
                 let path = PATHS[path];
-                if self.model.is_link(path) {
-                    // The kernel follows links before it opens.
+                if self.model.is_special(path) {
+                    // The kernel follows links before it opens, and opens
+                    // fifos as pipes.
                     return Ok(());
                 }
                 let trunc = trunc && write;
@@ -515,7 +540,7 @@ impl Harness {
             }
             Op::Truncate { path, size } => {
                 let path = PATHS[path];
-                if self.model.is_link(path) {
+                if self.model.is_special(path) {
                     return Ok(());
                 }
                 let real = match self.lookup(path).await {
@@ -876,6 +901,58 @@ impl Harness {
                     (want, got) => return Err(format!("utimes: model {want:?}, fs {got:?}")),
                 }
             }
+            Op::Chown { path, owner } => {
+                let (path, (uid, gid)) = (PATHS[path], OWNERS[owner]);
+                let set = SetAttr {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    ..Default::default()
+                };
+                let real = self.setattr(path, set).await;
+                match (self.model.names.get(path).copied(), real) {
+                    (Some(inode), Ok(())) => {
+                        self.model.owners.insert(inode, (uid, gid));
+                    }
+                    (None, Err(libc::ENOENT)) => {}
+                    (want, got) => return Err(format!("chown: model {want:?}, fs {got:?}")),
+                }
+            }
+            Op::Mknod { path, mode } => {
+                let (path, mode) = (PATHS[path], MODES[mode]);
+                let real = match self.parent(path).await {
+                    Ok((parent, name)) => self
+                        .fs
+                        .mknod(
+                            parent,
+                            OsStr::new(&name),
+                            Kind::Fifo,
+                            0,
+                            &self.fs.creator(Some(mode)),
+                        )
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.errno()),
+                    Err(e) => Err(e),
+                };
+                let want = if !self.model.parent_exists(path) {
+                    Some(libc::ENOENT)
+                } else if self.model.names.contains_key(path) {
+                    Some(libc::EEXIST)
+                } else {
+                    None
+                };
+                if real.err() != want {
+                    return Err(format!("mknod: model {want:?}, fs {real:?}"));
+                }
+                if want.is_none() {
+                    self.model.contents.push(Vec::new());
+                    let inode = self.model.contents.len() - 1;
+                    self.model.names.insert(path.to_string(), inode);
+                    self.model.fifos.insert(inode);
+                    self.model.modes.insert(inode, mode);
+                    self.check_store(inode)?;
+                }
+            }
             Op::Lstat { path } => {
                 let path = PATHS[path];
                 if self.model.names.contains_key(path) {
@@ -913,6 +990,8 @@ impl Harness {
         let link = self.model.links.contains(&inode);
         let (kind, default) = if link {
             (Kind::Symlink, 0o777)
+        } else if self.model.fifos.contains(&inode) {
+            (Kind::Fifo, 0o644)
         } else {
             (Kind::File, 0o644)
         };
@@ -921,6 +1000,15 @@ impl Harness {
             return Err(format!(
                 "lstat {path}: {:?} {:o}, model {kind:?} {mode:o}",
                 attr.kind, attr.perm
+            ));
+        }
+        let defaults = self.fs.creator(None);
+        let owner =
+            (self.model.owners.get(&inode).copied()).unwrap_or((defaults.uid, defaults.gid));
+        if (attr.uid, attr.gid) != owner {
+            return Err(format!(
+                "lstat {path}: owner {}:{}, model {}:{}",
+                attr.uid, attr.gid, owner.0, owner.1
             ));
         }
         if let Some(t) = self.model.mtimes.get(&inode)
