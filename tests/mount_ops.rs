@@ -130,6 +130,19 @@ fn sample(scrape: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The metric names (`bladefs_...`) a text mentions.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("bladefs_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|n| n.len() > "bladefs_".len())
+        .collect()
+}
+
 fn scrape(port: u16, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -182,6 +195,27 @@ fn metrics_count_what_a_read_costs() {
         "{after}"
     );
     assert_eq!(sample(&after, "bladefs_up"), 1.0);
+    // Every metric the documentation lists and the Grafana dashboard
+    // queries is in the scrape, under that name.
+    for (what, text) in [
+        (
+            "docs/CONFIGURATION.md",
+            include_str!("../docs/CONFIGURATION.md"),
+        ),
+        (
+            "the dashboard",
+            include_str!("../packaging/grafana/bladefs-dashboard.json"),
+        ),
+    ] {
+        let named = metric_names(text);
+        assert!(named.len() >= 15, "{what}: {named:?}");
+        for name in named {
+            assert!(
+                after.contains(&name),
+                "{what} names {name}: not in\n{after}"
+            );
+        }
+    }
     let (head, _) = scrape(port, "/nothing");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     m.unmount();

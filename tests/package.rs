@@ -21,6 +21,7 @@ const INSTALLED: &[&str] = &[
     "/lib/systemd/system/bladefs@.service",
     "/usr/share/bash-completion/completions/bladefs",
     "/usr/share/doc/bladefs/copyright",
+    "/usr/share/doc/bladefs/bladefs-dashboard.json",
 ];
 
 fn unmount_and_wait(mnt: &Path) {
