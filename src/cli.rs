@@ -156,6 +156,11 @@ pub struct MountArgs {
     /// Memory for read-ahead across all open files, in MiB.
     #[arg(long, default_value_t = 256)]
     pub prefetch_memory_mib: u64,
+    /// When files of a directory are opened in listing order (cp -r, tar,
+    /// rsync, diff -r), fetch up to this many next files of 1 MiB or less
+    /// before they are opened; 0 turns it off.
+    #[arg(long, default_value_t = 16)]
+    pub read_ahead_files: usize,
     /// Where files being written are staged (sparse temp files, removed
     /// at once). Default: $TMPDIR or /tmp.
     #[arg(long, value_name = "DIR")]

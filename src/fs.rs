@@ -28,6 +28,7 @@ pub mod prefetch;
 pub mod ranges;
 pub mod upload;
 pub mod versions;
+pub mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -73,6 +74,8 @@ pub struct FsConfig {
     pub metadata_ttl: Ttl,
     pub read_only: bool,
     pub prefetch: PrefetchConfig,
+    /// Read-ahead across the files of a directory being walked.
+    pub walk: walk::WalkConfig,
     pub write: WriteConfig,
     /// Names whose kind and attributes are cached. Default 100 000.
     pub max_cached_names: usize,
@@ -98,6 +101,7 @@ impl Default for FsConfig {
             metadata_ttl: Ttl(Some(std::time::Duration::from_secs(1))),
             read_only: false,
             prefetch: PrefetchConfig::default(),
+            walk: walk::WalkConfig::default(),
             write: WriteConfig::default(),
             max_cached_names: 100_000,
             max_cached_listings: 256,
@@ -143,6 +147,9 @@ pub struct Gauges {
     pub name_misses: u64,
     pub listing_hits: u64,
     pub listing_misses: u64,
+    /// Files fetched ahead of a directory walk, and those then opened.
+    pub walk_fetched: u64,
+    pub walk_used: u64,
 }
 
 /// What setattr(2)-like calls change; `None` leaves it as it is.
@@ -184,6 +191,8 @@ pub struct Fs {
     history: History,
     /// Modes, owners, times and special kinds, per directory.
     meta: Arc<MetaStore>,
+    /// Read-ahead across the files of a directory being walked.
+    walk: walk::Walk,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
 }
@@ -226,6 +235,7 @@ impl Fs {
                 cfg.max_cached_listings,
                 cfg.max_cached_listing_len,
             ),
+            walk: walk::Walk::new(client.clone(), memory.clone(), cfg.walk.clone()),
             memory: memory.clone(),
             meta: MetaStore::new(client.clone(), cfg.metadata_ttl),
             inodes: Mutex::new(InodeTable::new(root, mount_time)),
@@ -253,6 +263,11 @@ impl Fs {
         self.inodes.lock().expect("inode lock").len()
     }
 
+    /// Files being fetched, or held, ahead of a directory walk.
+    pub fn walk_ahead(&self) -> usize {
+        self.walk.ahead()
+    }
+
     pub fn open_file_count(&self) -> usize {
         self.open.handle_count()
     }
@@ -275,6 +290,8 @@ impl Fs {
             name_misses: c.name_misses.load(Relaxed),
             listing_hits: c.listing_hits.load(Relaxed),
             listing_misses: c.listing_misses.load(Relaxed),
+            walk_fetched: self.walk.counts().0,
+            walk_used: self.walk.counts().1,
         }
     }
 
@@ -844,7 +861,7 @@ impl Fs {
             }
             return Ok((fh, false));
         }
-        let reader = Arc::new(FileReader::new(
+        let mut reader = FileReader::new(
             self.client.clone(),
             node.loc.bucket.clone(),
             node.loc.key.clone(),
@@ -852,8 +869,14 @@ impl Fs {
             stat.size,
             self.cfg.prefetch.clone(),
             self.memory.clone(),
-        ));
-        let (fh, buffer) = self.open.open(ino, Some(reader), None, false);
+        );
+        if let Some((whole, version)) = (self.walk)
+            .opened(&node.loc, stat.etag.as_deref(), stat.size)
+            .await
+        {
+            reader = reader.preloaded(whole, version);
+        }
+        let (fh, buffer) = self.open.open(ino, Some(Arc::new(reader)), None, false);
         let keep_cache = buffer.is_none() && {
             let mut inodes = self.inodes.lock().expect("inode lock");
             match inodes.get_mut(ino) {
@@ -1231,7 +1254,13 @@ impl Fs {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().expect("dirs lock").remove(&fh);
+        let dir = self.dirs.lock().expect("dirs lock").remove(&fh);
+        // A directory read to its end may be walked next.
+        if let Some(dir) = dir
+            && let Some((loc, files)) = dir.listed_files()
+        {
+            self.walk.listed(&loc, &files);
+        }
     }
 
     /// Hands entries from `offset` on to `fill` until it reports the reply

@@ -236,6 +236,14 @@ impl Collector for Exporter {
             "cache",
             &[("names", g.name_misses), ("listings", g.listing_misses)],
         )?;
+        counters(
+            &mut e,
+            "bladefs_read_ahead_files",
+            "Small files fetched ahead of a directory walk, and those an open then used",
+            None,
+            "outcome",
+            &[("fetched", g.walk_fetched), ("used", g.walk_used)],
+        )?;
         gauge(
             &mut e,
             "bladefs_inodes",

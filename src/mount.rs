@@ -102,6 +102,10 @@ pub fn run(args: MountArgs) -> ExitCode {
             max_memory: args.prefetch_memory_mib.max(16) * 1024 * 1024,
             ..Default::default()
         },
+        walk: crate::fs::walk::WalkConfig {
+            files_ahead: args.read_ahead_files,
+            ..Default::default()
+        },
         write: crate::fs::upload::WriteConfig {
             cache_dir: args.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
             max_staged: args.cache_size_mib * 1024 * 1024,

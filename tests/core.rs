@@ -582,3 +582,150 @@ async fn names_up_to_the_key_limit() {
         "no object left by the refused link"
     );
 }
+
+/// `n` files of `size` bytes in directory `dir`, as another client put
+/// them; their names in listing order.
+fn put_files(c: &Core, dir: &str, n: usize, size: usize) -> Vec<String> {
+    let mut names: Vec<String> = (0..n).map(|i| format!("f{i:03}")).collect();
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        c.mem
+            .put(BUCKET, &format!("{dir}/{name}"), data(size, i as u8));
+    }
+    names
+}
+
+impl Core {
+    /// Lists directory `ino` to its end, as `ls` or `cp -r` does.
+    async fn list(&self, ino: u64) -> Vec<String> {
+        let fh = self.fs.opendir(ino).await.expect("opendir");
+        let mut names = Vec::new();
+        self.fs
+            .readdir(ino, fh, 0, false, |e| {
+                names.push(e.name.to_string());
+                false
+            })
+            .await
+            .expect("readdir");
+        self.fs.releasedir(fh);
+        names
+    }
+
+    /// Opens `name` in `dir` read-only, reads it whole, closes it.
+    async fn cat(&self, dir: u64, name: &str) -> Vec<u8> {
+        let ino = self
+            .fs
+            .lookup(dir, OsStr::new(name))
+            .await
+            .expect("lookup")
+            .ino;
+        let (fh, _) = self.fs.open(ino, false, false).await.expect("open");
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .fs
+                .read(fh, out.len() as u64, 128 * 1024)
+                .await
+                .expect("read");
+            if got.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&got);
+        }
+        self.fs.release(fh);
+        out
+    }
+}
+
+/// Read-ahead across files (issue 14): a directory listed, then its files
+/// opened in listing order (`cp -r`, `tar c`, `diff -r`), has the next 16
+/// files fetched ahead from the second open on, and each file costs exactly
+/// one GET: the open takes the bytes fetched ahead instead of asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_in_listing_order_fetches_the_next_files_ahead() {
+    let c = core();
+    let names = put_files(&c, "w", 40, 4096);
+    let w = c.ino("w").await;
+    assert_eq!(&c.list(w).await[2..], &names[..]);
+    assert_eq!(c.mem.gets_under("w/f"), 0, "listing fetches nothing");
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(c.cat(w, name).await, data(4096, i as u8), "{name}");
+        match i {
+            0 => assert_eq!(c.fs.walk_ahead(), 0, "one open is no walk yet"),
+            1..=23 => assert_eq!(c.fs.walk_ahead(), 16, "after {name}"),
+            _ => assert_eq!(c.fs.walk_ahead(), 39 - i, "after {name}"),
+        }
+    }
+    assert_eq!(
+        c.mem.gets_under("w/f"),
+        40,
+        "one GET per file: none fetched twice"
+    );
+}
+
+/// Without the pattern nothing is fetched ahead: files opened against the
+/// listing's order (or at random), a listing never followed by opens, a
+/// directory never listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_out_of_listing_order_fetch_nothing_ahead() {
+    let c = core();
+    let names = put_files(&c, "w", 30, 4096);
+    let w = c.ino("w").await;
+    c.list(w).await;
+    for (i, name) in names.iter().enumerate().rev() {
+        assert_eq!(c.cat(w, name).await, data(4096, i as u8));
+        assert_eq!(c.fs.walk_ahead(), 0, "after {name}");
+    }
+    assert_eq!(c.mem.gets_under("w/f"), 30);
+    // Unlisted: opened in order, but no listing to walk.
+    let others = put_files(&c, "u", 5, 10);
+    let u = c.ino("u").await;
+    for name in &others {
+        c.cat(u, name).await;
+        assert_eq!(c.fs.walk_ahead(), 0);
+    }
+    assert_eq!(c.mem.gets_under("u/f"), 5);
+}
+
+/// Files fetched ahead hold read-ahead memory, taken only while half the
+/// share stays free for readers: a 4 MiB share holds at most two 1 MiB
+/// files ahead, and the walk reads every file right (with the whole share
+/// taken, a reader waited for ever for memory held by files ahead of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_fetched_ahead_leave_readers_memory() {
+    let c = core_with(|cfg| cfg.prefetch.max_memory = 4 * MIB as u64);
+    let names = put_files(&c, "w", 12, MIB);
+    let w = c.ino("w").await;
+    c.list(w).await;
+    for (i, name) in names.iter().enumerate() {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(60), c.cat(w, name));
+        assert_eq!(
+            read.await.expect("no reader waits for ever"),
+            data(MIB, i as u8),
+            "{name}"
+        );
+        let ahead = c.fs.walk_ahead();
+        assert!(ahead <= 2, "{ahead} ahead after {name}");
+        if (1..9).contains(&i) {
+            assert!(ahead > 0, "nothing ahead after {name}");
+        }
+    }
+}
+
+/// A file another client replaced after it was fetched ahead is read as it
+/// is now once the mount sees the new ETag: bytes fetched ahead are used
+/// only under the ETag the open sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_after_it_was_fetched_ahead_is_read_as_it_is_now() {
+    let c = core_with(|cfg| cfg.metadata_ttl = Ttl(Some(std::time::Duration::ZERO)));
+    let names = put_files(&c, "w", 10, 4096);
+    let w = c.ino("w").await;
+    c.list(w).await;
+    c.cat(w, &names[0]).await;
+    c.cat(w, &names[1]).await;
+    assert_eq!(c.fs.walk_ahead(), 8);
+    c.mem
+        .put(BUCKET, &format!("w/{}", names[2]), b"replaced".to_vec());
+    assert_eq!(c.cat(w, &names[2]).await, b"replaced");
+    assert_eq!(c.cat(w, &names[3]).await, data(4096, 3));
+}

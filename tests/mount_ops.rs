@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Kind;
-use common::mount::{Mounted, credentials_file, daemon_pid, is_mounted, run};
+use common::mount::{Mounted, credentials_file, daemon_pid, is_mounted, run, sample, scrape};
 use common::store::Store;
 
 const MIB: usize = 1024 * 1024;
@@ -121,15 +121,6 @@ fn systemd_is_told_when_the_mount_is_live_and_when_it_stops() {
     assert!(!is_mounted(&mnt));
 }
 
-/// One sample of a Prometheus text scrape: the value of the series named
-/// exactly `series` (name and labels as the exposition writes them).
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The metric names (`bladefs_...`) a text mentions.
 fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     text.match_indices("bladefs_")
@@ -141,16 +132,6 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
         })
         .filter(|n| n.len() > "bladefs_".len())
         .collect()
-}
-
-fn scrape(port: u16, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    (head.to_string(), body.to_string())
 }
 
 /// `--metrics-addr`: the counters move by what a workload costs. A cold

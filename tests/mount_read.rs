@@ -621,3 +621,43 @@ fn inodes_are_freed_when_the_kernel_forgets_them() {
     println!("inodes: {walked} after find, {after} after the kernel forgot them");
     m.unmount();
 }
+
+/// Read-ahead across files through the kernel (Garage): `cp -r` of a tree
+/// of small files takes most of them from fetches made ahead of its opens
+/// (shown by the mount's metrics), copies every byte right, and asks each
+/// file once.
+#[test]
+fn cp_r_of_small_files_reads_them_ahead_of_the_opens() {
+    let server = common::start(Kind::Garage);
+    let objects: Vec<(String, Vec<u8>)> = (0..240)
+        .map(|i| (format!("tree/d{}/f{i:03}", i % 3), data(4096 + i, i as u64)))
+        .collect();
+    seed(&server, "walk", objects.clone());
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let m = Mounted::new(&server, "walk", &["--metrics-addr", &addr]);
+    let out = tempfile::tempdir().unwrap();
+    run(
+        "cp",
+        &[
+            "-r",
+            m.join("tree").to_str().unwrap(),
+            out.path().to_str().unwrap(),
+        ],
+    );
+    for (key, body) in &objects {
+        let copied = std::fs::read(out.path().join(key)).unwrap();
+        assert!(&copied == body, "{key}");
+    }
+    let (_, metrics) = common::mount::scrape(port, "/metrics");
+    let used = common::mount::sample(&metrics, "bladefs_read_ahead_files_total{outcome=\"used\"}");
+    let fetched = common::mount::sample(
+        &metrics,
+        "bladefs_read_ahead_files_total{outcome=\"fetched\"}",
+    );
+    assert!(used >= 200.0, "{used} of 240 files read ahead\n{metrics}");
+    assert!(fetched - used <= 16.0, "{fetched} fetched, {used} used");
+    let log = m.unmount();
+    // A GET per file, and a few for the directories' metadata objects.
+    assert!(requests(&log, "GetObject") <= 240 + 8, "{log}");
+}

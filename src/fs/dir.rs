@@ -146,6 +146,25 @@ impl DirHandle {
         (out, st.done && end == st.settled)
     }
 
+    /// Where a live directory's handle lists, and its files in listing
+    /// order, once read to its end (for read-ahead across files).
+    pub fn listed_files(&self) -> Option<(Location, Vec<DirEntry>)> {
+        if !self.places.is_empty() {
+            return None;
+        }
+        let st = self.state.lock().expect("dir lock");
+        if !st.done || st.settled < st.entries.len() {
+            return None;
+        }
+        let files = st
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .cloned()
+            .collect();
+        Some((self.loc.clone(), files))
+    }
+
     /// The whole listing this handle fetched, once complete, sorted by name
     /// (for the cache).
     pub fn finished(&self) -> Option<Vec<DirEntry>> {

@@ -81,9 +81,27 @@ pub const BACK_SLACK: u64 = 8 * 1024 * 1024;
 /// too): read-ahead requests overtaking each other are not a random reader.
 pub const FORWARD_SLACK: u64 = 8 * 1024 * 1024;
 
-struct Chunk {
+/// Bytes of an object held in memory, with the budget's permits for them.
+pub struct Chunk {
     bytes: Bytes,
     _memory: Permit,
+}
+
+impl Chunk {
+    pub fn new(bytes: Bytes, memory: Permit) -> Self {
+        Chunk {
+            bytes,
+            _memory: memory,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 type PartFuture = Shared<BoxFuture<'static, Result<Arc<Chunk>, FsError>>>;
@@ -91,7 +109,9 @@ type PartFuture = Shared<BoxFuture<'static, Result<Arc<Chunk>, FsError>>>;
 struct Part {
     range: Range<u64>,
     data: PartFuture,
-    task: tokio::task::AbortHandle,
+    /// None for bytes that were here before the reader (see
+    /// [`FileReader::preloaded`]).
+    task: Option<tokio::task::AbortHandle>,
     /// Cloned by every read awaiting this part, so a part dropped while a
     /// read still waits for it is left to finish.
     waiters: Arc<()>,
@@ -99,8 +119,10 @@ struct Part {
 
 impl Drop for Part {
     fn drop(&mut self) {
-        if Arc::strong_count(&self.waiters) == 1 {
-            self.task.abort();
+        if Arc::strong_count(&self.waiters) == 1
+            && let Some(task) = &self.task
+        {
+            task.abort();
         }
     }
 }
@@ -186,6 +208,29 @@ impl FileReader {
         self
     }
 
+    /// Serves every read from `whole`, the object's content as it was
+    /// fetched before the open (read-ahead across files, `fs/walk.rs`)
+    /// under the ETag this reader was opened with; `version` is the
+    /// version the store named, which later reads keep to (after a rename,
+    /// for one).
+    pub fn preloaded(self, whole: Arc<Chunk>, version: Option<String>) -> Self {
+        debug_assert_eq!(whole.len() as u64, self.size);
+        if let Some(v) = version {
+            self.source.lock().expect("source lock").version_id = Some(v);
+        }
+        {
+            let mut st = self.state.lock().expect("reader lock");
+            st.parts.push_back(Part {
+                range: 0..self.size,
+                data: futures::future::ready(Ok(whole)).boxed().shared(),
+                task: None,
+                waiters: Arc::new(()),
+            });
+            st.fetched_to = self.size;
+        }
+        self
+    }
+
     pub fn bucket(&self) -> &Arc<str> {
         &self.bucket
     }
@@ -263,7 +308,7 @@ impl FileReader {
         Part {
             range,
             data,
-            task: abort,
+            task: Some(abort),
             waiters: Arc::new(()),
         }
     }

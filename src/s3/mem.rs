@@ -161,6 +161,9 @@ pub struct MemoryClient {
     buckets: Mutex<BTreeMap<String, Bucket>>,
     next_id: AtomicU64,
     stats: ClientStats,
+    /// GetObject calls per key, for tests that count a file's reads apart
+    /// from the directories' metadata objects.
+    gets: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The time of a write, in whole milliseconds as stores report
@@ -211,6 +214,15 @@ impl MemoryClient {
 
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// GetObject calls so far for keys under `prefix` (answered or not).
+    pub fn gets_under(&self, prefix: &str) -> u64 {
+        let gets = self.gets.lock().expect("gets lock");
+        gets.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Every object of `bucket`, key to content (for comparing with a model).
@@ -632,6 +644,9 @@ impl ObjectClient for MemoryClient {
         params: &GetObjectParams,
     ) -> S3Result<GetObjectOutput> {
         let op = Op::GetObject;
+        *(self.gets.lock().expect("gets lock"))
+            .entry(key.to_string())
+            .or_default() += 1;
         let out = self.with_bucket_mut(op, 0, bucket, |b| {
             let (o, version_id) = b.object(op, key, params.version_id.as_deref())?;
             if params.if_match.as_ref().is_some_and(|e| *e != o.etag) {

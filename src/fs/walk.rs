@@ -1,0 +1,322 @@
+//! Read-ahead across files: when an application walks a directory — lists
+//! it, then opens its files one after another in listing order, as `cp -r`,
+//! `tar c`, `rsync`, `diff -r` and `grep -r` do — the next small files of
+//! that listing are fetched in parallel before they are opened. Without
+//! it every file costs one request round trip in sequence.
+//!
+//! - A directory handle read to its end leaves its files (name, size,
+//!   ETag, in listing order) here, for the last few directories only.
+//! - A read-only open of a file of such a listing moves a cursor. Two opens
+//!   in a row that go forward by at most [`WalkConfig::files_ahead`]
+//!   entries are a walk; from then on every open starts whole-object GETs
+//!   of the next files up to that many entries ahead, each at most
+//!   [`WalkConfig::max_file`] bytes, each guarded by the ETag the listing
+//!   showed (`If-Match`).
+//! - An open of a fetched file takes its bytes if the ETag it opens with
+//!   is the one fetched (else they are dropped and the file is read as
+//!   usual); an open that finds the fetch still in flight waits for it,
+//!   which is never longer than asking afresh. A failed fetch is no error:
+//!   the file is read as usual.
+//! - Memory comes from the read-ahead share of the mount's budget, taken
+//!   only if free at once and only while half the share stays free for
+//!   readers (a reader waiting for memory held by files fetched ahead of
+//!   it would wait for ever): under pressure nothing is fetched ahead. Files
+//!   passed by the cursor, and all of them when the walk stops (an open
+//!   elsewhere or out of order), are dropped, their fetches aborted.
+//! - Nothing happens without the pattern: listing alone (`ls -l`) or
+//!   opening files in no listing order costs no request, only the copy of
+//!   the listing's names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use lru::LruCache;
+
+use super::cache::DirEntry;
+use super::inode::{Kind, Location};
+use super::memory::{Memory, Use};
+use super::prefetch::Chunk;
+use crate::s3::{GetObjectParams, ObjectClient};
+
+#[derive(Debug, Clone)]
+pub struct WalkConfig {
+    /// How many entries ahead of the last open file are fetched; 0 turns
+    /// read-ahead across files off. Default 16.
+    pub files_ahead: usize,
+    /// Larger files are left to the ordinary read-ahead of their own
+    /// reader. Default 1 MiB.
+    pub max_file: u64,
+}
+
+impl Default for WalkConfig {
+    fn default() -> Self {
+        WalkConfig {
+            files_ahead: 16,
+            max_file: 1024 * 1024,
+        }
+    }
+}
+
+/// Listings kept for walks: one per directory being walked, and a few
+/// more for trees walked depth first (a directory's walk resumes after its
+/// subdirectory's).
+const LISTINGS: usize = 8;
+
+/// Bytes fetched ahead: the object's content and the version the store
+/// named, if any.
+pub type Fetched = (Arc<Chunk>, Option<String>);
+
+type FetchFuture = Shared<BoxFuture<'static, Option<Fetched>>>;
+
+struct File {
+    name: Arc<str>,
+    size: u64,
+    etag: String,
+}
+
+struct Listing {
+    files: Vec<File>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+type DirKey = (Arc<str>, String);
+
+struct Fetch {
+    etag: String,
+    data: FetchFuture,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Cursor {
+    dir: DirKey,
+    listing: Arc<Listing>,
+    at: usize,
+    /// Opens in a row that went forward within reach.
+    streak: u32,
+    ahead: BTreeMap<usize, Fetch>,
+}
+
+pub struct Walk {
+    client: Arc<dyn ObjectClient>,
+    memory: Memory,
+    cfg: WalkConfig,
+    state: Mutex<State>,
+    /// Files fetched ahead, and those an open then took: for the metrics.
+    fetched: AtomicU64,
+    used: AtomicU64,
+}
+
+struct State {
+    listings: LruCache<DirKey, Arc<Listing>>,
+    cursor: Option<Cursor>,
+}
+
+/// `key` as its directory's prefix and its name.
+fn split(key: &str) -> (&str, &str) {
+    match key.rfind('/') {
+        Some(i) => (&key[..=i], &key[i + 1..]),
+        None => ("", key),
+    }
+}
+
+impl Walk {
+    pub fn new(client: Arc<dyn ObjectClient>, memory: Memory, cfg: WalkConfig) -> Self {
+        Walk {
+            client,
+            memory,
+            cfg,
+            state: Mutex::new(State {
+                listings: LruCache::new(NonZeroUsize::new(LISTINGS).expect("not zero")),
+                cursor: None,
+            }),
+            fetched: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Files fetched ahead so far, and how many of them an open took.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.fetched.load(Ordering::Relaxed),
+            self.used.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Directory `dir` was listed to its end: `entries` in listing order.
+    pub fn listed(&self, dir: &Location, entries: &[DirEntry]) {
+        if self.cfg.files_ahead == 0 {
+            return;
+        }
+        let files: Vec<File> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .filter_map(|e| {
+                Some(File {
+                    name: e.name.clone(),
+                    size: e.stat.size,
+                    etag: e.stat.etag.clone()?,
+                })
+            })
+            .collect();
+        let index = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let listing = Arc::new(Listing { files, index });
+        let key = (dir.bucket.clone(), dir.key.clone());
+        let mut st = self.state.lock().expect("walk lock");
+        // A fresh listing of the directory being walked replaces its
+        // cursor's only at its next open (by the listing's identity).
+        st.listings.put(key, listing);
+    }
+
+    /// A read-only open of `loc`, whose object has `etag` and `size` now:
+    /// its bytes if they were fetched ahead (waiting for a fetch in flight),
+    /// and the walk moved on.
+    pub async fn opened(&self, loc: &Location, etag: Option<&str>, size: u64) -> Option<Fetched> {
+        if self.cfg.files_ahead == 0 {
+            return None;
+        }
+        let mine = self.advance(loc)?;
+        if Some(mine.etag.as_str()) != etag {
+            return None;
+        }
+        let fetched = mine.data.clone().await?;
+        if fetched.0.len() as u64 != size {
+            return None;
+        }
+        self.used.fetch_add(1, Ordering::Relaxed);
+        Some(fetched)
+    }
+
+    /// Moves the cursor to `loc` and starts the fetches ahead of it; returns
+    /// the fetch of `loc` itself, if any.
+    fn advance(&self, loc: &Location) -> Option<Fetch> {
+        let (dir, name) = split(&loc.key);
+        let key: DirKey = (loc.bucket.clone(), dir.to_string());
+        let mut st = self.state.lock().expect("walk lock");
+        let Some(listing) = st.listings.get(&key).cloned() else {
+            st.cursor = None;
+            return None;
+        };
+        let Some(&at) = listing.index.get(name) else {
+            st.cursor = None;
+            return None;
+        };
+        let reach = self.cfg.files_ahead;
+        let mut cursor = match st.cursor.take() {
+            Some(mut c) if c.dir == key && Arc::ptr_eq(&c.listing, &listing) => {
+                if at > c.at && at <= c.at + reach {
+                    c.streak += 1;
+                } else {
+                    c.streak = 0;
+                }
+                c.at = at;
+                c
+            }
+            _ => Cursor {
+                dir: key,
+                listing,
+                at,
+                streak: 0,
+                ahead: BTreeMap::new(),
+            },
+        };
+        let mine = cursor.ahead.remove(&at);
+        if cursor.streak == 0 {
+            cursor.ahead.clear();
+        } else {
+            cursor.ahead.retain(|i, _| *i > at);
+            self.fetch_ahead(&mut cursor);
+        }
+        st.cursor = Some(cursor);
+        mine
+    }
+
+    fn fetch_ahead(&self, cursor: &mut Cursor) {
+        let end = cursor
+            .listing
+            .files
+            .len()
+            .min(cursor.at + 1 + self.cfg.files_ahead);
+        for i in cursor.at + 1..end {
+            let file = &cursor.listing.files[i];
+            if cursor.ahead.contains_key(&i) || file.size == 0 || file.size > self.cfg.max_file {
+                continue;
+            }
+            // Half the share stays for readers: a file's own reader may
+            // need memory that files fetched ahead of it would otherwise
+            // hold until the walk reaches them, which it cannot without
+            // that reader.
+            let reserve = self.memory.largest(Use::ReadAhead) / 2;
+            if self.memory.available(Use::ReadAhead) < file.size + reserve {
+                break;
+            }
+            let Some(permit) = self.memory.try_take(Use::ReadAhead, file.size) else {
+                break;
+            };
+            let client = self.client.clone();
+            let (bucket, dir) = cursor.dir.clone();
+            let object = format!("{dir}{}", file.name);
+            let params = GetObjectParams {
+                if_match: Some(file.etag.clone()),
+                ..Default::default()
+            };
+            let size = file.size;
+            let task = tokio::spawn(async move {
+                let out = client.get_object(&bucket, &object, &params).await;
+                match out {
+                    Ok(out) if out.body.len() as u64 == size => {
+                        let version = out.version_id.filter(|v| v != "null");
+                        Some((Arc::new(Chunk::new(out.body, permit)), version))
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::debug!(bucket = %bucket, key = %object, error = %e, "fetch ahead failed: read as usual");
+                        None
+                    }
+                }
+            });
+            self.fetched.fetch_add(1, Ordering::Relaxed);
+            let abort = task.abort_handle();
+            let data = async move { task.await.ok().flatten() }.boxed().shared();
+            cursor.ahead.insert(
+                i,
+                Fetch {
+                    etag: file.etag.clone(),
+                    data,
+                    task: abort,
+                },
+            );
+        }
+    }
+
+    /// Fetches ahead now (in flight or done), for tests and metrics.
+    pub fn ahead(&self) -> usize {
+        let st = self.state.lock().expect("walk lock");
+        st.cursor.as_ref().map_or(0, |c| c.ahead.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_directory_and_name() {
+        assert_eq!(split("a/b/c"), ("a/b/", "c"));
+        assert_eq!(split("c"), ("", "c"));
+        assert_eq!(split("p/"), ("p/", ""));
+    }
+}
