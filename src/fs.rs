@@ -1254,13 +1254,7 @@ impl Fs {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        let dir = self.dirs.lock().expect("dirs lock").remove(&fh);
-        // A directory read to its end may be walked next.
-        if let Some(dir) = dir
-            && let Some((loc, files)) = dir.listed_files()
-        {
-            self.walk.listed(&loc, &files);
-        }
+        self.dirs.lock().expect("dirs lock").remove(&fh);
     }
 
     /// Hands entries from `offset` on to `fill` until it reports the reply
@@ -1369,6 +1363,11 @@ impl Fs {
                 offset += 1;
             }
             if complete {
+                // A directory read to its end may be walked next (the
+                // walker keeps the directory open meanwhile: tar, fts).
+                if let Some((loc, files)) = dir.listed_files() {
+                    self.walk.listed(&loc, &files);
+                }
                 if let Some(all) = dir.finished() {
                     self.cache.put_listing(
                         &dir.location().bucket,

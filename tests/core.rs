@@ -598,6 +598,14 @@ fn put_files(c: &Core, dir: &str, n: usize, size: usize) -> Vec<String> {
 impl Core {
     /// Lists directory `ino` to its end, as `ls` or `cp -r` does.
     async fn list(&self, ino: u64) -> Vec<String> {
+        let (fh, names) = self.list_open(ino).await;
+        self.fs.releasedir(fh);
+        names
+    }
+
+    /// Lists directory `ino` to its end and keeps it open, as `tar c` and
+    /// fts-based tools do while they open its files.
+    async fn list_open(&self, ino: u64) -> (u64, Vec<String>) {
         let fh = self.fs.opendir(ino).await.expect("opendir");
         let mut names = Vec::new();
         self.fs
@@ -607,8 +615,7 @@ impl Core {
             })
             .await
             .expect("readdir");
-        self.fs.releasedir(fh);
-        names
+        (fh, names)
     }
 
     /// Opens `name` in `dir` read-only, reads it whole, closes it.
@@ -661,6 +668,25 @@ async fn a_walk_in_listing_order_fetches_the_next_files_ahead() {
         40,
         "one GET per file: none fetched twice"
     );
+}
+
+/// `tar c`, `grep -r` and other fts-based walkers keep the directory open
+/// while they open its files: the walk starts from the end of the listing,
+/// not from its close (these tools got no read-ahead before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_while_the_directory_is_still_open_reads_ahead_too() {
+    let c = core();
+    let names = put_files(&c, "w", 20, 100);
+    let w = c.ino("w").await;
+    let (dir, _) = c.list_open(w).await;
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(c.cat(w, name).await, data(100, i as u8), "{name}");
+        if i == 1 {
+            assert_eq!(c.fs.walk_ahead(), 16);
+        }
+    }
+    c.fs.releasedir(dir);
+    assert_eq!(c.mem.gets_under("w/f"), 20);
 }
 
 /// Without the pattern nothing is fetched ahead: files opened against the

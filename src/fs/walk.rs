@@ -4,8 +4,10 @@
 //! that listing are fetched in parallel before they are opened. Without
 //! it every file costs one request round trip in sequence.
 //!
-//! - A directory handle read to its end leaves its files (name, size,
-//!   ETag, in listing order) here, for the last few directories only.
+//! - A directory read to its end leaves its files (name, size, ETag, in
+//!   listing order) here, for the last few directories only. (At the end
+//!   of the listing, not when the handle closes: tar and fts-based tools
+//!   keep the directory open while they open its files.)
 //! - A read-only open of a file of such a listing moves a cursor. Two opens
 //!   in a row that go forward by at most [`WalkConfig::files_ahead`]
 //!   entries are a walk; from then on every open starts whole-object GETs
@@ -81,6 +83,17 @@ struct File {
 struct Listing {
     files: Vec<File>,
     index: HashMap<Arc<str>, usize>,
+}
+
+impl Listing {
+    fn same_as(&self, other: &Listing) -> bool {
+        self.files.len() == other.files.len()
+            && self
+                .files
+                .iter()
+                .zip(&other.files)
+                .all(|(a, b)| a.name == b.name && a.etag == b.etag && a.size == b.size)
+    }
 }
 
 type DirKey = (Arc<str>, String);
@@ -176,8 +189,14 @@ impl Walk {
         let listing = Arc::new(Listing { files, index });
         let key = (dir.bucket.clone(), dir.key.clone());
         let mut st = self.state.lock().expect("walk lock");
-        // A fresh listing of the directory being walked replaces its
-        // cursor's only at its next open (by the listing's identity).
+        // The same listing again (the kernel reads the end of a directory
+        // more than once) keeps the one a walk may be on; another replaces
+        // it, and a walk on it starts afresh at its next open.
+        if let Some(known) = st.listings.get(&key)
+            && known.same_as(&listing)
+        {
+            return;
+        }
         st.listings.put(key, listing);
     }
 
