@@ -257,6 +257,25 @@ impl Model {
         self.mtimes.remove(&inode);
     }
 
+    /// What making a new name `path` (symlink, mknod) fails with.
+    fn making(&self, path: &str) -> Option<i32> {
+        if !self.parent_exists(path) {
+            Some(libc::ENOENT)
+        } else if self.names.contains_key(path) {
+            Some(libc::EEXIST)
+        } else {
+            None
+        }
+    }
+
+    /// A new inode with `contents`, named `path`.
+    fn add(&mut self, path: &str, contents: Vec<u8>) -> usize {
+        self.contents.push(contents);
+        let inode = self.contents.len() - 1;
+        self.names.insert(path.to_string(), inode);
+        inode
+    }
+
     fn is_link(&self, path: &str) -> bool {
         self.names.get(path).is_some_and(|i| self.links.contains(i))
     }
@@ -848,20 +867,12 @@ impl Harness {
                         .map_err(|e| e.errno()),
                     Err(e) => Err(e),
                 };
-                let want = if !self.model.parent_exists(path) {
-                    Some(libc::ENOENT)
-                } else if self.model.names.contains_key(path) {
-                    Some(libc::EEXIST)
-                } else {
-                    None
-                };
+                let want = self.model.making(path);
                 if real.err() != want {
                     return Err(format!("symlink: model {want:?}, fs {real:?}"));
                 }
                 if want.is_none() {
-                    self.model.contents.push(target.as_bytes().to_vec());
-                    let inode = self.model.contents.len() - 1;
-                    self.model.names.insert(path.to_string(), inode);
+                    let inode = self.model.add(path, target.as_bytes().to_vec());
                     self.model.links.insert(inode);
                     self.check_store(inode)?;
                 }
@@ -934,20 +945,12 @@ impl Harness {
                         .map_err(|e| e.errno()),
                     Err(e) => Err(e),
                 };
-                let want = if !self.model.parent_exists(path) {
-                    Some(libc::ENOENT)
-                } else if self.model.names.contains_key(path) {
-                    Some(libc::EEXIST)
-                } else {
-                    None
-                };
+                let want = self.model.making(path);
                 if real.err() != want {
                     return Err(format!("mknod: model {want:?}, fs {real:?}"));
                 }
                 if want.is_none() {
-                    self.model.contents.push(Vec::new());
-                    let inode = self.model.contents.len() - 1;
-                    self.model.names.insert(path.to_string(), inode);
+                    let inode = self.model.add(path, Vec::new());
                     self.model.fifos.insert(inode);
                     self.model.modes.insert(inode, mode);
                     self.check_store(inode)?;
