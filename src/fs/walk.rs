@@ -68,6 +68,11 @@ impl Default for WalkConfig {
 /// subdirectory's).
 const LISTINGS: usize = 8;
 
+/// Larger directories are not kept for walks: their names would hold more
+/// memory than their walk is worth (the metadata cache keeps no longer
+/// listings either).
+const MAX_FILES: usize = 100_000;
+
 /// Bytes fetched ahead: the object's content and the version the store
 /// named, if any.
 pub type Fetched = (Arc<Chunk>, Option<String>);
@@ -167,7 +172,7 @@ impl Walk {
 
     /// Directory `dir` was listed to its end: `entries` in listing order.
     pub fn listed(&self, dir: &Location, entries: &[DirEntry]) {
-        if self.cfg.files_ahead == 0 {
+        if self.cfg.files_ahead == 0 || entries.len() > MAX_FILES {
             return;
         }
         let files: Vec<File> = entries
