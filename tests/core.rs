@@ -755,3 +755,29 @@ async fn a_file_replaced_after_it_was_fetched_ahead_is_read_as_it_is_now() {
     assert_eq!(c.cat(w, &names[2]).await, b"replaced");
     assert_eq!(c.cat(w, &names[3]).await, data(4096, 3));
 }
+
+/// A fetch ahead that fails (the store answers 500 to it) is no error: the
+/// file it was for is read as usual when opened, and the walk goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fetch_ahead_leaves_its_file_to_be_read_as_usual() {
+    // Metadata trusted for ever: no request but the walk's and the
+    // readers' GETs of the files.
+    let c = core_with(|cfg| cfg.metadata_ttl = Ttl(None));
+    let names = put_files(&c, "w", 12, 1000);
+    // The second file is empty: its open starts the walk and reads nothing,
+    // so the next GET to reach the store is one of the walk's.
+    c.mem.put(BUCKET, &format!("w/{}", names[1]), Vec::new());
+    let w = c.ino("w").await;
+    c.list(w).await;
+    c.cat(w, &names[0]).await;
+    c.faults
+        .on_call(Op::GetObject, 1, Fault::Fail(internal_error(Op::GetObject)));
+    assert!(c.cat(w, &names[1]).await.is_empty());
+    for (i, name) in names.iter().enumerate().skip(2) {
+        assert_eq!(c.cat(w, name).await, data(1000, i as u8), "{name}");
+    }
+    assert_eq!(c.faults.injected(Op::GetObject), 1);
+    // The failed GET never reached the store; the reader of its file asked
+    // again: each of the 11 non-empty files reached it once.
+    assert_eq!(c.mem.gets_under("w/f"), 11);
+}
