@@ -237,6 +237,10 @@ class Bench:
             s.s3("fill", f"{self.bucket}/ls1k", "--count", "1000", "--size", "100")
             s.s3("fill", f"{self.bucket}/ls10k", "--count", "10000", "--size", "100")
             s.s3("fill", f"{self.bucket}/tree", "--count", "10000", "--size", "100", "--dirs", "100")
+        if "tree_walk" in workloads:
+            n = self.args.tree_files
+            s.s3("fill", f"{self.bucket}/walk", "--count", str(n), "--size", "4096",
+                 "--dirs", str(max(1, n // 50)), "--jobs", "32")
         self.small_src = self.work / "small-src"
         self.small_src.mkdir(exist_ok=True)
         for i in range(1000):
@@ -355,6 +359,23 @@ class Bench:
             secs = timed(["rm", "-r", str(m.path / dst)])
             self.record("rm -r 1000 files s", tool, secs, m.stop())
 
+    def tree_walk(self, tool):
+        """Reading a tree of small files (50 per directory) with tools that
+        walk it: tar c (every byte read), then diff -r against a local copy."""
+        n = self.args.tree_files
+        local = self.work / "walk-local"
+        for rep_ in range(self.args.reps):
+            m = self.cold_mount(tool)
+            secs = timed(["sh", "-c", "tar cf - walk | cat > /dev/null"], cwd=m.path)
+            self.record(f"tar c {n} files s", tool, secs, m.stop())
+            if not local.exists():
+                m = self.cold_mount(tool)
+                run(["cp", "-r", str(m.path / "walk"), str(local)])
+                m.stop()
+            m = self.cold_mount(tool)
+            secs = timed(["diff", "-r", "walk", str(local)], cwd=m.path, stdout=subprocess.DEVNULL)
+            self.record(f"diff -r {n} files s", tool, secs, m.stop())
+
     def big_write_rss(self):
         """Peak RSS of bladefs writing 5 GiB with default options."""
         m = self.cold_mount("bladefs")
@@ -370,7 +391,8 @@ SKIP = {
     ("small_files", "rclone-writes"): "close returns before the upload, which a fresh mount then misses",
 }
 
-WORKLOADS = ["seqread", "seqwrite", "randread", "ttfb", "listing", "small_files", "big_write_rss"]
+WORKLOADS = ["seqread", "seqwrite", "randread", "ttfb", "listing", "small_files", "tree_walk",
+             "big_write_rss"]
 
 
 def median_of(runs, key="value"):
@@ -561,6 +583,8 @@ def main():
     p.add_argument("--tools", default=",".join(TOOLS))
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--random-seconds", type=int, default=10)
+    p.add_argument("--tree-files", type=int, default=15000,
+                   help="files of the tree_walk workload (50 per directory)")
     p.add_argument("--server-desc", default="Garage, 1 node, 127.0.0.1")
     p.add_argument("--doc", default=str(ROOT / "docs/BENCHMARKS.md"))
     p.add_argument("--json", default=str(ROOT / "target/bench/results.json"))
