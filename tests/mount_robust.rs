@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Stdio;
 
 use bladefs::s3::{GetObjectParams, ListUploadsParams, ObjectClient};
@@ -43,15 +42,31 @@ fn kill_9_mid_write_loses_nothing_that_was_closed() {
 
     // Closed before the crash: must be complete afterwards.
     std::fs::write(mnt.join("closed.txt"), b"closed before the kill").unwrap();
-    // Being rewritten at the crash: parts already streaming.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(mnt.join("big.bin"))
+    // Being rewritten at the crash: parts already streaming. A process of
+    // its own holds the descriptor: held here, it would be inherited for an
+    // instant by every process another test of this file spawns, and that
+    // copy's close (at exec) is a FUSE flush, which saves the file (seen in
+    // CI: the old content replaced before the kill).
+    let mut writer = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os, sys, time\n\
+             fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)\n\
+             for _ in range(40): os.write(fd, os.urandom(1 << 20))\n\
+             print('written', flush=True)\n\
+             time.sleep(600)\n",
+        )
+        .arg(mnt.join("big.bin"))
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    for i in 0..40 {
-        f.write_all(&data(MIB, 100 + i)).unwrap();
-    }
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said.trim(), "written");
     common::wait_for("a multipart upload in progress", || {
         rt.block_on(client.list_multipart_uploads("crash", &ListUploadsParams::default()))
             .map(|l| !l.uploads.is_empty())
@@ -59,7 +74,9 @@ fn kill_9_mid_write_loses_nothing_that_was_closed() {
     });
     daemon.kill().unwrap(); // SIGKILL
     wait_exit(&mut daemon, std::time::Duration::from_secs(10)).expect("killed");
-    drop(f); // fails: the daemon is gone
+    // Its close fails: the daemon is gone.
+    writer.kill().unwrap();
+    writer.wait().unwrap();
     run("fusermount3", &["-u", mnt.to_str().unwrap()]);
     assert!(!is_mounted(&mnt));
 
