@@ -277,6 +277,7 @@ impl Fs {
         use std::sync::atomic::Ordering::Relaxed;
         let buffers = self.open.buffers();
         let c = &self.cache.stats;
+        let (walk_fetched, walk_used) = self.walk.counts();
         Gauges {
             inodes: self.inode_count() as u64,
             open_handles: self.open_file_count() as u64,
@@ -290,8 +291,8 @@ impl Fs {
             name_misses: c.name_misses.load(Relaxed),
             listing_hits: c.listing_hits.load(Relaxed),
             listing_misses: c.listing_misses.load(Relaxed),
-            walk_fetched: self.walk.counts().0,
-            walk_used: self.walk.counts().1,
+            walk_fetched,
+            walk_used,
         }
     }
 
@@ -1365,9 +1366,7 @@ impl Fs {
             if complete {
                 // A directory read to its end may be walked next (the
                 // walker keeps the directory open meanwhile: tar, fts).
-                if let Some((loc, files)) = dir.listed_files() {
-                    self.walk.listed(&loc, &files);
-                }
+                dir.when_listed(|loc, entries| self.walk.listed(loc, entries));
                 if let Some(all) = dir.finished() {
                     self.cache.put_listing(
                         &dir.location().bucket,

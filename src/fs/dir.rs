@@ -146,23 +146,17 @@ impl DirHandle {
         (out, st.done && end == st.settled)
     }
 
-    /// Where a live directory's handle lists, and its files in listing
-    /// order, once read to its end (for read-ahead across files).
-    pub fn listed_files(&self) -> Option<(Location, Vec<DirEntry>)> {
+    /// Hands a live directory's location and entries, in listing order,
+    /// to `f` once the handle has read it to its end (for read-ahead
+    /// across files); the entries are lent, not copied.
+    pub fn when_listed(&self, f: impl FnOnce(&Location, &[DirEntry])) {
         if !self.places.is_empty() {
-            return None;
+            return;
         }
         let st = self.state.lock().expect("dir lock");
-        if !st.done || st.settled < st.entries.len() {
-            return None;
+        if st.done && st.settled == st.entries.len() {
+            f(&self.loc, &st.entries);
         }
-        let files = st
-            .entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .cloned()
-            .collect();
-        Some((self.loc.clone(), files))
     }
 
     /// The whole listing this handle fetched, once complete, sorted by name

@@ -210,9 +210,10 @@ impl FileReader {
 
     /// Serves every read from `whole`, the object's content as it was
     /// fetched before the open (read-ahead across files, `fs/walk.rs`)
-    /// under the ETag this reader was opened with; `version` is the
-    /// version the store named, which later reads keep to (after a rename,
-    /// for one).
+    /// under the ETag this reader was opened with. `version` is the version
+    /// the store named: it is what this reader has read, as if its own
+    /// first GET had named it (a server-side copy of the open file copies
+    /// that version).
     pub fn preloaded(self, whole: Arc<Chunk>, version: Option<String>) -> Self {
         debug_assert_eq!(whole.len() as u64, self.size);
         if let Some(v) = version {

@@ -91,14 +91,26 @@ struct Listing {
 }
 
 impl Listing {
-    fn same_as(&self, other: &Listing) -> bool {
-        self.files.len() == other.files.len()
-            && self
-                .files
-                .iter()
-                .zip(&other.files)
-                .all(|(a, b)| a.name == b.name && a.etag == b.etag && a.size == b.size)
+    /// Whether `files` (in order) are the files of this listing.
+    fn holds<'a>(&self, files: impl Iterator<Item = (&'a Arc<str>, u64, &'a str)>) -> bool {
+        let mut n = 0;
+        for (name, size, etag) in files {
+            match self.files.get(n) {
+                Some(f) if f.name == *name && f.size == size && f.etag == etag => n += 1,
+                _ => return false,
+            }
+        }
+        n == self.files.len()
     }
+}
+
+/// The entries a walk can fetch ahead: files with a known ETag (a file
+/// being written here has none yet).
+fn fetchable(entries: &[DirEntry]) -> impl Iterator<Item = (&Arc<str>, u64, &str)> + Clone {
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .filter_map(|e| Some((&e.name, e.stat.size, e.stat.etag.as_deref()?)))
 }
 
 type DirKey = (Arc<str>, String);
@@ -175,15 +187,21 @@ impl Walk {
         if self.cfg.files_ahead == 0 || entries.len() > MAX_FILES {
             return;
         }
-        let files: Vec<File> = entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .filter_map(|e| {
-                Some(File {
-                    name: e.name.clone(),
-                    size: e.stat.size,
-                    etag: e.stat.etag.clone()?,
-                })
+        let key = (dir.bucket.clone(), dir.key.clone());
+        // The same listing again (the kernel reads the end of a directory
+        // more than once) keeps the one a walk may be on, and costs no copy;
+        // another replaces it, and a walk on it starts afresh at its next
+        // open.
+        if let Some(known) = self.state.lock().expect("walk lock").listings.get(&key)
+            && known.holds(fetchable(entries))
+        {
+            return;
+        }
+        let files: Vec<File> = fetchable(entries)
+            .map(|(name, size, etag)| File {
+                name: name.clone(),
+                size,
+                etag: etag.to_string(),
             })
             .collect();
         let index = files
@@ -192,17 +210,11 @@ impl Walk {
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
         let listing = Arc::new(Listing { files, index });
-        let key = (dir.bucket.clone(), dir.key.clone());
-        let mut st = self.state.lock().expect("walk lock");
-        // The same listing again (the kernel reads the end of a directory
-        // more than once) keeps the one a walk may be on; another replaces
-        // it, and a walk on it starts afresh at its next open.
-        if let Some(known) = st.listings.get(&key)
-            && known.same_as(&listing)
-        {
-            return;
-        }
-        st.listings.put(key, listing);
+        self.state
+            .lock()
+            .expect("walk lock")
+            .listings
+            .put(key, listing);
     }
 
     /// A read-only open of `loc`, whose object has `etag` and `size` now:
@@ -274,16 +286,15 @@ impl Walk {
             .files
             .len()
             .min(cursor.at + 1 + self.cfg.files_ahead);
+        // Half the share stays for readers: a file's own reader may need
+        // memory that files fetched ahead of it would otherwise hold until
+        // the walk reaches them, which it cannot without that reader.
+        let reserve = self.memory.largest(Use::ReadAhead) / 2;
         for i in cursor.at + 1..end {
             let file = &cursor.listing.files[i];
             if cursor.ahead.contains_key(&i) || file.size == 0 || file.size > self.cfg.max_file {
                 continue;
             }
-            // Half the share stays for readers: a file's own reader may
-            // need memory that files fetched ahead of it would otherwise
-            // hold until the walk reaches them, which it cannot without
-            // that reader.
-            let reserve = self.memory.largest(Use::ReadAhead) / 2;
             if self.memory.available(Use::ReadAhead) < file.size + reserve {
                 break;
             }
