@@ -305,6 +305,21 @@ fn a_second_mount_sees_what_the_first_changed_after_one_ttl() {
     two.unmount();
 }
 
+/// Runs `cmd` on mount `m` and kills the daemon (SIGKILL) once `started`
+/// holds, so that the crash lands in the middle of the command; the
+/// command's own failure after that is expected.
+fn crash_during(
+    m: Mounted,
+    cmd: &mut std::process::Command,
+    what: &str,
+    started: impl FnMut() -> bool,
+) {
+    let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+    common::wait_for(what, started);
+    m.kill_9();
+    let _ = child.wait();
+}
+
 /// A crash in the middle of `chmod -R` (kill -9 once the first coalesced
 /// metadata object is in the bucket) leaves every file with its content and
 /// either its old or its new mode: never a lost or unreadable file, never
@@ -316,17 +331,11 @@ fn kill_9_during_chmod_r_leaves_each_file_with_its_old_or_new_mode() {
     let files = tree_of_files("t", 10, 30);
     store.put_all(&files);
     let m = Mounted::new(&server, "chmodcrash", &[]);
-    let mut chmod = std::process::Command::new("chmod")
-        .args(["-R", "u=rwx,go="])
-        .arg(m.join("t"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_for("a metadata object in the bucket", || {
+    let mut chmod = std::process::Command::new("chmod");
+    chmod.args(["-R", "u=rwx,go="]).arg(m.join("t"));
+    crash_during(m, &mut chmod, "a metadata object in the bucket", || {
         store.keys().keys().any(|k| k.ends_with("/.bladefs-meta"))
     });
-    m.kill_9();
-    let _ = chmod.wait();
 
     let m = Mounted::new(&server, "chmodcrash", &[]);
     let mut changed = 0;
@@ -379,17 +388,11 @@ fn kill_9_during_a_directory_move_with_links_loses_nothing() {
         .collect();
 
     let m = Mounted::new(&server, "mvcrash", &[]);
-    let mut mv = std::process::Command::new("mv")
-        .arg(m.join("src"))
-        .arg(m.join("dst"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_for("a first copy under dst/", || {
+    let mut mv = std::process::Command::new("mv");
+    mv.arg(m.join("src")).arg(m.join("dst"));
+    crash_during(m, &mut mv, "a first copy under dst/", || {
         store.keys().keys().any(|k| k.starts_with("dst/"))
     });
-    m.kill_9();
-    let _ = mv.wait();
 
     let m = Mounted::new(&server, "mvcrash", &[]);
     let places = |rel: &str| -> Vec<std::path::PathBuf> {
