@@ -168,6 +168,15 @@ pub struct MountArgs {
     /// Staging space all files being written may use, in MiB (ENOSPC beyond).
     #[arg(long, default_value_t = 10240)]
     pub cache_size_mib: u64,
+    /// Keep blocks of the objects read and written on local disk in DIR
+    /// (validated by ETag and checksum; one mount per DIR), so re-reads and
+    /// random reads of them need no request.
+    #[arg(long, value_name = "DIR")]
+    pub data_cache: Option<PathBuf>,
+    /// Disk space the data cache may use (bytes, or with K, M, G, T);
+    /// the least recently used blocks go beyond it.
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub data_cache_size: u64,
     /// Memory for parts being uploaded, in MiB (writers wait beyond).
     #[arg(long, default_value_t = 128)]
     pub upload_memory_mib: u64,
@@ -207,6 +216,31 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| format!("{s:?} is not an octal mode such as 0644"))
+}
+
+/// `4096`, `512K`, `100M`, `10G`, `1T` (binary multiples; `MiB`, `GB` and
+/// the like read the same).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 512M or 10G"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{s:?} is not a size such as 512M or 10G")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_dir_name(s: &str) -> Result<String, String> {
@@ -399,6 +433,18 @@ mod tests {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
             Helper::Fake => vec!["(fake)".to_string()],
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_multiples() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("10g"), Ok(10 << 30));
+        assert_eq!(parse_size("2 TB"), Ok(2 << 40));
+        for bad in ["", "G", "10X", "-1G", "1.5G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 

@@ -16,6 +16,7 @@
 //! - `error`: the one errno boundary
 
 pub mod cache;
+pub mod data_cache;
 pub mod dir;
 pub mod error;
 pub mod inode;
@@ -87,6 +88,8 @@ pub struct FsConfig {
     /// (`None`: not shown). Defaults `.versions` and `.snapshots`.
     pub versions_dir: Option<String>,
     pub snapshots_dir: Option<String>,
+    /// Blocks of objects kept on local disk (`--data-cache`). Default none.
+    pub data_cache: Option<Arc<data_cache::DataCache>>,
 }
 
 impl Default for FsConfig {
@@ -108,6 +111,7 @@ impl Default for FsConfig {
             max_cached_listing_len: 100_000,
             versions_dir: Some(versions::DEFAULT_VERSIONS_DIR.to_string()),
             snapshots_dir: Some(versions::DEFAULT_SNAPSHOTS_DIR.to_string()),
+            data_cache: None,
         }
     }
 }
@@ -150,6 +154,15 @@ pub struct Gauges {
     /// Files fetched ahead of a directory walk, and those then opened.
     pub walk_fetched: u64,
     pub walk_used: u64,
+    /// The local data cache (zeros without one): blocks served and not,
+    /// bytes served, stored and on disk, blocks evicted and found invalid.
+    pub data_cache_hits: u64,
+    pub data_cache_misses: u64,
+    pub data_cache_hit_bytes: u64,
+    pub data_cache_stored_bytes: u64,
+    pub data_cache_evicted: u64,
+    pub data_cache_invalid: u64,
+    pub data_cache_used_bytes: u64,
 }
 
 /// What setattr(2)-like calls change; `None` leaves it as it is.
@@ -235,7 +248,12 @@ impl Fs {
                 cfg.max_cached_listings,
                 cfg.max_cached_listing_len,
             ),
-            walk: walk::Walk::new(client.clone(), memory.clone(), cfg.walk.clone()),
+            walk: walk::Walk::new(
+                client.clone(),
+                memory.clone(),
+                cfg.walk.clone(),
+                cfg.data_cache.clone(),
+            ),
             memory: memory.clone(),
             meta: MetaStore::new(client.clone(), cfg.metadata_ttl),
             inodes: Mutex::new(InodeTable::new(root, mount_time)),
@@ -278,7 +296,18 @@ impl Fs {
         let buffers = self.open.buffers();
         let c = &self.cache.stats;
         let (walk_fetched, walk_used) = self.walk.counts();
+        let dc = self.cfg.data_cache.as_ref();
+        let dcs = |f: fn(&data_cache::DataCacheStats) -> &AtomicU64| {
+            dc.map_or(0, |c| f(&c.stats).load(Relaxed))
+        };
         Gauges {
+            data_cache_hits: dcs(|s| &s.hits),
+            data_cache_misses: dcs(|s| &s.misses),
+            data_cache_hit_bytes: dcs(|s| &s.hit_bytes),
+            data_cache_stored_bytes: dcs(|s| &s.stored_bytes),
+            data_cache_evicted: dcs(|s| &s.evicted),
+            data_cache_invalid: dcs(|s| &s.invalid),
+            data_cache_used_bytes: dc.map_or(0, |c| c.used()),
             inodes: self.inode_count() as u64,
             open_handles: self.open_file_count() as u64,
             dirty_files: buffers.iter().filter(|(_, f)| f.is_dirty()).count() as u64,
@@ -305,6 +334,9 @@ impl Fs {
     /// or aborted (open files' included: close them first).
     pub async fn settle(&self) {
         self.uploads.open.none_open().await;
+        if let Some(cache) = &self.cfg.data_cache {
+            cache.idle().await;
+        }
     }
 
     /// What `ino` is, for logs: `bucket/key` (or the inode number of one
@@ -870,7 +902,8 @@ impl Fs {
             stat.size,
             self.cfg.prefetch.clone(),
             self.memory.clone(),
-        );
+        )
+        .cached(self.cfg.data_cache.clone());
         if let Some((whole, version)) = (self.walk)
             .opened(&node.loc, stat.etag.as_deref(), stat.size)
             .await
@@ -903,6 +936,7 @@ impl Fs {
             self.cfg.prefetch.clone(),
             self.memory.clone(),
         )
+        .cached(self.cfg.data_cache.clone())
         .pinned(id.to_string());
         self.open.open(ino, Some(Arc::new(reader)), None, false).0
     }
@@ -945,7 +979,32 @@ impl Fs {
             }
             return Ok(());
         };
+        self.keep_written(file, &done);
         self.saved(ino, &file.location(), done).await
+    }
+
+    /// Copies what a commit saved from the file's staging file into the
+    /// local data cache, in the background, so that reading back what was
+    /// just written needs no GET. Stops at the first block the file has
+    /// changed under (the rest is not the saved object's).
+    fn keep_written(&self, file: &Arc<DirtyFile>, done: &upload::Committed) {
+        let (Some(cache), Some(etag), Some(generation)) =
+            (&self.cfg.data_cache, &done.etag, done.staged)
+        else {
+            return;
+        };
+        let loc = file.location();
+        let id = data_cache::ObjectId::new(loc.bucket, loc.key, etag);
+        let (file, size) = (file.clone(), done.size);
+        cache.in_background(move |cache| {
+            for b in 0..size.div_ceil(data_cache::BLOCK) {
+                let Some(bytes) = file.read_saved(generation, data_cache::block_range(b, size))
+                else {
+                    return;
+                };
+                cache.store_blocking(&id, b, &bytes);
+            }
+        });
     }
 
     /// A file's content is now the object `done` at `loc`.

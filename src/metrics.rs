@@ -244,6 +244,37 @@ impl Collector for Exporter {
             "outcome",
             &[("fetched", g.walk_fetched), ("used", g.walk_used)],
         )?;
+        counters(
+            &mut e,
+            "bladefs_data_cache_blocks",
+            "Blocks the local data cache served (hit), could not serve (miss), evicted, or found damaged and removed (invalid)",
+            None,
+            "outcome",
+            &[
+                ("hit", g.data_cache_hits),
+                ("miss", g.data_cache_misses),
+                ("evicted", g.data_cache_evicted),
+                ("invalid", g.data_cache_invalid),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "bladefs_data_cache_bytes",
+            "Bytes the local data cache served, and bytes stored in it",
+            Some(&Unit::Bytes),
+            "op",
+            &[
+                ("served", g.data_cache_hit_bytes),
+                ("stored", g.data_cache_stored_bytes),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "bladefs_data_cache_used",
+            "Bytes of the local data cache on disk",
+            Some(&Unit::Bytes),
+            g.data_cache_used_bytes,
+        )?;
         gauge(
             &mut e,
             "bladefs_inodes",

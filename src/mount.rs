@@ -91,6 +91,13 @@ pub fn run(args: MountArgs) -> ExitCode {
         return report_fail(ready, describe_check_failure(&e, &source));
     }
 
+    let data_cache = match &args.data_cache {
+        Some(dir) => match crate::fs::data_cache::DataCache::open(dir, args.data_cache_size) {
+            Ok(c) => Some(c),
+            Err(e) => return report_fail(ready, e.to_string()),
+        },
+        None => None,
+    };
     let fs_config = FsConfig {
         uid: args.uid.unwrap_or(FsConfig::default().uid),
         gid: args.gid.unwrap_or(FsConfig::default().gid),
@@ -114,6 +121,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         },
         versions_dir: (!args.no_versions).then(|| args.versions_dir.clone()),
         snapshots_dir: (!args.no_versions).then(|| args.snapshots_dir.clone()),
+        data_cache,
         ..Default::default()
     };
     if args.abort_uploads_after >= 0 {

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bladefs::fs::data_cache::DataCache;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::prefetch::PrefetchConfig;
 use bladefs::fs::upload::WriteConfig;
@@ -342,6 +343,7 @@ struct Harness {
     log: Vec<String>,
     /// Earlier mounts, whose background aborts are waited for at the end.
     retired: Vec<Arc<Fs>>,
+    cache: Option<Arc<DataCache>>,
 }
 
 fn config(dir: &std::path::Path) -> FsConfig {
@@ -369,21 +371,31 @@ fn errno<T>(r: &Result<T, bladefs::fs::FsError>) -> Option<i32> {
 }
 
 impl Harness {
-    fn new(dir: &std::path::Path) -> Self {
+    /// With `cached`, every mount reads through one local data cache
+    /// (kept across remounts, as its directory would be).
+    fn new(dir: &std::path::Path, cached: bool) -> Self {
         let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
         let faults = Arc::new(FaultClient::new(mem.clone()));
-        let fs = Self::mount(&faults, dir);
+        let cache = cached.then(|| {
+            DataCache::open(&dir.join("data-cache"), 64 * MIB).expect("data cache")
+        });
+        let fs = Self::mount(&faults, dir, &cache);
         Harness {
             mem,
             faults,
             fs,
+            cache,
             model: Model::default(),
             log: Vec::new(),
             retired: Vec::new(),
         }
     }
 
-    fn mount(faults: &Arc<FaultClient>, dir: &std::path::Path) -> Arc<Fs> {
+    fn mount(
+        faults: &Arc<FaultClient>,
+        dir: &std::path::Path,
+        cache: &Option<Arc<DataCache>>,
+    ) -> Arc<Fs> {
         let client: Arc<dyn ObjectClient> = faults.clone();
         Arc::new(Fs::new(
             client,
@@ -391,7 +403,10 @@ impl Harness {
                 bucket: BUCKET.to_string(),
                 prefix: String::new(),
             },
-            config(dir),
+            FsConfig {
+                data_cache: cache.clone(),
+                ..config(dir)
+            },
         ))
     }
 
@@ -834,7 +849,8 @@ impl Harness {
                     .await
                     .map_err(|e| format!("metadata at unmount: {e}"))?;
                 let dir = self.fs.config().write.cache_dir.clone();
-                let old = std::mem::replace(&mut self.fs, Self::mount(&self.faults, &dir));
+                let old =
+                    std::mem::replace(&mut self.fs, Self::mount(&self.faults, &dir, &self.cache));
                 self.retired.push(old);
                 // Only what has a name survives.
                 let live: BTreeSet<usize> = self.model.names.values().copied().collect();
@@ -1077,10 +1093,10 @@ fn initial() -> impl Strategy<Value = Initial> {
 }
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    run_from(&[None, None, None], ops)
+    run_from(&[None, None, None], ops, false)
 }
 
-fn run_from(initial: &Initial, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run_from(initial: &Initial, ops: &[Op], cached: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("temp dir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1088,7 +1104,7 @@ fn run_from(initial: &Initial, ops: &[Op]) -> Result<(), TestCaseError> {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut h = Harness::new(dir.path());
+        let mut h = Harness::new(dir.path(), cached);
         for (path, file) in ["a", "b", "d/a"].into_iter().zip(initial) {
             let Some((size, seed)) = *file else { continue };
             let data = pattern(seed, 0, size as u32);
@@ -1144,8 +1160,9 @@ proptest! {
     fn the_core_agrees_with_the_model(
         initial in initial(),
         ops in prop::collection::vec(op(), 1..50),
+        cached in any::<bool>(),
     ) {
-        run_from(&initial, &ops)?;
+        run_from(&initial, &ops, cached)?;
     }
 }
 
@@ -1245,7 +1262,7 @@ fn a_chmod_after_a_rename_names_the_copy() {
         Op::Rename { from: 1, to: 0 },
         Op::Chmod { path: 0, mode: 0 },
     ];
-    run_from(&[None, Some((0, 0)), None], &ops).unwrap();
+    run_from(&[None, Some((0, 0)), None], &ops, false).unwrap();
 }
 
 /// Found by the model: a time set on a file open for writing, the file
@@ -1266,5 +1283,5 @@ fn a_second_utimes_after_a_close_without_changes_wins() {
         Op::Lstat { path: 0 },
         Op::Remount,
     ];
-    run_from(&[Some((0, 0)), None, None], &ops).unwrap();
+    run_from(&[Some((0, 0)), None, None], &ops, false).unwrap();
 }

@@ -661,3 +661,90 @@ fn cp_r_of_small_files_reads_them_ahead_of_the_opens() {
     // A GET per file, and a few for the directories' metadata objects.
     assert!(requests(&log, "GetObject") <= 240 + 8, "{log}");
 }
+
+/// `--data-cache` (issue 14) on Garage: a second mount of the bucket reads
+/// the files the first one read, sequentially and at random, with no GET of
+/// their data, and the same bytes; a file replaced while unmounted is read
+/// as it is now; a second mount using the cache directory while the first
+/// lives is refused with the reason; what the first mount wrote is read back
+/// by the second from the cache.
+#[test]
+fn the_data_cache_serves_a_remount_and_refuses_a_second_user() {
+    let server = common::start(Kind::Garage);
+    let big = data(6 * 1024 * 1024 + 1, 1);
+    let mut objects = vec![("big".to_string(), big.clone())];
+    for i in 0..10u64 {
+        objects.push((format!("small/f{i}"), data(3000 + i as usize, i + 2)));
+    }
+    let client = seed(&server, "dcache", objects.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let m = Mounted::new(&server, "dcache", &["--data-cache", cache_dir]);
+    for (key, body) in &objects {
+        assert!(&std::fs::read(m.join(key)).unwrap() == body, "{key}");
+    }
+    let written = data(2 * 1024 * 1024 + 7, 99);
+    std::fs::write(m.join("written"), &written).unwrap();
+
+    let err = expect_mount_failure_with(&server, "dcache", &["--data-cache", cache_dir]);
+    assert!(err.contains("in use by another bladefs (pid"), "{err}");
+    let first = m.unmount();
+    assert!(data_gets(&first) >= 11, "{first}");
+
+    let changed = data(5000, 77);
+    common::background_runtime()
+        .block_on(client.put_object("dcache", "small/f3", Bytes::from(changed.clone())))
+        .unwrap();
+    objects[4].1 = changed;
+    objects.push(("written".to_string(), written));
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let m = Mounted::new(
+        &server,
+        "dcache",
+        &["--data-cache", cache_dir, "--metrics-addr", &addr],
+    );
+    for (key, body) in &objects {
+        assert!(&std::fs::read(m.join(key)).unwrap() == body, "{key}");
+    }
+    // Random 4 KiB reads of the big file.
+    let f = std::fs::File::open(m.join("big")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..300u64 {
+        let at = (i * 1_000_003) % (big.len() as u64 - 4096);
+        f.read_exact_at(&mut buf, at).unwrap();
+        assert!(buf[..] == big[at as usize..at as usize + 4096], "at {at}");
+    }
+    drop(f);
+    let (_, metrics) = common::mount::scrape(port, "/metrics");
+    let hits = common::mount::sample(&metrics, "bladefs_data_cache_blocks_total{outcome=\"hit\"}");
+    // 7 blocks of big, 9 small files, 3 blocks of what was written.
+    assert!(hits >= 19.0, "{metrics}");
+    let second = m.unmount();
+    // One GET of data: the file replaced while unmounted.
+    assert_eq!(data_gets(&second), 1, "{second}");
+}
+
+/// GETs of objects other than directories' metadata, in a debug log.
+fn data_gets(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("s3 request") && l.contains("GetObject"))
+        .filter(|l| !l.contains(".bladefs-meta"))
+        .count()
+}
+
+/// Mounts `source` of `server` with `extra` options, expecting a refusal;
+/// returns what bladefs said.
+fn expect_mount_failure_with(server: &Server, source: &str, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let creds = credentials_file(dir.path(), server, &server.secret_key);
+    let out = bladefs_command(server, &creds, source, &mnt)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!is_mounted(&mnt));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

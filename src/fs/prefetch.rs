@@ -38,6 +38,7 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
+use super::data_cache::{self, BLOCK, DataCache, ObjectId};
 use super::error::{FsError, FsResult};
 use super::memory::{Memory, Permit, Use};
 use crate::s3::{ErrorKind, GetObjectParams, ListVersionsParams, ObjectClient, S3Error};
@@ -102,6 +103,10 @@ impl Chunk {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
 }
 
 type PartFuture = Shared<BoxFuture<'static, Result<Arc<Chunk>, FsError>>>;
@@ -154,6 +159,9 @@ pub struct FileReader {
     size: u64,
     cfg: PrefetchConfig,
     memory: Memory,
+    /// With a local data cache, parts are whole cache blocks (but the
+    /// object's last) and each is served from there when it can be.
+    cache: Option<Arc<DataCache>>,
     state: Mutex<ReadState>,
 }
 
@@ -180,6 +188,7 @@ impl FileReader {
             size,
             cfg,
             memory,
+            cache: None,
             state: Mutex::new(ReadState {
                 parts: VecDeque::new(),
                 fetched_to: 0,
@@ -199,6 +208,12 @@ impl FileReader {
 
     pub fn key(&self) -> String {
         self.source().key
+    }
+
+    /// Reads through the local data cache.
+    pub fn cached(mut self, cache: Option<Arc<DataCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Reads this version of the object only (a file under `.versions`
@@ -266,6 +281,22 @@ impl FileReader {
             .max(1)
     }
 
+    /// Where a part may start and end: with a data cache, on block
+    /// boundaries (the object's end excepted), so parts are whole blocks.
+    fn part_start(&self, at: u64) -> u64 {
+        match self.cache {
+            Some(_) => at / BLOCK * BLOCK,
+            None => at,
+        }
+    }
+
+    fn part_end(&self, at: u64) -> u64 {
+        match self.cache {
+            Some(_) => at.next_multiple_of(BLOCK).min(self.size),
+            None => at.min(self.size),
+        }
+    }
+
     /// The largest part the memory budget lets one fetch hold.
     fn largest(&self) -> u64 {
         self.memory.largest(Use::ReadAhead).max(1)
@@ -280,22 +311,27 @@ impl FileReader {
         let memory = self.memory.clone();
         let len = range.end - range.start;
         let wanted = range.clone();
+        let cache = self.cache.clone();
+        let size = self.size;
         let task = tokio::spawn(async move {
             let permit = match held {
                 Some(p) => p,
                 None => memory.take(Use::ReadAhead, len).await,
             };
-            let out = get_pinned(client.as_ref(), &bucket, &source, wanted).await?;
-            if out.body.len() as u64 != len {
-                return Err(FsError::S3(S3Error::InvalidResponse {
-                    operation: "GetObject",
-                    detail: format!("asked for {len} bytes, got {}", out.body.len()),
-                }));
-            }
-            Ok(Arc::new(Chunk {
-                bytes: out.body,
-                _memory: permit,
-            }))
+            let Some((cache, id)) = cache.and_then(|c| {
+                let s = source.lock().expect("source lock");
+                let id = ObjectId::new(bucket.clone(), s.key.clone(), s.etag.as_deref()?);
+                Some((c, id))
+            }) else {
+                let body = get_exact(client.as_ref(), &bucket, &source, wanted).await?;
+                return Ok(Arc::new(Chunk::new(body, permit)));
+            };
+            let (bytes, fetched) =
+                read_through(client.as_ref(), &bucket, &source, &cache, &id, size, wanted).await?;
+            let chunk = Arc::new(Chunk::new(bytes, permit));
+            // The part's memory stays counted until its blocks are on disk.
+            cache.store(id, fetched, chunk.clone());
+            Ok(chunk)
         });
         let abort = task.abort_handle();
         let data = async move {
@@ -347,7 +383,7 @@ impl FileReader {
                 st.window = (st.window * 2).min(self.cfg.max_window);
             } else {
                 st.parts.clear();
-                st.fetched_to = offset;
+                st.fetched_to = self.part_start(offset);
                 st.next = offset;
                 st.window = self.cfg.initial_window;
             }
@@ -360,7 +396,7 @@ impl FileReader {
             let target = if sequential {
                 self.size.min(end.max(offset + st.window))
             } else {
-                end
+                self.part_end(end)
             };
             // Parts kept behind this read (for reads the kernel sends out
             // of order) hold memory; when the budget has less room than a
@@ -377,9 +413,11 @@ impl FileReader {
             while st.fetched_to < target {
                 let start = st.fetched_to;
                 let part_end = if sequential {
-                    self.size.min(start + self.part_len(st.window))
+                    self.part_end(start + self.part_len(st.window))
                 } else {
-                    end.min(start + self.cfg.max_part.min(self.largest() / 2).max(1))
+                    target.min(
+                        self.part_end(start + self.cfg.max_part.min(self.largest() / 2).max(1)),
+                    )
                 };
                 // Parts this read waits for queue for memory in order; parts
                 // further ahead start only with memory free now, so that a
@@ -423,6 +461,88 @@ impl FileReader {
         }
         Ok(out.freeze())
     }
+}
+
+/// Exactly the bytes `range` of the reader's object (see [`get_pinned`]).
+async fn get_exact(
+    client: &dyn ObjectClient,
+    bucket: &str,
+    source: &Mutex<Source>,
+    range: Range<u64>,
+) -> FsResult<Bytes> {
+    let len = range.end - range.start;
+    let out = get_pinned(client, bucket, source, range).await?;
+    if out.body.len() as u64 != len {
+        return Err(FsError::S3(S3Error::InvalidResponse {
+            operation: "GetObject",
+            detail: format!("asked for {len} bytes, got {}", out.body.len()),
+        }));
+    }
+    Ok(out.body)
+}
+
+/// The bytes `range` of object `id` (`size` bytes): its whole blocks from
+/// the local data cache where they are there, the rest by one GET from the
+/// first byte missing to the last. Also returns the blocks that GET
+/// brought, for the cache.
+async fn read_through(
+    client: &dyn ObjectClient,
+    bucket: &str,
+    source: &Mutex<Source>,
+    cache: &Arc<DataCache>,
+    id: &ObjectId,
+    size: u64,
+    range: Range<u64>,
+) -> FsResult<(Bytes, Vec<(u64, Bytes)>)> {
+    let blocks = data_cache::whole_blocks(&range, size);
+    let cached = cache.read(id, blocks.clone(), size).await;
+    // Pieces of the range in order: an unaligned head, the blocks, an
+    // unaligned tail; the head and tail always come from the store.
+    let mut pieces: Vec<(Range<u64>, Option<u64>, Option<Bytes>)> = Vec::new();
+    let blocks_from = (blocks.start * BLOCK).clamp(range.start, range.end);
+    if range.start < blocks_from {
+        pieces.push((range.start..blocks_from, None, None));
+    }
+    let mut blocks_to = blocks_from;
+    for (b, got) in blocks.clone().zip(cached) {
+        let r = data_cache::block_range(b, size);
+        blocks_to = r.end;
+        pieces.push((r, Some(b), got));
+    }
+    if blocks_to < range.end {
+        pieces.push((blocks_to..range.end, None, None));
+    }
+    let missing = || pieces.iter().filter(|p| p.2.is_none()).map(|p| &p.0);
+    let span = match (missing().next(), missing().last()) {
+        (Some(first), Some(last)) => first.start..last.end,
+        _ => range.start..range.start,
+    };
+    let body = if span.is_empty() {
+        Bytes::new()
+    } else {
+        get_exact(client, bucket, source, span.clone()).await?
+    };
+    let mut fetched = Vec::new();
+    for (r, b, got) in &mut pieces {
+        if got.is_none() {
+            let bytes = body.slice((r.start - span.start) as usize..(r.end - span.start) as usize);
+            if let Some(b) = b {
+                fetched.push((*b, bytes.clone()));
+            }
+            *got = Some(bytes);
+        }
+    }
+    if span == range {
+        return Ok((body, fetched));
+    }
+    if let [(_, _, Some(only))] = pieces.as_slice() {
+        return Ok((only.clone(), fetched));
+    }
+    let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+    for (_, _, got) in pieces {
+        out.extend_from_slice(&got.expect("every piece filled"));
+    }
+    Ok((out.freeze(), fetched))
 }
 
 /// A ranged GET of the reader's object: of its version once known, else

@@ -193,6 +193,9 @@ pub struct DirtyFile {
 pub struct Committed {
     pub size: u64,
     pub etag: Option<String>,
+    /// The file's generation, when the staging file holds every byte of
+    /// the object saved (see [`DirtyFile::read_saved`]).
+    pub staged: Option<u64>,
 }
 
 /// One piece of a planned upload.
@@ -714,6 +717,19 @@ impl DirtyFile {
         }
     }
 
+    /// Bytes `range` of what the commit that returned `generation` in
+    /// [`Committed::staged`] saved, from the staging file; `None` once the
+    /// file has changed since. Blocking (local disk).
+    pub fn read_saved(&self, generation: u64, range: Range<u64>) -> Option<Vec<u8>> {
+        let st = self.state.lock().expect("dirty lock");
+        if st.generation != generation || range.end > st.size {
+            return None;
+        }
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        self.staging.read_exact_at(&mut buf, range.start).ok()?;
+        Some(buf)
+    }
+
     /// Truncates or extends the file to `new_size` (extension reads as zeros).
     pub async fn set_size(self: &Arc<Self>, new_size: u64) -> FsResult<()> {
         let this = self.clone();
@@ -762,18 +778,21 @@ impl DirtyFile {
     /// complete there. `Ok(None)`: nothing had changed.
     pub async fn commit(self: &Arc<Self>) -> FsResult<Option<Committed>> {
         let _serial = self.commit_serial.lock().await;
-        let (generation, size, base, dirty, stream) = {
+        let (generation, size, base, dirty, stream, all_staged) = {
             let mut st = self.state.lock().expect("dirty lock");
             if st.generation == st.committed || self.unlinked.load(Ordering::SeqCst) {
                 return Ok(None);
             }
             st.low_water = st.size;
+            let base_len = st.base.as_ref().map_or(0, |b| b.len).min(st.size);
+            let all_staged = base_len == 0 || st.present.covers(0..base_len);
             (
                 st.generation,
                 st.size,
                 st.base.clone(),
                 st.dirty.clone(),
                 st.stream.take(),
+                all_staged,
             )
         };
         let loc = self.location();
@@ -810,7 +829,11 @@ impl DirtyFile {
             st.dirty = RangeSet::new();
         }
         self.publish(&st);
-        Ok(Some(Committed { size, etag }))
+        Ok(Some(Committed {
+            size,
+            etag,
+            staged: (all_staged && st.generation == generation).then_some(generation),
+        }))
     }
 
     /// Makes the file, empty until now, a server-side copy of `source`
@@ -862,6 +885,7 @@ impl DirtyFile {
         Ok(Committed {
             size,
             etag: out.etag,
+            staged: None,
         })
     }
 

@@ -39,6 +39,7 @@ use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 
 use super::cache::DirEntry;
+use super::data_cache::{self, DataCache, ObjectId};
 use super::inode::{Kind, Location};
 use super::memory::{Memory, Use};
 use super::prefetch::Chunk;
@@ -140,6 +141,8 @@ pub struct Walk {
     client: Arc<dyn ObjectClient>,
     memory: Memory,
     cfg: WalkConfig,
+    /// Files in the local data cache are taken from there.
+    cache: Option<Arc<DataCache>>,
     state: Mutex<State>,
     /// Files fetched ahead, and those an open then took: for the metrics.
     fetched: AtomicU64,
@@ -160,11 +163,17 @@ fn split(key: &str) -> (&str, &str) {
 }
 
 impl Walk {
-    pub fn new(client: Arc<dyn ObjectClient>, memory: Memory, cfg: WalkConfig) -> Self {
+    pub fn new(
+        client: Arc<dyn ObjectClient>,
+        memory: Memory,
+        cfg: WalkConfig,
+        cache: Option<Arc<DataCache>>,
+    ) -> Self {
         Walk {
             client,
             memory,
             cfg,
+            cache,
             state: Mutex::new(State {
                 listings: LruCache::new(NonZeroUsize::new(LISTINGS).expect("not zero")),
                 cursor: None,
@@ -309,12 +318,27 @@ impl Walk {
                 ..Default::default()
             };
             let size = file.size;
+            // A file of one block may be on local disk already.
+            let cached = self
+                .cache
+                .clone()
+                .filter(|_| size <= data_cache::BLOCK)
+                .map(|c| (c, ObjectId::new(bucket.clone(), object.clone(), &file.etag)));
             let task = tokio::spawn(async move {
+                if let Some((cache, id)) = &cached
+                    && let [Some(bytes)] = cache.read(id, 0..1, size).await.as_slice()
+                {
+                    return Some((Arc::new(Chunk::new(bytes.clone(), permit)), None));
+                }
                 let out = client.get_object(&bucket, &object, &params).await;
                 match out {
                     Ok(out) if out.body.len() as u64 == size => {
                         let version = out.version_id.filter(|v| v != "null");
-                        Some((Arc::new(Chunk::new(out.body, permit)), version))
+                        let chunk = Arc::new(Chunk::new(out.body, permit));
+                        if let Some((cache, id)) = cached {
+                            cache.store(id, vec![(0, chunk.bytes().clone())], chunk.clone());
+                        }
+                        Some((chunk, version))
                     }
                     Ok(_) => None,
                     Err(e) => {
