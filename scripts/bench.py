@@ -109,7 +109,7 @@ class Server:
 class Mount:
     """One tool mounted in the foreground, watched through /proc."""
 
-    def __init__(self, tool, server, bucket, work):
+    def __init__(self, tool, server, bucket, work, extra=()):
         self.tool, self.server = tool, server
         self.path = Path(tempfile.mkdtemp(dir=work, prefix=f"mnt-{tool}-"))
         self.log = self.path.with_suffix(".log")
@@ -117,7 +117,7 @@ class Mount:
         if tool == "bladefs":
             cmd = [str(BLADEFS), bucket, str(self.path), "--foreground",
                    "--endpoint", server.endpoint, "--credentials-file", str(server.creds),
-                   "--log-file", str(self.log)]
+                   "--log-file", str(self.log), *extra]
         elif tool == "s3fs":
             cmd = ["s3fs", bucket, str(self.path), "-f", "-o",
                    f"url={server.endpoint},use_path_request_style,sigv4,listobjectsv2,"
@@ -225,7 +225,7 @@ class Bench:
             s.s3("mb", self.bucket)
         except subprocess.CalledProcessError:
             pass
-        if {"seqread", "randread", "ttfb"} & set(workloads):
+        if {"seqread", "randread", "ttfb", "data_cache"} & set(workloads):
             big = self.work / "seed-1g"
             self.fresh_random(big, GIB)
             s.s3("put", str(big), f"{self.bucket}/big1g")
@@ -248,9 +248,9 @@ class Bench:
 
     # --- workloads -----------------------------------------------------
 
-    def cold_mount(self, tool):
+    def cold_mount(self, tool, extra=()):
         drop_caches()
-        return Mount(tool, self.server, self.bucket, self.work)
+        return Mount(tool, self.server, self.bucket, self.work, extra)
 
     def seqread(self, tool):
         for bs, jobs, name in [("1M", 1, "seqread 1x1M"), ("256k", 1, "seqread 1x256k"), ("1M", 4, "seqread 4x1M")]:
@@ -376,6 +376,34 @@ class Bench:
             secs = timed(["diff", "-r", "walk", str(local)], cwd=m.path, stdout=subprocess.DEVNULL)
             self.record(f"diff -r {n} files s", tool, secs, m.stop())
 
+    def data_cache(self, tool):
+        """bladefs with --data-cache: a first mount reads the 1 GiB object
+        (filling the cache), then fresh mounts (page cache dropped, so the
+        cache's files come from disk) read it again sequentially and at
+        random, 4 KiB at a time."""
+        cache = self.work / "data-cache"
+        opts = ["--data-cache", str(cache), "--data-cache-size", "2G"]
+        m = self.cold_mount(tool, opts)
+        secs = timed(["dd", f"if={m.path / 'big1g'}", "of=/dev/null", "bs=1M"],
+                     stderr=subprocess.DEVNULL)
+        self.record("seqread filling the data cache", tool, GIB / MIB / secs, m.stop())
+        for _ in range(self.args.reps):
+            m = self.cold_mount(tool, opts)
+            secs = timed(["dd", f"if={m.path / 'big1g'}", "of=/dev/null", "bs=1M"],
+                         stderr=subprocess.DEVNULL)
+            self.record("seqread again, data cache", tool, GIB / MIB / secs, m.stop())
+            m = self.cold_mount(tool, opts)
+            r = fio(["--name=rr", f"--filename={m.path / 'big1g'}", "--rw=randread", "--bs=4k",
+                     "--readonly", f"--size={GIB}", "--ioengine=psync", "--time_based",
+                     f"--runtime={self.args.random_seconds}", "--randrepeat=0"])
+            job = r["jobs"][0]["read"]
+            pct = job["clat_ns"]["percentile"]
+            extra = m.stop()
+            extra.update({"p50_ms": pct["50.000000"] / 1e6, "p99_ms": pct["99.000000"] / 1e6,
+                          "bytes_read": job["io_bytes"]})
+            self.record("randread 4k IOPS, data cache", tool, job["iops"], extra)
+        shutil.rmtree(cache, ignore_errors=True)
+
     def big_write_rss(self):
         """Peak RSS of bladefs writing 5 GiB with default options."""
         m = self.cold_mount("bladefs")
@@ -389,10 +417,13 @@ class Bench:
 # Runs that would not measure what the others do.
 SKIP = {
     ("small_files", "rclone-writes"): "close returns before the upload, which a fresh mount then misses",
+    ("data_cache", "s3fs"): "bladefs's own option",
+    ("data_cache", "rclone"): "bladefs's own option",
+    ("data_cache", "rclone-writes"): "bladefs's own option",
 }
 
 WORKLOADS = ["seqread", "seqwrite", "randread", "ttfb", "listing", "small_files", "tree_walk",
-             "big_write_rss"]
+             "data_cache", "big_write_rss"]
 
 
 def median_of(runs, key="value"):

@@ -259,7 +259,7 @@ impl Collector for Exporter {
         )?;
         counters(
             &mut e,
-            "bladefs_data_cache_bytes",
+            "bladefs_data_cache",
             "Bytes the local data cache served, and bytes stored in it",
             Some(&Unit::Bytes),
             "op",
