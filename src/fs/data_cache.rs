@@ -11,8 +11,9 @@
 //! - One file per block, `DIR/bladefs-cache-v1/blocks/XX/HASH.N`, written
 //!   under a temporary name and renamed, so no reader sees half a block.
 //!   The file starts with a header naming the block (bucket, key, ETag,
-//!   index, length) and the CRC32C of its bytes: a block is served only if
-//!   all of them match. A cache left by an earlier mount or damaged on
+//!   index, length) and the CRC32C of each 64 KiB of its bytes: bytes are
+//!   served only if all of that matches (a read checks the segments it
+//!   reads). A cache left by an earlier mount or damaged on
 //!   disk is validated, not trusted; a block that fails is removed and
 //!   fetched again.
 //! - LRU under `--data-cache-size`: the index (in memory; rebuilt from the
@@ -48,6 +49,9 @@ const LAYOUT: &str = "bladefs-cache-v1";
 const MAGIC: &[u8; 16] = b"bladefs-block-1\n";
 /// Longest header read back (bucket, key and ETag are bounded by S3).
 const MAX_HEADER: u32 = 8192;
+/// Bytes under one checksum: a read of a few KiB of a cached block reads
+/// and checks only the segments it touches, not the whole block.
+pub const SEGMENT: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataCacheError {
@@ -100,18 +104,6 @@ impl ObjectId {
     }
 }
 
-/// The blocks lying wholly inside `range` of an object of `size` bytes
-/// (its last, shorter block counts when the range reaches the end).
-pub fn whole_blocks(range: &Range<u64>, size: u64) -> Range<u64> {
-    let first = range.start.div_ceil(BLOCK);
-    let end = if range.end >= size {
-        size.div_ceil(BLOCK)
-    } else {
-        range.end / BLOCK
-    };
-    first..end.max(first)
-}
-
 /// The bytes of block `block` of an object of `size` bytes.
 pub fn block_range(block: u64, size: u64) -> Range<u64> {
     block * BLOCK..size.min((block + 1) * BLOCK)
@@ -124,7 +116,8 @@ struct Header {
     etag: String,
     block: u64,
     len: u64,
-    crc32c: u32,
+    /// CRC32C of each [`SEGMENT`] of the block's bytes.
+    crc32c: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -339,18 +332,20 @@ impl DataCache {
         }
     }
 
-    /// Blocks `blocks` of `id`, an object of `size` bytes: each one's
-    /// bytes if it is cached and valid. Blocking.
-    pub fn read_blocking(
-        &self,
-        id: &ObjectId,
-        blocks: Range<u64>,
-        size: u64,
-    ) -> Vec<Option<Bytes>> {
-        blocks
+    /// The bytes `range` of `id`, an object of `size` bytes, block by
+    /// block: for each block the range touches, its part of the range if
+    /// that block is cached and checks out. Blocking.
+    pub fn read_blocking(&self, id: &ObjectId, range: Range<u64>, size: u64) -> Vec<Option<Bytes>> {
+        touched(&range, size)
             .map(|b| {
-                let want = block_range(b, size);
-                let got = self.read_one(id, b, want.end - want.start);
+                let whole = block_range(b, size);
+                let want = range.start.max(whole.start)..range.end.min(whole.end);
+                let got = self.read_one(
+                    id,
+                    b,
+                    whole.end - whole.start,
+                    want.start - whole.start..want.end - whole.start,
+                );
                 let stat = if got.is_some() {
                     self.stats
                         .hit_bytes
@@ -370,14 +365,11 @@ impl DataCache {
     pub async fn read(
         self: &Arc<Self>,
         id: &ObjectId,
-        blocks: Range<u64>,
+        range: Range<u64>,
         size: u64,
     ) -> Vec<Option<Bytes>> {
-        let any = {
-            let index = self.index();
-            blocks.clone().any(|b| index.contains(&id.file(b)))
-        };
-        if !any {
+        let blocks = touched(&range, size);
+        if !self.has_any(id, blocks.clone()) {
             self.stats
                 .misses
                 .fetch_add(blocks.end - blocks.start, Ordering::Relaxed);
@@ -385,24 +377,28 @@ impl DataCache {
         }
         let this = self.clone();
         let id = id.clone();
-        tokio::task::spawn_blocking(move || this.read_blocking(&id, blocks, size))
+        tokio::task::spawn_blocking(move || this.read_blocking(&id, range, size))
             .await
             .unwrap_or_default()
     }
 
-    fn read_one(&self, id: &ObjectId, block: u64, len: u64) -> Option<Bytes> {
+    /// Whether any of `blocks` of `id` is indexed.
+    pub fn has_any(&self, id: &ObjectId, blocks: Range<u64>) -> bool {
+        let files: Vec<String> = blocks.map(|b| id.file(b)).collect();
+        let index = self.index();
+        files.iter().any(|f| index.contains(f))
+    }
+
+    /// Bytes `within` of block `block` (`len` bytes) of `id`.
+    fn read_one(&self, id: &ObjectId, block: u64, len: u64, within: Range<u64>) -> Option<Bytes> {
         let rel = id.file(block);
         if !self.index().contains(&rel) {
             return None;
         }
         let path = self.blocks.join(&rel);
-        match read_block_file(&path, id, block, len) {
+        match read_block_file(&path, id, block, len, within) {
             Ok(Some(bytes)) => {
                 self.index().touch(&rel);
-                // The order of use survives a remount.
-                if let Ok(f) = File::options().write(true).open(&path) {
-                    let _ = f.set_modified(SystemTime::now());
-                }
                 Some(bytes)
             }
             Ok(None) => {
@@ -502,7 +498,7 @@ impl DataCache {
             etag: id.etag.clone(),
             block,
             len: data.len() as u64,
-            crc32c: crc32c::crc32c(data),
+            crc32c: data.chunks(SEGMENT as usize).map(crc32c::crc32c).collect(),
         })
         .map_err(std::io::Error::other)?;
         let path = self.blocks.join(rel);
@@ -536,47 +532,77 @@ impl DataCache {
     }
 }
 
-/// The block's bytes if the file at `path` is block `block` of `id`,
-/// `len` bytes long and intact; `Ok(None)` if it is anything else.
+/// Bytes `within` of the block if the file at `path` is block `block` of
+/// `id`, `len` bytes long, and the segments read are intact; `Ok(None)` if
+/// it is anything else. A hit marks the file used now (the order of use
+/// survives a remount).
 fn read_block_file(
     path: &Path,
     id: &ObjectId,
     block: u64,
     len: u64,
+    within: Range<u64>,
 ) -> std::io::Result<Option<Bytes>> {
-    let mut f = File::open(path)?;
-    let mut magic = [0u8; MAGIC.len() + 4];
-    if f.read_exact(&mut magic).is_err() || &magic[..MAGIC.len()] != MAGIC {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    let file_len = f.metadata()?.len();
+    let mut head = [0u8; MAGIC.len() + 4];
+    if f.read_exact_at(&mut head, 0).is_err() || &head[..MAGIC.len()] != MAGIC {
         return Ok(None);
     }
-    let header_len = u32::from_le_bytes(magic[MAGIC.len()..].try_into().expect("four bytes"));
+    let header_len = u32::from_le_bytes(head[MAGIC.len()..].try_into().expect("four bytes"));
     if header_len > MAX_HEADER {
         return Ok(None);
     }
     let mut header = vec![0u8; header_len as usize];
-    if f.read_exact(&mut header).is_err() {
+    if f.read_exact_at(&mut header, head.len() as u64).is_err() {
         return Ok(None);
     }
     let Ok(header) = serde_json::from_slice::<Header>(&header) else {
         return Ok(None);
     };
+    let data_at = (head.len() + header_len as usize) as u64;
     if header.bucket != *id.bucket
         || header.key != id.key
         || header.etag != id.etag
         || header.block != block
         || header.len != len
+        || header.crc32c.len() as u64 != len.div_ceil(SEGMENT)
+        // Cut short or grown: not what was written.
+        || file_len != data_at + len
+        || within.end > len
     {
         return Ok(None);
     }
-    let mut data = vec![0u8; len as usize];
-    if f.read_exact(&mut data).is_err() {
+    let first = within.start / SEGMENT;
+    let from = first * SEGMENT;
+    let to = within
+        .end
+        .div_ceil(SEGMENT)
+        .saturating_mul(SEGMENT)
+        .min(len);
+    let mut data = vec![0u8; (to - from) as usize];
+    if f.read_exact_at(&mut data, data_at + from).is_err() {
         return Ok(None);
     }
-    // Nothing may follow: a longer file is not what was written.
-    if f.read(&mut [0u8; 1])? != 0 || crc32c::crc32c(&data) != header.crc32c {
-        return Ok(None);
+    for (i, seg) in data.chunks(SEGMENT as usize).enumerate() {
+        if crc32c::crc32c(seg) != header.crc32c[first as usize + i] {
+            return Ok(None);
+        }
     }
-    Ok(Some(Bytes::from(data)))
+    let _ = f.set_modified(SystemTime::now());
+    Ok(Some(Bytes::from(data).slice(
+        (within.start - from) as usize..(within.end - from) as usize,
+    )))
+}
+
+/// The blocks a range of an object of `size` bytes touches.
+pub fn touched(range: &Range<u64>, size: u64) -> Range<u64> {
+    let end = range.end.min(size);
+    if range.start >= end {
+        return 0..0;
+    }
+    range.start / BLOCK..end.div_ceil(BLOCK)
 }
 
 #[cfg(test)]
@@ -588,16 +614,49 @@ mod tests {
     }
 
     #[test]
-    fn whole_blocks_are_those_inside_the_range() {
+    fn ranges_touch_the_blocks_they_overlap() {
         let size = 3 * BLOCK + 10;
-        assert_eq!(whole_blocks(&(0..size), size), 0..4);
-        assert_eq!(whole_blocks(&(0..BLOCK), size), 0..1);
-        assert_eq!(whole_blocks(&(1..BLOCK), size), 1..1);
-        assert_eq!(whole_blocks(&(BLOCK..3 * BLOCK + 5), size), 1..3);
-        assert_eq!(whole_blocks(&(3 * BLOCK..size), size), 3..4);
-        assert_eq!(whole_blocks(&(5..10), 10), 1..1);
-        assert_eq!(whole_blocks(&(0..10), 10), 0..1);
+        assert_eq!(touched(&(0..size), size), 0..4);
+        assert_eq!(touched(&(0..BLOCK), size), 0..1);
+        assert_eq!(touched(&(1..BLOCK + 1), size), 0..2);
+        assert_eq!(touched(&(3 * BLOCK..size + 100), size), 3..4);
+        assert_eq!(touched(&(size..size + 1), size), 0..0);
         assert_eq!(block_range(3, size), 3 * BLOCK..size);
+    }
+
+    #[test]
+    fn a_part_of_a_block_is_read_and_checked_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+        let o = id("k", "e");
+        let data: Vec<u8> = (0..BLOCK + 5).map(|i| (i * 7 % 251) as u8).collect();
+        c.store_blocking(&o, 0, &data[..BLOCK as usize]);
+        c.store_blocking(&o, 1, &data[BLOCK as usize..]);
+        let size = data.len() as u64;
+        let r = BLOCK - 100..BLOCK + 3;
+        let got = c.read_blocking(&o, r.clone(), size);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].as_deref(),
+            Some(&data[r.start as usize..BLOCK as usize])
+        );
+        assert_eq!(
+            got[1].as_deref(),
+            Some(&data[BLOCK as usize..r.end as usize])
+        );
+        // A damaged segment fails the reads that touch it, and the block goes.
+        let path = c.blocks.join(o.file(0));
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.len() - BLOCK as usize + 3 * SEGMENT as usize + 1;
+        bytes[at] ^= 0x80;
+        fs::write(&path, &bytes).unwrap();
+        assert!(
+            c.read_blocking(&o, 0..100, size)[0].is_some(),
+            "an intact segment"
+        );
+        let seg = 3 * SEGMENT..3 * SEGMENT + 10;
+        assert_eq!(c.read_blocking(&o, seg, size), vec![None]);
+        assert!(!path.exists());
     }
 
     #[test]
@@ -606,13 +665,13 @@ mod tests {
         let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
         c.store_blocking(&id("k", "\"e1\""), 0, b"hello");
         assert_eq!(
-            c.read_blocking(&id("k", "e1"), 0..1, 5),
+            c.read_blocking(&id("k", "e1"), 0..5, 5),
             vec![Some(Bytes::from_static(b"hello"))]
         );
-        assert_eq!(c.read_blocking(&id("k", "e2"), 0..1, 5), vec![None]);
-        assert_eq!(c.read_blocking(&id("k2", "e1"), 0..1, 5), vec![None]);
+        assert_eq!(c.read_blocking(&id("k", "e2"), 0..5, 5), vec![None]);
+        assert_eq!(c.read_blocking(&id("k2", "e1"), 0..5, 5), vec![None]);
         // Another length than the object's: not served.
-        assert_eq!(c.read_blocking(&id("k", "e1"), 0..1, 6), vec![None]);
+        assert_eq!(c.read_blocking(&id("k", "e1"), 0..6, 6), vec![None]);
     }
 
     #[test]
@@ -626,7 +685,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert_eq!(c.read_blocking(&o, 0..1, 1000), vec![None]);
+        assert_eq!(c.read_blocking(&o, 0..1000, 1000), vec![None]);
         assert!(!path.exists());
         assert_eq!(c.stats.invalid.load(Ordering::Relaxed), 1);
         assert_eq!(c.used(), 0);
@@ -641,7 +700,7 @@ mod tests {
         c.store_blocking(&o, 0, &data);
         c.store_blocking(&o, 1, &data);
         // Block 0 used since: block 1 is the one to go.
-        assert!(c.read_blocking(&o, 0..1, 10 * BLOCK)[0].is_some());
+        assert!(c.read_blocking(&o, 0..BLOCK, 10 * BLOCK)[0].is_some());
         c.store_blocking(&o, 2, &data);
         assert!(c.used() <= 3 * BLOCK);
         assert!(c.has(&o, 0));
@@ -668,7 +727,7 @@ mod tests {
         }
         let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
         assert_eq!(
-            c.read_blocking(&o, 0..1, 4),
+            c.read_blocking(&o, 0..4, 4),
             vec![Some(Bytes::from_static(b"kept"))]
         );
         // A smaller bound at the next mount evicts down to it.

@@ -281,6 +281,21 @@ impl FileReader {
             .max(1)
     }
 
+    /// Whether the data cache lacks any block that `range` touches (false
+    /// without a cache).
+    fn cache_lacks(&self, range: Range<u64>) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        let s = self.source();
+        let Some(etag) = s.etag.as_deref() else {
+            // Nothing to key blocks by: nothing is cached.
+            return false;
+        };
+        let id = ObjectId::new(self.bucket.clone(), s.key, etag);
+        data_cache::touched(&range, self.size).any(|b| !cache.has(&id, b))
+    }
+
     /// Where a part may start and end: with a data cache, on block
     /// boundaries (the object's end excepted), so parts are whole blocks.
     fn part_start(&self, at: u64) -> u64 {
@@ -378,12 +393,19 @@ impl FileReader {
             };
             let sequential = (covered_from..=st.fetched_to + forward).contains(&offset)
                 && offset + BACK_SLACK >= st.next;
+            // A random read with a data cache fetches whole blocks, to fill
+            // it, unless the cache has them (then it reads just its bytes).
+            let fill = !sequential && self.cache_lacks(offset..end);
             tracing::trace!(bucket = %self.bucket, offset, len, sequential, fetched_to = st.fetched_to, next = st.next, "read");
             if sequential {
                 st.window = (st.window * 2).min(self.cfg.max_window);
             } else {
                 st.parts.clear();
-                st.fetched_to = self.part_start(offset);
+                st.fetched_to = if fill {
+                    self.part_start(offset)
+                } else {
+                    offset
+                };
                 st.next = offset;
                 st.window = self.cfg.initial_window;
             }
@@ -395,8 +417,10 @@ impl FileReader {
             }
             let target = if sequential {
                 self.size.min(end.max(offset + st.window))
-            } else {
+            } else if fill {
                 self.part_end(end)
+            } else {
+                end
             };
             // Parts kept behind this read (for reads the kernel sends out
             // of order) hold memory; when the budget has less room than a
@@ -415,9 +439,8 @@ impl FileReader {
                 let part_end = if sequential {
                     self.part_end(start + self.part_len(st.window))
                 } else {
-                    target.min(
-                        self.part_end(start + self.cfg.max_part.min(self.largest() / 2).max(1)),
-                    )
+                    let step = start + self.cfg.max_part.min(self.largest() / 2).max(1);
+                    target.min(if fill { self.part_end(step) } else { step })
                 };
                 // Parts this read waits for queue for memory in order; parts
                 // further ahead start only with memory free now, so that a
@@ -481,9 +504,9 @@ async fn get_exact(
     Ok(out.body)
 }
 
-/// The bytes `range` of object `id` (`size` bytes): its whole blocks from
-/// the local data cache where they are there, the rest by one GET from the
-/// first byte missing to the last. Also returns the blocks that GET
+/// The bytes `range` of object `id` (`size` bytes): from the local data
+/// cache where its blocks are there, the rest by one GET from the first
+/// byte missing to the last. Also returns the whole blocks that GET
 /// brought, for the cache.
 async fn read_through(
     client: &dyn ObjectClient,
@@ -494,23 +517,16 @@ async fn read_through(
     size: u64,
     range: Range<u64>,
 ) -> FsResult<(Bytes, Vec<(u64, Bytes)>)> {
-    let blocks = data_cache::whole_blocks(&range, size);
-    let cached = cache.read(id, blocks.clone(), size).await;
-    // Pieces of the range in order: an unaligned head, the blocks, an
-    // unaligned tail; the head and tail always come from the store.
+    let blocks = data_cache::touched(&range, size);
+    let cached = cache.read(id, range.clone(), size).await;
+    // The range cut at block boundaries, each piece with its block when it
+    // is the whole block (only those are stored) and its bytes if cached.
     let mut pieces: Vec<(Range<u64>, Option<u64>, Option<Bytes>)> = Vec::new();
-    let blocks_from = (blocks.start * BLOCK).clamp(range.start, range.end);
-    if range.start < blocks_from {
-        pieces.push((range.start..blocks_from, None, None));
-    }
-    let mut blocks_to = blocks_from;
-    for (b, got) in blocks.clone().zip(cached) {
-        let r = data_cache::block_range(b, size);
-        blocks_to = r.end;
-        pieces.push((r, Some(b), got));
-    }
-    if blocks_to < range.end {
-        pieces.push((blocks_to..range.end, None, None));
+    for (b, got) in blocks.zip(cached) {
+        let whole = data_cache::block_range(b, size);
+        let piece = range.start.max(whole.start)..range.end.min(whole.end);
+        let stored = (piece == whole).then_some(b);
+        pieces.push((piece, stored, got));
     }
     let missing = || pieces.iter().filter(|p| p.2.is_none()).map(|p| &p.0);
     let span = match (missing().next(), missing().last()) {

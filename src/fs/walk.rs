@@ -326,7 +326,7 @@ impl Walk {
                 .map(|c| (c, ObjectId::new(bucket.clone(), object.clone(), &file.etag)));
             let task = tokio::spawn(async move {
                 if let Some((cache, id)) = &cached
-                    && let [Some(bytes)] = cache.read(id, 0..1, size).await.as_slice()
+                    && let [Some(bytes)] = cache.read(id, 0..size, size).await.as_slice()
                 {
                     return Some((Arc::new(Chunk::new(bytes.clone(), permit)), None));
                 }
