@@ -17,6 +17,7 @@
 //! - `mem`: an in-memory store, and `faults`: a fault-injecting wrapper,
 //!   both behind the same trait, for testing the core without a server
 
+pub mod buffers;
 pub mod chunked;
 pub mod client;
 pub mod config;

@@ -139,6 +139,10 @@ pub(super) struct Endpoint {
 /// escaped, is a few MiB; anything near this is a broken or hostile server.
 pub const MAX_DOCUMENT: usize = 64 << 20;
 
+/// Largest GET body allocated whole up front from its Content-Length
+/// (parts are at most a few times 8 MiB; a larger answer grows as it comes).
+const MAX_PREALLOCATED: u64 = 256 << 20;
+
 pub struct S3Client {
     pub(super) http: reqwest::Client,
     pub(super) config: S3Config,
@@ -482,10 +486,24 @@ impl S3Client {
         mut response: reqwest::Response,
     ) -> Result<Bytes, S3Error> {
         if op == Op::GetObject {
-            return response
-                .bytes()
+            let Some(len) = response
+                .content_length()
+                .filter(|n| (super::buffers::HUGE_PAGE as u64..=MAX_PREALLOCATED).contains(n))
+            else {
+                return response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(op, e));
+            };
+            let mut body = super::buffers::take(len as usize);
+            while let Some(chunk) = response
+                .chunk()
                 .await
-                .map_err(|e| self.transport_error(op, e));
+                .map_err(|e| self.transport_error(op, e))?
+            {
+                body.extend_from_slice(&chunk);
+            }
+            return Ok(super::buffers::freeze(body));
         }
         let too_large = || S3Error::InvalidResponse {
             operation: op.name(),
