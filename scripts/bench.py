@@ -535,6 +535,10 @@ def targets(results):
         b = med("ls -l 10000 s", "bladefs")
         if s and b:
             check("ls -l of 10 000 objects ≥ 10 × faster than s3fs", s / b >= 10, f"{s / b:.1f}×")
+    for name in [n for n in results if n.startswith("diff -r ") or n.startswith("tar c ")]:
+        s, b = med(name, "s3fs"), med(name, "bladefs")
+        if s and b:
+            check(f"{name.rsplit(' s', 1)[0]} ≥ 5 × faster than s3fs", s / b >= 5, f"{s / b:.1f}×")
     s, b = med("cp -r 1000x4KiB in s", "s3fs"), med("cp -r 1000x4KiB in s", "bladefs")
     if s and b:
         check("cp -r of 1000 small files ≥ 3 × faster than s3fs", s / b >= 3, f"{s / b:.1f}×")
@@ -617,6 +621,8 @@ def main():
     p.add_argument("--tree-files", type=int, default=15000,
                    help="files of the tree_walk workload (50 per directory)")
     p.add_argument("--server-desc", default="Garage, 1 node, 127.0.0.1")
+    p.add_argument("--section", default="garage",
+                   help="which server's section of the doc to write (garage, rgw, ...)")
     p.add_argument("--doc", default=str(ROOT / "docs/BENCHMARKS.md"))
     p.add_argument("--json", default=str(ROOT / "target/bench/results.json"))
     p.add_argument("--from-json", help="only write the report and chart from a results file")
@@ -663,18 +669,25 @@ def main():
 
 
 def write_doc(results, args, server_desc, elapsed):
+    """Replaces the doc's section of this server (--section), between its
+    markers, or adds one at the end: each server keeps its own results."""
     table = report(results, args, server_desc, elapsed)
     verdict = targets(results)
     doc = Path(args.doc)
-    png = doc.parent / "benchmarks.png"
+    png = doc.parent / f"benchmarks-{args.section}.png"
     has_chart = chart(results, png)
-    generated = (f"<!-- bench:begin (written by scripts/bench; edit outside these markers) -->\n"
-                 f"{table}\n### Targets\n\n{verdict}\n"
-                 + ("![throughput and times](benchmarks.png)\n" if has_chart else "")
-                 + "<!-- bench:end -->\n")
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n<!-- bench:begin -->\n<!-- bench:end -->\n"
-    begin, end = text.index("<!-- bench:begin"), text.index("<!-- bench:end -->") + len("<!-- bench:end -->\n")
-    doc.write_text(text[:begin] + generated + text[end:])
+    open_, close = f"<!-- bench:begin:{args.section}", f"<!-- bench:end:{args.section} -->\n"
+    generated = (f"{open_} (written by scripts/bench; edit outside these markers) -->\n"
+                 f"### {server_desc}\n\n{table}\n#### Targets\n\n{verdict}\n"
+                 + (f"![throughput and times]({png.name})\n" if has_chart else "")
+                 + close)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    if open_ in text:
+        begin, end = text.index(open_), text.index(close) + len(close)
+        text = text[:begin] + generated + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + generated
+    doc.write_text(text)
     print(table)
     print(verdict)
 
