@@ -92,7 +92,11 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
 
     let data_cache = match &args.data_cache {
-        Some(dir) => match crate::fs::data_cache::DataCache::open(dir, args.data_cache_size) {
+        Some(dir) => match crate::fs::data_cache::DataCache::open(
+            dir,
+            args.data_cache_size,
+            &args.s3.endpoint,
+        ) {
             Ok(c) => Some(c),
             Err(e) => return report_fail(ready, e.to_string()),
         },

@@ -799,7 +799,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
     let big = data(5 * MIB + 100, 7);
     mem.put(BUCKET, "big", big.clone());
     let first = core_on(mem.clone(), |cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64).expect("cache"));
+        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
     });
     let names = put_files(&first, "w", 30, 4096);
     assert!(first.cat(first.fs.root_ino(), "big").await == big);
@@ -813,7 +813,8 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
     drop(first);
 
     let again = core_on(mem.clone(), |cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64).expect("reopened"));
+        cfg.data_cache =
+            Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("reopened"));
     });
     assert!(again.cat(again.fs.root_ino(), "big").await == big);
     let w = again.ino("w").await;
@@ -845,7 +846,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
 async fn random_reads_fill_the_data_cache_by_blocks() {
     let dir = tempfile::tempdir().expect("temp dir");
     let c = core_with(|cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64).expect("cache"));
+        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
     });
     let content = data(4 * MIB, 9);
     c.mem.put(BUCKET, "f", content.clone());
@@ -880,7 +881,7 @@ async fn a_replaced_object_is_not_served_from_the_data_cache() {
     let dir = tempfile::tempdir().expect("temp dir");
     let c = core_with(|cfg| {
         cfg.metadata_ttl = Ttl(Some(std::time::Duration::ZERO));
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64).expect("cache"));
+        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
     });
     let root = c.fs.root_ino();
     let old = data(2 * MIB + 3, 1);
@@ -904,7 +905,7 @@ async fn a_replaced_object_is_not_served_from_the_data_cache() {
 async fn a_file_written_through_the_mount_is_read_back_from_the_data_cache() {
     let dir = tempfile::tempdir().expect("temp dir");
     let c = core_with(|cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64).expect("cache"));
+        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
     });
     let root = c.fs.root_ino();
     let content = data(11 * MIB + 5, 4);

@@ -376,8 +376,9 @@ impl Harness {
     fn new(dir: &std::path::Path, cached: bool) -> Self {
         let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
         let faults = Arc::new(FaultClient::new(mem.clone()));
-        let cache =
-            cached.then(|| DataCache::open(&dir.join("data-cache"), 64 * MIB).expect("data cache"));
+        let cache = cached.then(|| {
+            DataCache::open(&dir.join("data-cache"), 64 * MIB, "mem").expect("data cache")
+        });
         let fs = Self::mount(&faults, dir, &cache);
         Harness {
             mem,

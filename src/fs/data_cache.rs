@@ -89,9 +89,12 @@ impl ObjectId {
         }
     }
 
-    fn file(&self, block: u64) -> String {
+    /// The block's file, relative to the blocks directory, in the cache of
+    /// the store `store`.
+    fn file(&self, store: &str, block: u64) -> String {
         let mut h = Sha256::new();
         for part in [
+            store.as_bytes(),
             self.bucket.as_bytes(),
             self.key.as_bytes(),
             self.etag.as_bytes(),
@@ -111,6 +114,7 @@ pub fn block_range(block: u64, size: u64) -> Range<u64> {
 
 #[derive(Serialize, Deserialize, PartialEq, Eq)]
 struct Header {
+    store: String,
     bucket: String,
     key: String,
     etag: String,
@@ -193,6 +197,10 @@ pub struct DataCacheStats {
 
 pub struct DataCache {
     dir: PathBuf,
+    /// The store's endpoint: an ETag names content only within one store
+    /// (not every server derives it from the bytes), so blocks are named
+    /// by it too, and a directory used with two stores keeps them apart.
+    store: String,
     blocks: PathBuf,
     limit: u64,
     index: Mutex<Index>,
@@ -219,7 +227,7 @@ impl DataCache {
     /// Opens (creating) the cache in `dir`, bounded to `limit` bytes on
     /// disk: takes its lock, indexes the blocks an earlier mount left and
     /// evicts down to the bound. Blocking: call before serving requests.
-    pub fn open(dir: &Path, limit: u64) -> Result<Arc<DataCache>, DataCacheError> {
+    pub fn open(dir: &Path, limit: u64, store: &str) -> Result<Arc<DataCache>, DataCacheError> {
         if limit < 2 * BLOCK {
             return Err(DataCacheError::TooSmall { size: limit });
         }
@@ -283,6 +291,7 @@ impl DataCache {
         }
         let cache = DataCache {
             dir: dir.to_path_buf(),
+            store: store.to_string(),
             blocks,
             limit,
             index: Mutex::new(index),
@@ -314,7 +323,7 @@ impl DataCache {
 
     /// Whether block `block` of `id` is indexed (it may still fail to read).
     pub fn has(&self, id: &ObjectId, block: u64) -> bool {
-        self.index().contains(&id.file(block))
+        self.index().contains(&id.file(&self.store, block))
     }
 
     fn remove_files(&self, files: Vec<String>) {
@@ -384,19 +393,19 @@ impl DataCache {
 
     /// Whether any of `blocks` of `id` is indexed.
     pub fn has_any(&self, id: &ObjectId, blocks: Range<u64>) -> bool {
-        let files: Vec<String> = blocks.map(|b| id.file(b)).collect();
+        let files: Vec<String> = blocks.map(|b| id.file(&self.store, b)).collect();
         let index = self.index();
         files.iter().any(|f| index.contains(f))
     }
 
     /// Bytes `within` of block `block` (`len` bytes) of `id`.
     fn read_one(&self, id: &ObjectId, block: u64, len: u64, within: Range<u64>) -> Option<Bytes> {
-        let rel = id.file(block);
+        let rel = id.file(&self.store, block);
         if !self.index().contains(&rel) {
             return None;
         }
         let path = self.blocks.join(&rel);
-        match read_block_file(&path, id, block, len, within) {
+        match read_block_file(&path, &self.store, id, block, len, within) {
             Ok(Some(bytes)) => {
                 self.index().touch(&rel);
                 Some(bytes)
@@ -421,7 +430,7 @@ impl DataCache {
 
     /// Stores block `block` of `id` (`data` is all of it). Blocking.
     pub fn store_blocking(&self, id: &ObjectId, block: u64, data: &[u8]) {
-        let rel = id.file(block);
+        let rel = id.file(&self.store, block);
         if self.index().contains(&rel) {
             return;
         }
@@ -493,6 +502,7 @@ impl DataCache {
         data: &[u8],
     ) -> std::io::Result<u64> {
         let header = serde_json::to_vec(&Header {
+            store: self.store.clone(),
             bucket: id.bucket.to_string(),
             key: id.key.clone(),
             etag: id.etag.clone(),
@@ -538,6 +548,7 @@ impl DataCache {
 /// survives a remount).
 fn read_block_file(
     path: &Path,
+    store: &str,
     id: &ObjectId,
     block: u64,
     len: u64,
@@ -562,7 +573,8 @@ fn read_block_file(
         return Ok(None);
     };
     let data_at = (head.len() + header_len as usize) as u64;
-    if header.bucket != *id.bucket
+    if header.store != store
+        || header.bucket != *id.bucket
         || header.key != id.key
         || header.etag != id.etag
         || header.block != block
@@ -627,7 +639,7 @@ mod tests {
     #[test]
     fn a_part_of_a_block_is_read_and_checked_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+        let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
         let o = id("k", "e");
         let data: Vec<u8> = (0..BLOCK + 5).map(|i| (i * 7 % 251) as u8).collect();
         c.store_blocking(&o, 0, &data[..BLOCK as usize]);
@@ -645,7 +657,7 @@ mod tests {
             Some(&data[BLOCK as usize..r.end as usize])
         );
         // A damaged segment fails the reads that touch it, and the block goes.
-        let path = c.blocks.join(o.file(0));
+        let path = c.blocks.join(o.file("s", 0));
         let mut bytes = fs::read(&path).unwrap();
         let at = bytes.len() - BLOCK as usize + 3 * SEGMENT as usize + 1;
         bytes[at] ^= 0x80;
@@ -662,7 +674,7 @@ mod tests {
     #[test]
     fn a_block_is_served_only_for_its_object_and_etag() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+        let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
         c.store_blocking(&id("k", "\"e1\""), 0, b"hello");
         assert_eq!(
             c.read_blocking(&id("k", "e1"), 0..5, 5),
@@ -672,15 +684,19 @@ mod tests {
         assert_eq!(c.read_blocking(&id("k2", "e1"), 0..5, 5), vec![None]);
         // Another length than the object's: not served.
         assert_eq!(c.read_blocking(&id("k", "e1"), 0..6, 6), vec![None]);
+        drop(c);
+        // The same object of another store (endpoint): not served.
+        let other = DataCache::open(dir.path(), 64 * BLOCK, "another store").unwrap();
+        assert_eq!(other.read_blocking(&id("k", "e1"), 0..5, 5), vec![None]);
     }
 
     #[test]
     fn damaged_blocks_are_removed_not_served() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+        let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
         let o = id("k", "e");
         c.store_blocking(&o, 0, &[7u8; 1000]);
-        let path = c.blocks.join(o.file(0));
+        let path = c.blocks.join(o.file("s", 0));
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -694,7 +710,7 @@ mod tests {
     #[test]
     fn the_least_recently_used_blocks_go_past_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DataCache::open(dir.path(), 3 * BLOCK).unwrap();
+        let c = DataCache::open(dir.path(), 3 * BLOCK, "s").unwrap();
         let o = id("k", "e");
         let data = vec![1u8; BLOCK as usize];
         c.store_blocking(&o, 0, &data);
@@ -706,7 +722,7 @@ mod tests {
         assert!(c.has(&o, 0));
         assert!(!c.has(&o, 1));
         assert!(c.has(&o, 2));
-        assert!(!c.blocks.join(o.file(1)).exists());
+        assert!(!c.blocks.join(o.file("s", 1)).exists());
     }
 
     #[test]
@@ -714,9 +730,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = id("k", "e");
         {
-            let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+            let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
             c.store_blocking(&o, 0, b"kept");
-            let err = DataCache::open(dir.path(), 64 * BLOCK).unwrap_err();
+            let err = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap_err();
             assert!(
                 err.to_string().contains(&format!(
                     "in use by another bladefs (pid {})",
@@ -725,7 +741,7 @@ mod tests {
                 "{err}"
             );
         }
-        let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+        let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
         assert_eq!(
             c.read_blocking(&o, 0..4, 4),
             vec![Some(Bytes::from_static(b"kept"))]
@@ -733,12 +749,12 @@ mod tests {
         // A smaller bound at the next mount evicts down to it.
         drop(c);
         let data = vec![1u8; BLOCK as usize];
-        let c = DataCache::open(dir.path(), 64 * BLOCK).unwrap();
+        let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
         for b in 1..6 {
             c.store_blocking(&o, b, &data);
         }
         drop(c);
-        let c = DataCache::open(dir.path(), 2 * BLOCK + 4096).unwrap();
+        let c = DataCache::open(dir.path(), 2 * BLOCK + 4096, "s").unwrap();
         assert!(c.used() <= 2 * BLOCK + 4096);
     }
 }
