@@ -208,6 +208,14 @@ class Bench:
         self.results.setdefault(workload, {}).setdefault(tool, []).append(run_)
         log(f"{workload:<22} {tool:<14} {value:10.3f} {json.dumps({k: v for k, v in run_.items() if k != 'value'})[:200]}")
 
+    def forget(self, key):
+        """Deletes an object a workload wrote: a server holding its data in
+        memory (the Ceph RGW of --server rgw) would otherwise fill up."""
+        try:
+            self.server.s3("rm", f"{self.bucket}/{key}")
+        except subprocess.CalledProcessError as e:
+            log(f"could not delete {key}: {e}")
+
     def fresh_random(self, path, size):
         with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
             left = size
@@ -288,6 +296,7 @@ class Bench:
                  f"--size={GIB}", "--ioengine=psync", "--fsync_on_close=1", "--refill_buffers"])
             secs = time.perf_counter() - t
             self.record("seqwrite fio", tool, GIB / MIB / secs, m.stop())
+            self.forget(f"fio-{rep}")
             # Fresh bytes each time: Garage stores blocks by hash, so a
             # repeated content would not be written again.
             self.fresh_random(src, GIB)
@@ -295,6 +304,7 @@ class Bench:
             secs = timed(["dd", f"if={src}", f"of={m.path / f'dd-{rep}'}", "bs=1M"],
                          stderr=subprocess.DEVNULL)
             self.record("seqwrite dd", tool, GIB / MIB / secs, m.stop())
+            self.forget(f"dd-{rep}")
         src.unlink(missing_ok=True)
 
     def seqwrite_raw(self):
@@ -308,6 +318,7 @@ class Bench:
             extra = {"server_cpu_s": self.server.cpu() - cpu0}
             self.record("seqwrite fio", "raw", GIB / MIB / secs, extra)
             self.record("seqwrite dd", "raw", GIB / MIB / secs, extra)
+            self.forget(f"raw-{rep}")
         src.unlink(missing_ok=True)
 
     def randread(self, tool):
@@ -412,6 +423,7 @@ class Bench:
              f"--size={5 * GIB}", "--ioengine=psync", "--fsync_on_close=1", "--refill_buffers"])
         secs = time.perf_counter() - t
         self.record("seqwrite 5 GiB fio", "bladefs", 5 * GIB / MIB / secs, m.stop())
+        self.forget("five-gib")
 
 
 # Runs that would not measure what the others do.
