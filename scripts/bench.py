@@ -324,16 +324,20 @@ class Bench:
     def randread(self, tool):
         for bs in ["4k", "256k"]:
             for _ in range(self.args.reps):
-                m = self.cold_mount(tool)
-                r = fio(["--name=rr", f"--filename={m.path / 'big1g'}", "--rw=randread", f"--bs={bs}",
-                         "--readonly", f"--size={GIB}", "--ioengine=psync", "--time_based",
-                         f"--runtime={self.args.random_seconds}", "--randrepeat=0"])
-                job = r["jobs"][0]["read"]
-                pct = job["clat_ns"]["percentile"]
-                extra = m.stop()
-                extra.update({"p50_ms": pct["50.000000"] / 1e6, "p99_ms": pct["99.000000"] / 1e6,
-                              "bytes_read": job["io_bytes"]})
-                self.record(f"randread {bs} IOPS", tool, job["iops"], extra)
+                self.random_reads(f"randread {bs} IOPS", tool, bs)
+
+    def random_reads(self, name, tool, bs, opts=()):
+        """One fio job of random reads of the 1 GiB object on a fresh mount."""
+        m = self.cold_mount(tool, opts)
+        r = fio(["--name=rr", f"--filename={m.path / 'big1g'}", "--rw=randread", f"--bs={bs}",
+                 "--readonly", f"--size={GIB}", "--ioengine=psync", "--time_based",
+                 f"--runtime={self.args.random_seconds}", "--randrepeat=0"])
+        job = r["jobs"][0]["read"]
+        pct = job["clat_ns"]["percentile"]
+        extra = m.stop()
+        extra.update({"p50_ms": pct["50.000000"] / 1e6, "p99_ms": pct["99.000000"] / 1e6,
+                      "bytes_read": job["io_bytes"]})
+        self.record(name, tool, job["iops"], extra)
 
     def ttfb(self, tool):
         for name, key in [("ttfb 1 GiB object ms", "big1g"), ("ttfb 1-byte object ms", "tiny")]:
@@ -403,16 +407,7 @@ class Bench:
             secs = timed(["dd", f"if={m.path / 'big1g'}", "of=/dev/null", "bs=1M"],
                          stderr=subprocess.DEVNULL)
             self.record("seqread again, data cache", tool, GIB / MIB / secs, m.stop())
-            m = self.cold_mount(tool, opts)
-            r = fio(["--name=rr", f"--filename={m.path / 'big1g'}", "--rw=randread", "--bs=4k",
-                     "--readonly", f"--size={GIB}", "--ioengine=psync", "--time_based",
-                     f"--runtime={self.args.random_seconds}", "--randrepeat=0"])
-            job = r["jobs"][0]["read"]
-            pct = job["clat_ns"]["percentile"]
-            extra = m.stop()
-            extra.update({"p50_ms": pct["50.000000"] / 1e6, "p99_ms": pct["99.000000"] / 1e6,
-                          "bytes_read": job["io_bytes"]})
-            self.record("randread 4k IOPS, data cache", tool, job["iops"], extra)
+            self.random_reads("randread 4k IOPS, data cache", tool, "4k", opts)
         shutil.rmtree(cache, ignore_errors=True)
 
     def big_write_rss(self):

@@ -63,30 +63,7 @@ impl FuseAdapter {
         self.run_as(Where::Runtime, op, ino, reply, work, done)
     }
 
-    /// [`Self::run`], but `work` is first polled here, on the request
-    /// loop: when it completes at once (its answer is in memory: cached
-    /// attributes, a file fetched ahead), the reply goes out without a
-    /// hand-off to a runtime thread and back (measured on Ceph RGW: most of
-    /// a small file's cost in `cp -r` was such round trips). Work that
-    /// would wait continues on the runtime from where it stopped. Only for
-    /// operations whose ready answer is cheap to send: the loop serves
-    /// every file of the mount.
-    fn run_here<R, T, W, Fut>(
-        &self,
-        op: &'static str,
-        ino: u64,
-        reply: R,
-        work: W,
-        done: impl FnOnce(R, T) + Send + 'static,
-    ) where
-        R: ReplyError + Send + 'static,
-        T: Send + 'static,
-        W: FnOnce(Arc<Fs>) -> Fut,
-        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
-    {
-        self.run_as(Where::HereIfReady, op, ino, reply, work, done)
-    }
-
+    /// [`Self::run`], with `work` first polled where `at` says.
     fn run_as<R, T, W, Fut>(
         &self,
         at: Where,
@@ -149,6 +126,13 @@ impl FuseAdapter {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Where {
     Runtime,
+    /// Polled once on the request loop: when it completes at once (its
+    /// answer is in memory: cached attributes, a file fetched ahead), the
+    /// reply goes out without a hand-off to a runtime thread and back
+    /// (measured on Ceph RGW: most of a small file's cost in `cp -r` was
+    /// such round trips). Work that would wait continues on the runtime
+    /// from where it stopped. Only for operations whose ready answer is
+    /// cheap to send: the loop serves every file of the mount.
     HereIfReady,
 }
 
@@ -264,7 +248,8 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
         let ttl = self.ttl();
-        self.run_here(
+        self.run_as(
+            Where::HereIfReady,
             "lookup",
             parent.0,
             reply,
@@ -279,7 +264,8 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.ttl();
-        self.run_here(
+        self.run_as(
+            Where::HereIfReady,
             "getattr",
             ino.0,
             reply,
@@ -486,7 +472,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.run_here(
+        self.run_as(
+            Where::HereIfReady,
             "opendir",
             ino.0,
             reply,

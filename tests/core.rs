@@ -787,6 +787,12 @@ async fn a_failed_fetch_ahead_leaves_its_file_to_be_read_as_usual() {
     assert_eq!(c.mem.gets_under("w/f"), 11);
 }
 
+/// The data cache in `dir` (64 MiB), opened as a mount opens it: it fails
+/// while another holder has it.
+fn data_cache(dir: &std::path::Path) -> Arc<DataCache> {
+    DataCache::open(dir, 64 * MIB as u64, "mem").expect("data cache")
+}
+
 /// With a local data cache (issue 14), a remount reads again what the
 /// first mount read — big files, small files fetched ahead of a walk,
 /// bytes of random reads — with no GET, and the same bytes. The cache is
@@ -799,7 +805,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
     let big = data(5 * MIB + 100, 7);
     mem.put(BUCKET, "big", big.clone());
     let first = core_on(mem.clone(), |cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
+        cfg.data_cache = Some(data_cache(dir.path()));
     });
     let names = put_files(&first, "w", 30, 4096);
     assert!(first.cat(first.fs.root_ino(), "big").await == big);
@@ -813,8 +819,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
     drop(first);
 
     let again = core_on(mem.clone(), |cfg| {
-        cfg.data_cache =
-            Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("reopened"));
+        cfg.data_cache = Some(data_cache(dir.path()));
     });
     assert!(again.cat(again.fs.root_ino(), "big").await == big);
     let w = again.ino("w").await;
@@ -845,9 +850,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_fill_the_data_cache_by_blocks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let c = core_with(|cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
-    });
+    let c = core_with(|cfg| cfg.data_cache = Some(data_cache(dir.path())));
     let content = data(4 * MIB, 9);
     c.mem.put(BUCKET, "f", content.clone());
     let ino = c.ino("f").await;
@@ -881,7 +884,7 @@ async fn a_replaced_object_is_not_served_from_the_data_cache() {
     let dir = tempfile::tempdir().expect("temp dir");
     let c = core_with(|cfg| {
         cfg.metadata_ttl = Ttl(Some(std::time::Duration::ZERO));
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
+        cfg.data_cache = Some(data_cache(dir.path()));
     });
     let root = c.fs.root_ino();
     let old = data(2 * MIB + 3, 1);
@@ -904,9 +907,7 @@ async fn a_replaced_object_is_not_served_from_the_data_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_through_the_mount_is_read_back_from_the_data_cache() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let c = core_with(|cfg| {
-        cfg.data_cache = Some(DataCache::open(dir.path(), 64 * MIB as u64, "mem").expect("cache"));
-    });
+    let c = core_with(|cfg| cfg.data_cache = Some(data_cache(dir.path())));
     let root = c.fs.root_ino();
     let content = data(11 * MIB + 5, 4);
     let (attr, fh) = c.fs.create(root, OsStr::new("new")).await.expect("create");
