@@ -994,7 +994,7 @@ impl Fs {
             return;
         };
         let loc = file.location();
-        let id = data_cache::ObjectId::new(loc.bucket, loc.key, etag);
+        let id = cache.object(loc.bucket, loc.key, etag);
         let (file, size) = (file.clone(), done.size);
         cache.in_background(move |cache| {
             for b in 0..size.div_ceil(data_cache::BLOCK) {

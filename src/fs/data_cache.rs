@@ -70,40 +70,21 @@ pub enum DataCacheError {
     TooSmall { size: u64 },
 }
 
-/// The object (as of one ETag) a block belongs to.
+/// The object (as of one ETag) a block belongs to, in one cache: made by
+/// [`DataCache::object`], which names its blocks' files once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectId {
     pub bucket: Arc<str>,
     pub key: String,
     pub etag: String,
+    /// Of store, bucket, key and ETag: the stem of the blocks' file names.
+    hash: String,
 }
 
 impl ObjectId {
-    /// Listings and HEADs quote ETags alike, but not every server does:
-    /// the quotes are not part of the identity.
-    pub fn new(bucket: Arc<str>, key: String, etag: &str) -> Self {
-        ObjectId {
-            bucket,
-            key,
-            etag: etag.trim_matches('"').to_string(),
-        }
-    }
-
-    /// The block's file, relative to the blocks directory, in the cache of
-    /// the store `store`.
-    fn file(&self, store: &str, block: u64) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            store.as_bytes(),
-            self.bucket.as_bytes(),
-            self.key.as_bytes(),
-            self.etag.as_bytes(),
-        ] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let hash = hex::encode(h.finalize());
-        format!("{}/{}.{block}", &hash[..2], &hash[..32])
+    /// The block's file, relative to the blocks directory.
+    fn file(&self, block: u64) -> String {
+        format!("{}/{}.{block}", &self.hash[..2], self.hash)
     }
 }
 
@@ -308,6 +289,30 @@ impl DataCache {
         Ok(Arc::new(cache))
     }
 
+    /// Object `key` of `bucket` with ETag `etag`. Listings and HEADs
+    /// quote ETags alike, but not every server does: the quotes are not
+    /// part of the identity.
+    pub fn object(&self, bucket: Arc<str>, key: String, etag: &str) -> ObjectId {
+        let etag = etag.trim_matches('"').to_string();
+        let mut h = Sha256::new();
+        for part in [
+            self.store.as_bytes(),
+            bucket.as_bytes(),
+            key.as_bytes(),
+            etag.as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let hash = hex::encode(h.finalize())[..32].to_string();
+        ObjectId {
+            bucket,
+            key,
+            etag,
+            hash,
+        }
+    }
+
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().expect("data cache lock")
     }
@@ -323,7 +328,7 @@ impl DataCache {
 
     /// Whether block `block` of `id` is indexed (it may still fail to read).
     pub fn has(&self, id: &ObjectId, block: u64) -> bool {
-        self.index().contains(&id.file(&self.store, block))
+        self.index().contains(&id.file(block))
     }
 
     fn remove_files(&self, files: Vec<String>) {
@@ -393,14 +398,14 @@ impl DataCache {
 
     /// Whether any of `blocks` of `id` is indexed.
     pub fn has_any(&self, id: &ObjectId, blocks: Range<u64>) -> bool {
-        let files: Vec<String> = blocks.map(|b| id.file(&self.store, b)).collect();
+        let files: Vec<String> = blocks.map(|b| id.file(b)).collect();
         let index = self.index();
         files.iter().any(|f| index.contains(f))
     }
 
     /// Bytes `within` of block `block` (`len` bytes) of `id`.
     fn read_one(&self, id: &ObjectId, block: u64, len: u64, within: Range<u64>) -> Option<Bytes> {
-        let rel = id.file(&self.store, block);
+        let rel = id.file(block);
         if !self.index().contains(&rel) {
             return None;
         }
@@ -430,7 +435,7 @@ impl DataCache {
 
     /// Stores block `block` of `id` (`data` is all of it). Blocking.
     pub fn store_blocking(&self, id: &ObjectId, block: u64, data: &[u8]) {
-        let rel = id.file(&self.store, block);
+        let rel = id.file(block);
         if self.index().contains(&rel) {
             return;
         }
@@ -621,8 +626,8 @@ pub fn touched(range: &Range<u64>, size: u64) -> Range<u64> {
 mod tests {
     use super::*;
 
-    fn id(key: &str, etag: &str) -> ObjectId {
-        ObjectId::new(Arc::from("b"), key.to_string(), etag)
+    fn id(c: &DataCache, key: &str, etag: &str) -> ObjectId {
+        c.object(Arc::from("b"), key.to_string(), etag)
     }
 
     #[test]
@@ -640,7 +645,7 @@ mod tests {
     fn a_part_of_a_block_is_read_and_checked_alone() {
         let dir = tempfile::tempdir().unwrap();
         let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
-        let o = id("k", "e");
+        let o = id(&c, "k", "e");
         let data: Vec<u8> = (0..BLOCK + 5).map(|i| (i * 7 % 251) as u8).collect();
         c.store_blocking(&o, 0, &data[..BLOCK as usize]);
         c.store_blocking(&o, 1, &data[BLOCK as usize..]);
@@ -657,7 +662,7 @@ mod tests {
             Some(&data[BLOCK as usize..r.end as usize])
         );
         // A damaged segment fails the reads that touch it, and the block goes.
-        let path = c.blocks.join(o.file("s", 0));
+        let path = c.blocks.join(o.file(0));
         let mut bytes = fs::read(&path).unwrap();
         let at = bytes.len() - BLOCK as usize + 3 * SEGMENT as usize + 1;
         bytes[at] ^= 0x80;
@@ -675,28 +680,31 @@ mod tests {
     fn a_block_is_served_only_for_its_object_and_etag() {
         let dir = tempfile::tempdir().unwrap();
         let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
-        c.store_blocking(&id("k", "\"e1\""), 0, b"hello");
+        c.store_blocking(&id(&c, "k", "\"e1\""), 0, b"hello");
         assert_eq!(
-            c.read_blocking(&id("k", "e1"), 0..5, 5),
+            c.read_blocking(&id(&c, "k", "e1"), 0..5, 5),
             vec![Some(Bytes::from_static(b"hello"))]
         );
-        assert_eq!(c.read_blocking(&id("k", "e2"), 0..5, 5), vec![None]);
-        assert_eq!(c.read_blocking(&id("k2", "e1"), 0..5, 5), vec![None]);
+        assert_eq!(c.read_blocking(&id(&c, "k", "e2"), 0..5, 5), vec![None]);
+        assert_eq!(c.read_blocking(&id(&c, "k2", "e1"), 0..5, 5), vec![None]);
         // Another length than the object's: not served.
-        assert_eq!(c.read_blocking(&id("k", "e1"), 0..6, 6), vec![None]);
+        assert_eq!(c.read_blocking(&id(&c, "k", "e1"), 0..6, 6), vec![None]);
         drop(c);
         // The same object of another store (endpoint): not served.
         let other = DataCache::open(dir.path(), 64 * BLOCK, "another store").unwrap();
-        assert_eq!(other.read_blocking(&id("k", "e1"), 0..5, 5), vec![None]);
+        assert_eq!(
+            other.read_blocking(&id(&other, "k", "e1"), 0..5, 5),
+            vec![None]
+        );
     }
 
     #[test]
     fn damaged_blocks_are_removed_not_served() {
         let dir = tempfile::tempdir().unwrap();
         let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
-        let o = id("k", "e");
+        let o = id(&c, "k", "e");
         c.store_blocking(&o, 0, &[7u8; 1000]);
-        let path = c.blocks.join(o.file("s", 0));
+        let path = c.blocks.join(o.file(0));
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -711,7 +719,7 @@ mod tests {
     fn the_least_recently_used_blocks_go_past_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let c = DataCache::open(dir.path(), 3 * BLOCK, "s").unwrap();
-        let o = id("k", "e");
+        let o = id(&c, "k", "e");
         let data = vec![1u8; BLOCK as usize];
         c.store_blocking(&o, 0, &data);
         c.store_blocking(&o, 1, &data);
@@ -722,15 +730,16 @@ mod tests {
         assert!(c.has(&o, 0));
         assert!(!c.has(&o, 1));
         assert!(c.has(&o, 2));
-        assert!(!c.blocks.join(o.file("s", 1)).exists());
+        assert!(!c.blocks.join(o.file(1)).exists());
     }
 
     #[test]
     fn a_second_mount_of_the_directory_is_refused_and_a_later_one_finds_the_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let o = id("k", "e");
-        {
+        // Names of the same store stay valid across openings.
+        let o = {
             let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
+            let o = id(&c, "k", "e");
             c.store_blocking(&o, 0, b"kept");
             let err = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap_err();
             assert!(
@@ -740,7 +749,8 @@ mod tests {
                 )),
                 "{err}"
             );
-        }
+            o
+        };
         let c = DataCache::open(dir.path(), 64 * BLOCK, "s").unwrap();
         assert_eq!(
             c.read_blocking(&o, 0..4, 4),

@@ -292,7 +292,7 @@ impl FileReader {
             // Nothing to key blocks by: nothing is cached.
             return false;
         };
-        let id = ObjectId::new(self.bucket.clone(), s.key, etag);
+        let id = cache.object(self.bucket.clone(), s.key, etag);
         data_cache::touched(&range, self.size).any(|b| !cache.has(&id, b))
     }
 
@@ -335,7 +335,7 @@ impl FileReader {
             };
             let Some((cache, id)) = cache.and_then(|c| {
                 let s = source.lock().expect("source lock");
-                let id = ObjectId::new(bucket.clone(), s.key.clone(), s.etag.as_deref()?);
+                let id = c.object(bucket.clone(), s.key.clone(), s.etag.as_deref()?);
                 Some((c, id))
             }) else {
                 let body = get_exact(client.as_ref(), &bucket, &source, wanted).await?;

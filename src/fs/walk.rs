@@ -39,7 +39,7 @@ use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 
 use super::cache::DirEntry;
-use super::data_cache::{self, DataCache, ObjectId};
+use super::data_cache::{self, DataCache};
 use super::inode::{Kind, Location};
 use super::memory::{Memory, Use};
 use super::prefetch::Chunk;
@@ -323,7 +323,10 @@ impl Walk {
                 .cache
                 .clone()
                 .filter(|_| size <= data_cache::BLOCK)
-                .map(|c| (c, ObjectId::new(bucket.clone(), object.clone(), &file.etag)));
+                .map(|c| {
+                    let id = c.object(bucket.clone(), object.clone(), &file.etag);
+                    (c, id)
+                });
             let task = tokio::spawn(async move {
                 if let Some((cache, id)) = &cached
                     && let [Some(bytes)] = cache.read(id, 0..size, size).await.as_slice()
