@@ -3,7 +3,8 @@
 //!
 //! - `client`: the trait and its typed parameters and results
 //! - `config`: the client's configuration and defaults
-//! - `http`: the reqwest client: construction, TLS, the request pipeline
+//! - `http`: the HTTP client (hyper): construction, TLS, the request pipeline
+//! - `connect`: its TCP connections (overrides, timeouts, quick ACKs)
 //! - `ops`: the S3 operations over that pipeline
 //! - `listing`: listing encodings and V1 behind V2
 //! - `recovery`: what lost answers of non-idempotent requests left
@@ -21,6 +22,7 @@ pub mod buffers;
 pub mod chunked;
 pub mod client;
 pub mod config;
+mod connect;
 pub mod credentials;
 pub mod error;
 pub mod faults;

@@ -1,4 +1,4 @@
-//! `S3Client`: the [`ObjectClient`] over HTTP(S) with reqwest. Every
+//! `S3Client`: the [`ObjectClient`] over HTTP(S) with hyper. Every
 //! operation goes through [`S3Client::execute`], the one place that builds
 //! the URL, signs, retries, counts and turns error answers into [`S3Error`].
 
@@ -8,12 +8,18 @@ use std::time::{Instant, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
+use http::Method;
+use http::header::HeaderMap;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use md5::{Digest, Md5};
-use reqwest::Method;
-use reqwest::header::HeaderMap;
 
 use super::chunked::AwsChunks;
 use super::config::{Addressing, PayloadSigning, S3Config, SignatureVersion};
+use super::connect::TcpConnector;
 use super::error::{CONNECT_FAILED, S3Error, S3ErrorCode, code_for_status};
 use super::sign::{self, Credentials, SignableRequest, V4Scope};
 use super::stats::{ClientStats, Op};
@@ -143,8 +149,17 @@ pub const MAX_DOCUMENT: usize = 64 << 20;
 /// (parts are at most a few times 8 MiB; a larger answer grows as it comes).
 const MAX_PREALLOCATED: u64 = 256 << 20;
 
+type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+/// What a request can fail with below HTTP: the client's error, or a
+/// timeout of ours.
+enum Transport {
+    Hyper(Box<dyn std::error::Error + Send + Sync>, bool),
+    Timeout,
+}
+
 pub struct S3Client {
-    pub(super) http: reqwest::Client,
+    pub(super) http: HyperClient<HttpsConnector<TcpConnector>, RequestBody>,
     pub(super) config: S3Config,
     pub(super) creds: Credentials,
     pub(super) endpoint: Endpoint,
@@ -166,13 +181,51 @@ impl std::fmt::Debug for S3Client {
 
 pub(super) const CONFIGURE: &str = "configure";
 
+/// How long an unused connection stays in the pool.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
+
+const USER_AGENT: &str = concat!("bladefs/", env!("CARGO_PKG_VERSION"));
+
+/// TLS trusting the system's roots, the Mozilla roots built in, and the
+/// certificates of `ca_bundle` (PEM), if given.
+fn tls_config(ca_bundle: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // Unreadable system certificates are skipped, as other clients do.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("CA bundle {} is not PEM: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(format!("CA bundle {} holds no certificate", path.display()));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl S3Client {
     pub fn new(config: S3Config, creds: Credentials) -> Result<Self, S3Error> {
         let bad = |detail: String| S3Error::InvalidRequest {
             operation: CONFIGURE,
             detail,
         };
-        let url = reqwest::Url::parse(&config.endpoint)
+        let url = url::Url::parse(&config.endpoint)
             .map_err(|e| bad(format!("endpoint {:?} is not a URL: {e}", config.endpoint)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(bad(format!(
@@ -194,36 +247,26 @@ impl S3Client {
             None => host.to_string(),
         };
 
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
+        let tls = tls_config(config.ca_bundle.as_deref()).map_err(bad)?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(TcpConnector::new(
+                config.resolve.clone(),
+                config.connect_timeout,
+            ));
+        // HTTP/1.1 only: many parallel connections outrun multiplexing one
+        // HTTP/2 connection for bulk object transfer. hyper follows no
+        // redirects (S3 redirects name another endpoint: an error to
+        // report, and following one could send signed headers elsewhere)
+        // and uses no proxy (an http_proxy meant for the internet must not
+        // capture the store).
+        let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_connections)
-            .tcp_nodelay(true)
-            // Many parallel HTTP/1.1 connections outrun multiplexing one
-            // HTTP/2 connection for bulk object transfer.
-            .http1_only()
-            // S3 redirects name another endpoint: an error to report, and
-            // following one could send signed headers elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            // The store is named explicitly; an http_proxy meant for the
-            // internet must not capture it.
-            .no_proxy()
-            .user_agent(concat!("bladefs/", env!("CARGO_PKG_VERSION")));
-        for (name, addr) in &config.resolve {
-            builder = builder.resolve(name, *addr);
-        }
-        if let Some(path) = &config.ca_bundle {
-            let pem = std::fs::read(path)
-                .map_err(|e| bad(format!("cannot read CA bundle {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| bad(format!("CA bundle {} is not PEM: {e}", path.display())))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| bad(format!("cannot set up HTTP client: {e}")))?;
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(https);
         Ok(S3Client {
             http,
             endpoint: Endpoint {
@@ -418,38 +461,61 @@ impl S3Client {
             }
         }
 
-        let mut builder = self.http.request(req.method.clone(), &url);
+        let mut builder = http::Request::builder()
+            .method(req.method.clone())
+            .uri(&url)
+            .header(http::header::USER_AGENT, USER_AGENT);
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let sent = match (&req.body, chunked, chunk_signer) {
+        let (body, sent): (RequestBody, u64) = match (&req.body, chunked, chunk_signer) {
             (_, Some((data, chunk_size)), Some(signer)) => {
                 let len = sign::chunked_encoded_len(data.len() as u64, chunk_size as u64);
-                builder = builder.body(reqwest::Body::wrap_stream(futures::stream::iter(
-                    AwsChunks::new(data, chunk_size, signer).map(Ok::<_, std::io::Error>),
-                )));
-                len
+                let frames = AwsChunks::new(data, chunk_size, signer)
+                    .map(|c| Ok::<_, std::io::Error>(hyper::body::Frame::data(c)));
+                (StreamBody::new(futures::stream::iter(frames)).boxed(), len)
+            }
+            (Body::Empty, _, _) => {
+                // hyper sends no length for an empty body, and stores that
+                // hold to the contract refuse a PUT or POST without one
+                // (411 MissingContentLength): every body states its length.
+                if matches!(req.method, Method::PUT | Method::POST) {
+                    builder = builder.header(http::header::CONTENT_LENGTH, "0");
+                }
+                (Empty::new().map_err(|never| match never {}).boxed(), 0)
             }
             (body, _, _) => {
                 let bytes = body.bytes().cloned().unwrap_or_default();
                 let len = bytes.len() as u64;
-                // hyper sends no length for an empty body, and stores that
-                // hold to the contract refuse a PUT or POST without one
-                // (411 MissingContentLength): every body states its length.
                 if len == 0 && matches!(req.method, Method::PUT | Method::POST) {
-                    builder = builder.header(reqwest::header::CONTENT_LENGTH, "0");
+                    builder = builder.header(http::header::CONTENT_LENGTH, "0");
                 }
-                builder = builder.body(bytes);
-                len
+                (
+                    Full::new(bytes).map_err(|never| match never {}).boxed(),
+                    len,
+                )
             }
         };
+        let request = builder.body(body).map_err(|e| S3Error::InvalidRequest {
+            operation: op.name(),
+            detail: format!("cannot form the request: {e}"),
+        })?;
 
         let started = Instant::now();
         self.stats.request(op, sent);
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| self.transport_error(op, e))?;
+        let response = match tokio::time::timeout(
+            self.config.read_timeout,
+            self.http.request(request),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                return Err(self.transport_error(op, Transport::Hyper(e.into(), connect)));
+            }
+            Err(_) => return Err(self.transport_error(op, Transport::Timeout)),
+        };
         let status = response.status().as_u16();
         let resp_headers = response.headers().clone();
         let body = self.read_answer(op, response).await?;
@@ -483,24 +549,35 @@ impl S3Client {
     pub(super) async fn read_answer(
         &self,
         op: Op,
-        mut response: reqwest::Response,
+        response: http::Response<hyper::body::Incoming>,
     ) -> Result<Bytes, S3Error> {
+        let length = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut incoming = response.into_body();
         if op == Op::GetObject {
-            let Some(len) = response
-                .content_length()
+            let Some(len) = length
                 .filter(|n| (super::buffers::HUGE_PAGE as u64..=MAX_PREALLOCATED).contains(n))
             else {
-                return response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(op, e));
+                let mut body = bytes::BytesMut::new();
+                while let Some(chunk) = self.next_chunk(op, &mut incoming).await? {
+                    if body.is_empty() {
+                        // One chunk is the whole of a small answer: no copy.
+                        if let Some(more) = self.next_chunk(op, &mut incoming).await? {
+                            body.extend_from_slice(&chunk);
+                            body.extend_from_slice(&more);
+                            continue;
+                        }
+                        return Ok(chunk);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                return Ok(body.freeze());
             };
             let mut body = super::buffers::take(len as usize);
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| self.transport_error(op, e))?
-            {
+            while let Some(chunk) = self.next_chunk(op, &mut incoming).await? {
                 body.extend_from_slice(&chunk);
             }
             return Ok(super::buffers::freeze(body));
@@ -509,18 +586,11 @@ impl S3Client {
             operation: op.name(),
             detail: format!("answer larger than {MAX_DOCUMENT} bytes"),
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT as u64)
-        {
+        if length.is_some_and(|n| n > MAX_DOCUMENT as u64) {
             return Err(too_large());
         }
         let mut body = bytes::BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(op, e))?
-        {
+        while let Some(chunk) = self.next_chunk(op, &mut incoming).await? {
             if body.len() + chunk.len() > MAX_DOCUMENT {
                 return Err(too_large());
             }
@@ -529,16 +599,45 @@ impl S3Client {
         Ok(body.freeze())
     }
 
-    pub(super) fn transport_error(&self, op: Op, err: reqwest::Error) -> S3Error {
-        if err.is_timeout() {
-            return S3Error::Timeout {
-                operation: op.name(),
-                seconds: self.config.read_timeout.as_secs(),
+    /// The next bytes of an answer's body (trailers skipped), each waited
+    /// for at most the read timeout.
+    async fn next_chunk(
+        &self,
+        op: Op,
+        body: &mut hyper::body::Incoming,
+    ) -> Result<Option<Bytes>, S3Error> {
+        loop {
+            let frame = match tokio::time::timeout(self.config.read_timeout, body.frame()).await {
+                Err(_) => return Err(self.transport_error(op, Transport::Timeout)),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    return Err(self.transport_error(op, Transport::Hyper(e.into(), false)));
+                }
+                Ok(Some(Ok(frame))) => frame,
             };
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
         }
+    }
+
+    fn transport_error(&self, op: Op, err: Transport) -> S3Error {
+        let (err, connect) = match err {
+            Transport::Timeout => {
+                return S3Error::Timeout {
+                    operation: op.name(),
+                    seconds: self.config.read_timeout.as_secs(),
+                };
+            }
+            Transport::Hyper(err, connect) => (err, connect),
+        };
         let mut detail = String::new();
-        let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+        let mut timed_out = false;
+        let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
         while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
             if !detail.is_empty() {
                 detail.push_str(": ");
             }
@@ -554,11 +653,19 @@ impl S3Client {
                 detail,
             };
         }
-        let detail = if err.is_connect() {
+        let detail = if connect {
             format!("{CONNECT_FAILED} to {}: {detail}", self.endpoint.authority)
         } else {
             detail
         };
+        // A connection that could not be made in time is still a failed
+        // connection (with its reason), not a server that stopped answering.
+        if timed_out && !connect {
+            return S3Error::Timeout {
+                operation: op.name(),
+                seconds: self.config.read_timeout.as_secs(),
+            };
+        }
         S3Error::Transport {
             operation: op.name(),
             detail,
@@ -646,6 +753,67 @@ mod tests {
                 "{signature:?}: {head}"
             );
         }
+    }
+
+    /// A server that answers every request on one kept-alive connection
+    /// with its headers and then its body, as two writes and with Nagle's
+    /// algorithm on (Garage does this): the body waits until the headers
+    /// are acknowledged. Returns the endpoint and the number of connections
+    /// it accepted.
+    fn nagle_server(answers: usize) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            for _ in 0..answers {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    assert_eq!(conn.read(&mut byte).expect("read"), 1, "request cut");
+                    head.push(byte[0]);
+                }
+                conn.write_all(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 4096\r\n\r\n")
+                    .expect("headers");
+                conn.write_all(&[7u8; 4096]).expect("body");
+            }
+            // Any further connection would show the client did not keep
+            // this one alive (then the test measured nothing).
+            listener.set_nonblocking(true).expect("nonblocking");
+            1 + listener.incoming().take_while(Result::is_ok).count()
+        });
+        (endpoint, server)
+    }
+
+    /// Without an immediate ACK of the headers, each of these answers
+    /// waits for the client's delayed ACK, 40 ms at least on Linux: 20 of
+    /// them would take 0.8 s or more. With it, a few ms in all. The bound
+    /// leaves a wide margin on a loaded machine and still fails if any
+    /// large part of the answers waits.
+    #[tokio::test]
+    async fn a_server_holding_the_body_back_for_an_ack_does_not_stall_reads() {
+        const ANSWERS: usize = 20;
+        let (endpoint, server) = nagle_server(ANSWERS);
+        let client = S3Client::new(S3Config::new(endpoint), Credentials::new("AK", "SK")).unwrap();
+        let started = Instant::now();
+        for _ in 0..ANSWERS {
+            let out = client
+                .get_object("b", "k", &crate::s3::GetObjectParams::default())
+                .await
+                .expect("answered");
+            assert_eq!(out.body.len(), 4096);
+        }
+        let took = started.elapsed();
+        drop(client);
+        assert_eq!(
+            server.join().expect("server"),
+            1,
+            "one kept-alive connection"
+        );
+        assert!(
+            took < std::time::Duration::from_millis(40 * ANSWERS as u64 / 2),
+            "{ANSWERS} answers took {took:?}: delayed ACKs"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::Method;
+use http::Method;
 
 use super::client::*;
 use super::config::ListApi;
