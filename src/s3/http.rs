@@ -551,12 +551,10 @@ impl S3Client {
         op: Op,
         response: http::Response<hyper::body::Incoming>,
     ) -> Result<Bytes, S3Error> {
-        let length = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         let mut incoming = response.into_body();
+        // What the body holds, not the Content-Length header: the answer to
+        // a HEAD states the object's length and has no body.
+        let length = hyper::body::Body::size_hint(&incoming).exact();
         if op == Op::GetObject {
             let Some(len) = length
                 .filter(|n| (super::buffers::HUGE_PAGE as u64..=MAX_PREALLOCATED).contains(n))
@@ -719,6 +717,11 @@ mod tests {
 
     /// Answers one request with `200 OK` and returns its head, as sent.
     fn one_request_server() -> (String, std::thread::JoinHandle<String>) {
+        answering_once(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    /// Answers one request with `answer` and returns its head, as sent.
+    fn answering_once(answer: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
@@ -729,8 +732,7 @@ mod tests {
             while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).expect("read") == 1 {
                 head.push(byte[0]);
             }
-            conn.write_all(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n")
-                .expect("answer");
+            conn.write_all(answer).expect("answer");
             String::from_utf8_lossy(&head).to_lowercase()
         });
         (endpoint, server)
@@ -814,6 +816,22 @@ mod tests {
             took < std::time::Duration::from_millis(40 * ANSWERS as u64 / 2),
             "{ANSWERS} answers took {took:?}: delayed ACKs"
         );
+    }
+
+    /// A HEAD's answer states the object's length, larger than any document
+    /// read whole, and has no body.
+    #[tokio::test]
+    async fn the_head_of_a_large_object_is_read() {
+        let (endpoint, server) = answering_once(
+            b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 107374182400\r\n\r\n",
+        );
+        let client = S3Client::new(S3Config::new(endpoint), Credentials::new("AK", "SK")).unwrap();
+        let head = client
+            .head_object("b", "big", None)
+            .await
+            .expect("answered");
+        assert_eq!(head.size, 100 << 30);
+        assert!(server.join().expect("server").starts_with("head /b/big "));
     }
 
     #[test]
