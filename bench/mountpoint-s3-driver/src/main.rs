@@ -115,6 +115,8 @@ fn main() -> Result<()> {
     let mut managed = None;
     let disk_cache_config = match &args.cache {
         Some(dir) => {
+            // mount-s3 wants the directory made; the bench names a new one.
+            std::fs::create_dir_all(dir).context("creating the cache directory")?;
             let dir = ManagedCacheDir::new_from_parent_with_cache_key(dir, None, true)
                 .context("creating the cache directory")?;
             let config = DiskDataCacheConfig {
