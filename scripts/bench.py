@@ -652,8 +652,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--tools", default=",".join(TOOLS))
-    p.add_argument("--workloads", default=None,
-                   help=f"default: {','.join(WORKLOADS)} (on rgw without the write workloads)")
+    p.add_argument("--workloads", default=None, help=f"default: {','.join(WORKLOADS)}")
     p.add_argument("--random-seconds", type=int, default=10)
     p.add_argument("--tree-files", type=int, default=15000,
                    help="files of the tree_walk workload (50 per directory)")
@@ -675,11 +674,7 @@ def main():
                     os.environ.get("BENCH_SERVER_PIDS", ""), work)
     tools = [t for t in args.tools.split(",") if t]
     if args.workloads is None:
-        # The RGW's in-memory OSD fills up with the 1 GiB writes: RGW frees
-        # deleted objects' data through its garbage collector, hours later
-        # by default, and the OSD then stops taking updates.
-        skip = {"seqwrite", "big_write_rss"} if args.section == "rgw" else set()
-        args.workloads = ",".join(w for w in WORKLOADS if w not in skip)
+        args.workloads = ",".join(WORKLOADS)
     workloads = [w for w in args.workloads.split(",") if w]
     if args.section != "garage":
         server.mountpoint_opts = ["--no-upload-checksums"]
