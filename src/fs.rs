@@ -950,10 +950,10 @@ impl Fs {
 
     /// Takes the bytes by value: they move on to the staging write without
     /// another copy.
-    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+    pub async fn write(&self, fh: u64, offset: u64, data: impl Into<Bytes>) -> FsResult<u32> {
         match self.open.target(fh)? {
             (ino, Target::Buffer(file), true) => {
-                let n = file.write(offset, data).await?;
+                let n = file.write(offset, data.into()).await?;
                 // A write makes the file's time now again (POSIX), whatever
                 // utimes set before it.
                 if let Some(node) = self.inodes.lock().expect("inode lock").get_mut(ino) {

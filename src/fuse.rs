@@ -386,7 +386,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        let data = data.to_vec();
+        let data = crate::s3::buffers::copy(data);
         self.run(
             "write",
             ino.0,

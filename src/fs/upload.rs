@@ -410,7 +410,7 @@ impl DirtyFile {
         Ok(())
     }
 
-    pub async fn write(self: &Arc<Self>, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+    pub async fn write(self: &Arc<Self>, offset: u64, data: Bytes) -> FsResult<u32> {
         let len = data.len() as u64;
         let this = self.clone();
         // Local disk I/O off the async workers; the state lock covers the
