@@ -144,8 +144,10 @@ class Mount:
                    "--vfs-cache-mode", mode, "--cache-dir", str(work / f"rclone-cache-{self.path.name}")]
             # rclone fails when this is set here.
             env.pop("AWS_CA_BUNDLE", None)
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log.with_suffix(".err"), "w"))
+        err = open(self.log.with_suffix(".err"), "w")
+        # mountpoint-s3 logs to standard output.
+        out = err if tool == "mountpoint" else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         deadline = time.time() + 60
         while not is_mounted(self.path):
             if self.proc.poll() is not None:

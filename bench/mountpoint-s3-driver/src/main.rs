@@ -8,7 +8,8 @@
 //!                      [--no-upload-checksums]
 //! ```
 //! Credentials come from the usual AWS environment variables or files. Runs
-//! in the foreground until the file system is unmounted or it is interrupted.
+//! in the foreground until the file system is unmounted or it is interrupted;
+//! warnings and errors go to standard output (`MOUNTPOINT_LOG` sets more).
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use mountpoint_s3_fs::data_cache::{
 };
 use mountpoint_s3_fs::fs::{CacheConfig, TimeToLive};
 use mountpoint_s3_fs::fuse::config::{FuseOptions, FuseSessionConfig, MountPoint};
+use mountpoint_s3_fs::logging::{LoggingConfig, init_logging};
 use mountpoint_s3_fs::memory::{CandidateSize, PagedPool, effective_total_memory};
 use mountpoint_s3_fs::s3::config::{
     ClientConfig, MemoryLimitSetting, PartConfig, Region, TargetThroughputSetting,
@@ -71,6 +73,11 @@ fn args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = args()?;
+    let _logging = init_logging(LoggingConfig {
+        log_file: None,
+        log_to_stdout: true,
+        default_filter: "warn,awscrt=off".to_string(),
+    })?;
     let mem_limit = (effective_total_memory() as f64 * 0.95) as usize;
     let client_config = ClientConfig {
         region: Region::new_user_specified(args.region.clone()),
