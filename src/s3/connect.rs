@@ -60,11 +60,20 @@ impl TcpConnector {
                 Some((_, addr)) => vec![SocketAddr::new(addr.ip(), port)],
                 None => tokio::net::lookup_host((host, port)).await?.collect(),
             };
+            // Each address gets its share of the timeout, so one that does
+            // not answer (an unreachable IPv6 route) leaves time for the next.
+            let each = self.connect_timeout / addrs.len().max(1) as u32;
             let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
             for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(tcp) => return Ok(tcp),
-                    Err(e) => last = e,
+                match tokio::time::timeout(each, TcpStream::connect(addr)).await {
+                    Ok(Ok(tcp)) => return Ok(tcp),
+                    Ok(Err(e)) => last = e,
+                    Err(_) => {
+                        last = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{addr} did not answer within {each:?}"),
+                        )
+                    }
                 }
             }
             Err(last)
