@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::Method;
 use http::header::HeaderMap;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -151,10 +151,13 @@ const MAX_PREALLOCATED: u64 = 256 << 20;
 
 type RequestBody = BoxBody<Bytes, std::io::Error>;
 
-/// What a request can fail with below HTTP: the client's error, or a
-/// timeout of ours.
+/// What a request can fail with below HTTP: the client's error (`connect`:
+/// while connecting), or one of our timeouts.
 enum Transport {
-    Hyper(Box<dyn std::error::Error + Send + Sync>, bool),
+    Hyper {
+        err: Box<dyn std::error::Error + Send + Sync>,
+        connect: bool,
+    },
     Timeout,
 }
 
@@ -475,18 +478,12 @@ impl S3Client {
                     .map(|c| Ok::<_, std::io::Error>(hyper::body::Frame::data(c)));
                 (StreamBody::new(futures::stream::iter(frames)).boxed(), len)
             }
-            (Body::Empty, _, _) => {
-                // hyper sends no length for an empty body, and stores that
-                // hold to the contract refuse a PUT or POST without one
-                // (411 MissingContentLength): every body states its length.
-                if matches!(req.method, Method::PUT | Method::POST) {
-                    builder = builder.header(http::header::CONTENT_LENGTH, "0");
-                }
-                (Empty::new().map_err(|never| match never {}).boxed(), 0)
-            }
             (body, _, _) => {
                 let bytes = body.bytes().cloned().unwrap_or_default();
                 let len = bytes.len() as u64;
+                // hyper sends no length for an empty body, and stores that
+                // hold to the contract refuse a PUT or POST without one
+                // (411 MissingContentLength): every body states its length.
                 if len == 0 && matches!(req.method, Method::PUT | Method::POST) {
                     builder = builder.header(http::header::CONTENT_LENGTH, "0");
                 }
@@ -512,7 +509,8 @@ impl S3Client {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let connect = e.is_connect();
-                return Err(self.transport_error(op, Transport::Hyper(e.into(), connect)));
+                let err = e.into();
+                return Err(self.transport_error(op, Transport::Hyper { err, connect }));
             }
             Err(_) => return Err(self.transport_error(op, Transport::Timeout)),
         };
@@ -559,20 +557,15 @@ impl S3Client {
             let Some(len) = length
                 .filter(|n| (super::buffers::HUGE_PAGE as u64..=MAX_PREALLOCATED).contains(n))
             else {
-                let mut body = bytes::BytesMut::new();
+                let mut chunks = Vec::new();
                 while let Some(chunk) = self.next_chunk(op, &mut incoming).await? {
-                    if body.is_empty() {
-                        // One chunk is the whole of a small answer: no copy.
-                        if let Some(more) = self.next_chunk(op, &mut incoming).await? {
-                            body.extend_from_slice(&chunk);
-                            body.extend_from_slice(&more);
-                            continue;
-                        }
-                        return Ok(chunk);
-                    }
-                    body.extend_from_slice(&chunk);
+                    chunks.push(chunk);
                 }
-                return Ok(body.freeze());
+                // A small answer is usually one chunk: taken as it is.
+                return Ok(match chunks.len() {
+                    1 => chunks.pop().expect("one chunk"),
+                    _ => Bytes::from(chunks.concat()),
+                });
             };
             let mut body = super::buffers::take(len as usize);
             while let Some(chunk) = self.next_chunk(op, &mut incoming).await? {
@@ -609,7 +602,14 @@ impl S3Client {
                 Err(_) => return Err(self.transport_error(op, Transport::Timeout)),
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(e))) => {
-                    return Err(self.transport_error(op, Transport::Hyper(e.into(), false)));
+                    let err = e.into();
+                    return Err(self.transport_error(
+                        op,
+                        Transport::Hyper {
+                            err,
+                            connect: false,
+                        },
+                    ));
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
@@ -627,15 +627,11 @@ impl S3Client {
                     seconds: self.config.read_timeout.as_secs(),
                 };
             }
-            Transport::Hyper(err, connect) => (err, connect),
+            Transport::Hyper { err, connect } => (err, connect),
         };
         let mut detail = String::new();
-        let mut timed_out = false;
         let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
         while let Some(s) = source {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            }
             if !detail.is_empty() {
                 detail.push_str(": ");
             }
@@ -656,14 +652,8 @@ impl S3Client {
         } else {
             detail
         };
-        // A connection that could not be made in time is still a failed
-        // connection (with its reason), not a server that stopped answering.
-        if timed_out && !connect {
-            return S3Error::Timeout {
-                operation: op.name(),
-                seconds: self.config.read_timeout.as_secs(),
-            };
-        }
+        // Our timeouts are Transport::Timeout; one in here is the connector's
+        // (it could not connect in time): a failed connection, with why.
         S3Error::Transport {
             operation: op.name(),
             detail,
