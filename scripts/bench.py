@@ -302,12 +302,21 @@ class Bench:
             for name in ["seqread 1x1M", "seqread 1x256k", "seqread 4x1M"]:
                 self.record(name, "raw", GIB / MIB / secs, extra)
 
-    def seqwrite(self, tool):
-        # dd's source lives in memory: the fresh mount drops the page cache,
-        # and a source read from disk would measure the disk too (the raw
-        # client reads its source from the page cache).
+    def write_source(self):
+        """Where the written workloads' 1 GiB source lives: in memory, as
+        the fresh mount drops the page cache and a source read from disk
+        would measure the disk too. Removed by the caller, failed or not."""
         shm = Path("/dev/shm")
-        src = (shm if shm.is_dir() else self.work) / f"bladefs-bench-write-src-{os.getpid()}"
+        return (shm if shm.is_dir() else self.work) / f"bladefs-bench-write-src-{os.getpid()}"
+
+    def seqwrite(self, tool):
+        src = self.write_source()
+        try:
+            self.seqwrite_runs(tool, src)
+        finally:
+            src.unlink(missing_ok=True)
+
+    def seqwrite_runs(self, tool, src):
         for rep in range(self.args.reps):
             m = self.cold_mount(tool)
             t = time.perf_counter()
@@ -324,10 +333,15 @@ class Bench:
                          stderr=subprocess.DEVNULL)
             self.record("seqwrite dd", tool, GIB / MIB / secs, m.stop())
             self.forget(f"dd-{rep}")
-        src.unlink(missing_ok=True)
 
     def seqwrite_raw(self):
-        src = self.work / "write-src"
+        src = self.write_source()
+        try:
+            self.seqwrite_raw_runs(src)
+        finally:
+            src.unlink(missing_ok=True)
+
+    def seqwrite_raw_runs(self, src):
         for rep in range(self.args.reps):
             self.fresh_random(src, GIB)
             cpu0 = self.server.cpu()
@@ -338,7 +352,6 @@ class Bench:
             self.record("seqwrite fio", "raw", GIB / MIB / secs, extra)
             self.record("seqwrite dd", "raw", GIB / MIB / secs, extra)
             self.forget(f"raw-{rep}")
-        src.unlink(missing_ok=True)
 
     def randread(self, tool):
         for bs in ["4k", "256k"]:
