@@ -153,6 +153,12 @@ pub struct MountArgs {
     /// allowed), or "never" for data that does not change.
     #[arg(long, default_value = "1", value_parser = parse_ttl)]
     pub metadata_ttl: crate::fs::cache::Ttl,
+    /// Let an open for reading trust attributes cached within the metadata
+    /// TTL instead of asking the store (one HEAD less per open), for data
+    /// that other hosts do not change: an open may then read a version
+    /// up to one TTL old, or fail with ESTALE, after another host's close.
+    #[arg(long)]
+    pub no_close_to_open: bool,
     /// Memory for read-ahead across all open files, in MiB.
     #[arg(long, default_value_t = 256)]
     pub prefetch_memory_mib: u64,

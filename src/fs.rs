@@ -48,7 +48,7 @@ use inode::{
     valid_name,
 };
 use memory::Memory;
-use meta::{META_NAME, MetaEntry, MetaStore, Table};
+use meta::{MetaEntry, MetaStore, Table};
 pub use namespace::Creator;
 use open::{OpenFiles, Target};
 use prefetch::{FileReader, PrefetchConfig};
@@ -73,6 +73,10 @@ pub struct FsConfig {
     /// Permission bits of directories. Default 0755.
     pub dir_mode: u16,
     pub metadata_ttl: Ttl,
+    /// An open for reading asks the store what the file is now, unless
+    /// this mount is writing it or a walk just listed it (default), so
+    /// that it reads what another host closed before it.
+    pub close_to_open: bool,
     pub read_only: bool,
     pub prefetch: PrefetchConfig,
     /// Read-ahead across the files of a directory being walked.
@@ -102,6 +106,7 @@ impl Default for FsConfig {
             file_mode: 0o644,
             dir_mode: 0o755,
             metadata_ttl: Ttl(Some(std::time::Duration::from_secs(1))),
+            close_to_open: true,
             read_only: false,
             prefetch: PrefetchConfig::default(),
             walk: walk::WalkConfig::default(),
@@ -208,6 +213,9 @@ pub struct Fs {
     walk: walk::Walk,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
+    /// Tells the kernel to drop what it cached of an inode (its attributes
+    /// and pages), once set by the adapter.
+    kernel_forget: std::sync::OnceLock<Box<dyn Fn(Ino) + Send + Sync>>,
 }
 
 /// Bound on the set of keys logged as unusable, so a bucket full of them
@@ -265,7 +273,15 @@ impl Fs {
             cfg,
             mount_time,
             skipped_logged: Mutex::new(HashSet::new()),
+            kernel_forget: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How to make the kernel drop its cached attributes and pages of an
+    /// inode (`fuser`'s notifier): called when an open finds the file
+    /// changed by another host, so that the kernel's size is the new one.
+    pub fn set_kernel_forget(&self, f: Box<dyn Fn(Ino) + Send + Sync>) {
+        let _ = self.kernel_forget.set(f);
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -692,7 +708,7 @@ impl Fs {
         let skipped = handle.fetch_more(&self.client, &self.dir_stat()).await?;
         self.log_skipped(skipped);
         if let Some(seen) = handle.meta_seen() {
-            self.meta.seen_in_listing(dir, seen.as_deref());
+            self.meta.seen_in_listing(dir, &seen);
         }
         let Some(entries) = handle.finished() else {
             self.cache.forget_listing(&dir.bucket, &dir.key);
@@ -709,7 +725,7 @@ impl Fs {
         if name.len() > SHOWN_NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        if !valid_name(name) || name == META_NAME {
+        if !valid_name(name) || meta::is_meta_name(name) {
             return Err(FsError::NotFound);
         }
         let p = self.inode(parent)?;
@@ -774,6 +790,59 @@ impl Fs {
         if let Some(n) = self.inodes.lock().expect("inode lock").get_mut(node.ino) {
             n.stat = n.stat.updated(stat.clone());
             n.stat_at = std::time::Instant::now();
+        }
+        Ok(stat)
+    }
+
+    /// What a file to be opened for reading is now (close-to-open): one
+    /// HEAD, unless this mount writes it, or opens trust the TTL. A change
+    /// found is given to the inode and its name, and the kernel is told to
+    /// forget its size and pages.
+    async fn revalidate(&self, node: &inode::Inode) -> FsResult<Stat> {
+        if !self.cfg.close_to_open {
+            return self.refresh(node).await;
+        }
+        if node.kind == Kind::Dir
+            || node.view != View::Live
+            || node.unlinked
+            || self.open.buffer(node.ino).is_some()
+        {
+            return Ok(node.stat.clone());
+        }
+        let (parent, path) = split_key(&node.loc.key);
+        let h = match self
+            .client
+            .head_object(&node.loc.bucket, &node.loc.key, None)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                if e.kind() == ErrorKind::NotFound {
+                    self.cache.invalidate(&node.loc.bucket, path, parent);
+                }
+                return Err(e.into());
+            }
+        };
+        let stat = node.stat.updated(Stat {
+            size: h.size,
+            mtime: inode::object_mtime(h.last_modified, self.mount_time),
+            etag: h.etag,
+        });
+        if let Some(n) = self.inodes.lock().expect("inode lock").get_mut(node.ino) {
+            n.stat = n.stat.updated(stat.clone());
+            n.stat_at = std::time::Instant::now();
+        }
+        if stat.etag != node.stat.etag || stat.size != node.stat.size {
+            self.cache.changed(
+                &node.loc.bucket,
+                path,
+                parent,
+                Entry::File(stat.clone()),
+                &self.dir_stat(),
+            );
+            if let Some(forget) = self.kernel_forget.get() {
+                forget(node.ino);
+            }
         }
         Ok(stat)
     }
@@ -857,8 +926,8 @@ impl Fs {
             }
             return Ok((self.open_version(ino, &node, id), true));
         }
-        let stat = self.refresh(&node).await?;
         if write || truncate {
+            let stat = self.refresh(&node).await?;
             let make = || {
                 DirtyFile::new(
                     self.uploads.clone(),
@@ -888,12 +957,24 @@ impl Fs {
                     }
                 },
             };
-            if truncate && let Err(e) = file.set_size(0).await {
-                self.release(fh);
-                return Err(e);
+            if truncate {
+                if let Err(e) = file.set_size(0).await {
+                    self.release(fh);
+                    return Err(e);
+                }
+                file.hold_truncation();
             }
             return Ok((fh, false));
         }
+        // A file a walk fetched ahead is the one its listing showed, just
+        // now: no need to ask again. Any other is asked about.
+        let ahead = (self.walk)
+            .opened(&node.loc, node.stat.etag.as_deref(), node.stat.size)
+            .await;
+        let stat = match ahead {
+            Some(_) => node.stat.clone(),
+            None => self.revalidate(&node).await?,
+        };
         let mut reader = FileReader::new(
             self.client.clone(),
             node.loc.bucket.clone(),
@@ -904,10 +985,7 @@ impl Fs {
             self.memory.clone(),
         )
         .cached(self.cfg.data_cache.clone());
-        if let Some((whole, version)) = (self.walk)
-            .opened(&node.loc, stat.etag.as_deref(), stat.size)
-            .await
-        {
+        if let Some((whole, version)) = ahead {
             reader = reader.preloaded(whole, version);
         }
         let (fh, buffer) = self.open.open(ino, Some(Arc::new(reader)), None, false);
@@ -1041,7 +1119,7 @@ impl Fs {
             self.meta
                 .update(&dir, name, move |e| {
                     if let Some(m) = e {
-                        m.etag = etag;
+                        m.etag.clone_from(&etag);
                         m.mtime_ns = set_mtime.map(meta::to_ns);
                     }
                 })
@@ -1094,8 +1172,12 @@ impl Fs {
     }
 
     /// close(): the changes are in the bucket, or the error is returned.
+    /// A file whose only change is its truncation at open is not
+    /// published yet (`DirtyFile::hold_truncation`): its next write's
+    /// close, fsync or the release of its last handle do it.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         match self.open.target(fh)? {
+            (_, Target::Buffer(file), true) if file.only_truncated() => Ok(()),
             (ino, Target::Buffer(file), true) => self.commit(ino, &file).await,
             _ => Ok(()),
         }
@@ -1104,7 +1186,9 @@ impl Fs {
     /// fsync(2): the file's data, and its directory's metadata, are in
     /// the bucket.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh).await?;
+        if let (ino, Target::Buffer(file), true) = self.open.target(fh)? {
+            self.commit(ino, &file).await?;
+        }
         let (ino, _, _) = self.open.target(fh)?;
         let node = self.inode(ino)?;
         if let Some((dir, _)) = self.meta_home(&node.loc) {
@@ -1117,6 +1201,22 @@ impl Fs {
     /// handle. Its changes were committed at flush (every close); if that
     /// failed, close() reported it and the changes are dropped here, not
     /// tried again unseen.
+    /// RELEASE from the kernel: [`Self::release`], after publishing a file
+    /// whose flushes held back its truncation at open (`: > f`), while its
+    /// buffer still answers for it here. A failure is logged: close() has
+    /// returned, there is nobody left to tell.
+    pub async fn release_published(&self, fh: u64) {
+        // Any handle's, a read-only one too: the last may be either.
+        if let Ok((ino, Target::Buffer(file), _)) = self.open.target(fh)
+            && file.only_truncated()
+            && self.open.is_last(fh)
+            && let Err(e) = self.commit(ino, &file).await
+        {
+            tracing::warn!(key = %file.location().key, error = %e, "a file emptied at open not saved at its release");
+        }
+        self.release(fh);
+    }
+
     pub fn release(&self, fh: u64) {
         let Some(released) = self.open.release(fh) else {
             return;
@@ -1213,7 +1313,7 @@ impl Fs {
                             ..Default::default()
                         });
                     if kind != Kind::Dir {
-                        m.etag = stat.etag;
+                        m.etag.clone_from(&stat.etag);
                     }
                     // The defaults are not recorded (rsync sets every mode).
                     m.mode = perm.or(m.mode).filter(|p| *p != default_perm);
@@ -1449,7 +1549,7 @@ impl Fs {
             return Ok(Arc::default());
         }
         if let Some(seen) = dir.meta_seen() {
-            self.meta.seen_in_listing(&node.loc, seen.as_deref());
+            self.meta.seen_in_listing(&node.loc, &seen);
         }
         self.meta.table(&node.loc).await
     }

@@ -459,16 +459,25 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
-        self.stats.record("release", Duration::ZERO, false);
-        reply.ok();
+        // Ready at once unless a truncation held back is published.
+        self.run_as(
+            Where::HereIfReady,
+            "release",
+            ino.0,
+            reply,
+            |fs| async move {
+                fs.release_published(fh.0).await;
+                Ok(())
+            },
+            |r, ()| r.ok(),
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -108,6 +108,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
         metadata_ttl: args.metadata_ttl,
+        close_to_open: !args.no_close_to_open,
         read_only: args.read_only,
         prefetch: crate::fs::prefetch::PrefetchConfig {
             max_memory: args.prefetch_memory_mib.max(16) * 1024 * 1024,
@@ -195,6 +196,15 @@ pub fn run(args: MountArgs) -> ExitCode {
                 );
             }
         };
+    // Attributes only (offset -1): dropping pages here could wait on a
+    // page whose read waits for this daemon; an open that finds a change
+    // also drops the pages by not keeping the cache.
+    let notifier = session.notifier();
+    fs.set_kernel_forget(Box::new(move |ino| {
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), -1, 0) {
+            tracing::debug!(ino, error = %e, "kernel attribute invalidation refused");
+        }
+    }));
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let serving = std::thread::Builder::new()
         .name("fuse".to_string())

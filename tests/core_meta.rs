@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
-use bladefs::fs::meta::{META_NAME, parse};
+use bladefs::fs::meta::{META_NAME, is_meta_name, read_all};
 use bladefs::fs::upload::WriteConfig;
 use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
@@ -170,14 +170,19 @@ impl Core {
         self.mem.stats().snapshot().get(op).requests
     }
 
+    /// What any mount reads of `dir`'s metadata: every object merged.
     fn meta_table(&self, dir: &str) -> bladefs::fs::meta::Table {
-        let body = self
-            .mem
-            .objects(BUCKET)
-            .get(&format!("{dir}{META_NAME}"))
-            .cloned()
-            .expect("a metadata object");
-        parse(&body).expect("it parses")
+        let objects = self.mem.objects(BUCKET);
+        let bodies: Vec<&[u8]> = objects
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(dir)
+                    .is_some_and(|n| !n.contains('/') && is_meta_name(n))
+            })
+            .map(|(_, b)| &b[..])
+            .collect();
+        assert!(!bodies.is_empty(), "metadata objects in {dir:?}");
+        read_all(bodies)
     }
 }
 
@@ -525,7 +530,7 @@ async fn a_read_overtaken_by_a_write_does_not_bring_back_older_metadata() {
             ..Default::default()
         },
     );
-    mem.put(BUCKET, META_NAME, bladefs::fs::meta::render(&theirs));
+    mem.put(BUCKET, META_NAME, bladefs::fs::meta::render_v1(&theirs));
     let gate = Gate::new();
     faults.on_call(Op::GetObject, 1, Fault::HoldAnswer(gate.clone()));
     let fs = c.fs.clone();

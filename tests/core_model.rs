@@ -243,6 +243,9 @@ struct Model {
     modes: BTreeMap<usize, u16>,
     /// Times set by utimes since the inode's last change of content.
     mtimes: BTreeMap<usize, SystemTime>,
+    /// Inodes emptied by an open with O_TRUNC and not changed since: their
+    /// closes do not publish that until the last handle goes (or fsync).
+    held: BTreeSet<usize>,
 }
 
 impl Model {
@@ -506,6 +509,7 @@ impl Harness {
                         if trunc {
                             self.model.contents[inode].clear();
                             self.model.touched(inode);
+                            self.model.held.insert(inode);
                         }
                         self.model.handles.push((fh, inode, write));
                     }
@@ -549,6 +553,7 @@ impl Harness {
                 }
                 write_into(&mut self.model.contents[inode], off, &data);
                 self.model.touched(inode);
+                self.model.held.remove(&inode);
             }
             Op::Ftruncate { h, size } => {
                 let Some((fh, inode, _)) = self.writable_handle(h) else {
@@ -571,6 +576,7 @@ impl Harness {
                 }
                 self.model.contents[inode].resize(size as usize, 0);
                 self.model.touched(inode);
+                self.model.held.remove(&inode);
             }
             Op::Truncate { path, size } => {
                 let path = PATHS[path];
@@ -597,6 +603,7 @@ impl Harness {
                     (Some(inode), Ok(())) => {
                         self.model.contents[inode].resize(size as usize, 0);
                         self.model.touched(inode);
+                        self.model.held.remove(&inode);
                         // A file not open is saved at once.
                         if !self.model.handles.iter().any(|x| x.1 == inode) {
                             self.check_store(inode)?;
@@ -612,6 +619,7 @@ impl Harness {
                 };
                 self.fs.fsync(fh).await.map_err(|e| format!("fsync: {e}"))?;
                 if w {
+                    self.model.held.remove(&inode);
                     self.check_store(inode)?;
                 }
             }
@@ -1067,10 +1075,17 @@ impl Harness {
 
     async fn close(&mut self, fh: u64, inode: usize, writable: bool) -> Result<(), String> {
         let r = self.fs.flush(fh).await;
-        self.fs.release(fh);
+        self.fs.release_published(fh).await;
         self.model.handles.retain(|x| x.0 != fh);
         r.map_err(|e| format!("close: {e}"))?;
-        if writable {
+        let last = !self.model.handles.iter().any(|x| x.1 == inode);
+        if self.model.held.contains(&inode) {
+            // The truncation is published by the last handle's release.
+            if last {
+                self.model.held.remove(&inode);
+                self.check_store(inode)?;
+            }
+        } else if writable {
             self.check_store(inode)?;
         }
         Ok(())

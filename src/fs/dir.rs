@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use super::cache::DirEntry;
 use super::error::{FsError, FsResult};
 use super::inode::{self, Kind, Location, Stat, View, valid_name};
-use super::meta::META_NAME;
+use super::meta::{self, Segment};
 use super::versions::HistEntry;
 use crate::s3::{ListObjectsParams, ObjectClient};
 
@@ -32,9 +32,10 @@ struct ListState {
     /// Files open here whose objects may not exist yet (created, not yet
     /// closed): listed at the end unless the store listed them.
     local: Vec<DirEntry>,
-    /// The directory's metadata object as the listing shows it: its ETag,
-    /// or `Some(None)` once the listing passed its name without it.
-    meta: Option<Option<String>>,
+    /// The directory's metadata objects as the listing shows them, and
+    /// whether the listing has passed every name they can have.
+    meta: Vec<Segment>,
+    meta_done: bool,
 }
 
 pub struct DirHandle {
@@ -57,8 +58,8 @@ pub struct Page {
     pub token: Option<String>,
     /// Keys that are no file name (`a//b`, `.`, too long), for a log line.
     pub skipped: Vec<String>,
-    /// The ETag of the directory's metadata object, if in this page.
-    pub meta: Option<String>,
+    /// The directory's metadata objects in this page.
+    pub meta: Vec<Segment>,
 }
 
 impl DirHandle {
@@ -75,7 +76,8 @@ impl DirHandle {
                 done: true,
                 ahead: None,
                 local: Vec::new(),
-                meta: None,
+                meta: Vec::new(),
+                meta_done: false,
             }),
             listed_here: false,
             places: Vec::new(),
@@ -113,7 +115,8 @@ impl DirHandle {
                 done: false,
                 ahead: None,
                 local,
-                meta: None,
+                meta: Vec::new(),
+                meta_done: false,
             }),
             listed_here: true,
             places: Vec::new(),
@@ -124,13 +127,14 @@ impl DirHandle {
         &self.loc
     }
 
-    /// What the listing showed of the directory's metadata object: its
-    /// ETag, `Some(None)` if it has none, `None` if not known (yet).
-    pub fn meta_seen(&self) -> Option<Option<String>> {
+    /// The directory's metadata objects, once the listing has shown them
+    /// all (`None` before, or when not listed here).
+    pub fn meta_seen(&self) -> Option<Vec<Segment>> {
         if !self.listed_here {
             return None;
         }
-        self.state.lock().expect("dir lock").meta.clone()
+        let st = self.state.lock().expect("dir lock");
+        st.meta_done.then(|| st.meta.clone())
     }
 
     /// Settled entries from index `from` on (at most `max`), and whether
@@ -191,12 +195,9 @@ impl DirHandle {
             None => list_page(client.as_ref(), &self.loc, token, dir_stat).await?,
         };
         let mut st = self.state.lock().expect("dir lock");
-        if page.meta.is_some() {
-            st.meta = Some(page.meta);
-        } else if st.meta.is_none()
-            && (page.token.is_none() || page.last.as_deref() > Some(META_NAME))
-        {
-            st.meta = Some(None);
+        st.meta.extend(page.meta);
+        if page.token.is_none() || page.last.as_deref().is_some_and(meta::past_meta) {
+            st.meta_done = true;
         }
         for entry in page.entries {
             if entry.kind == Kind::Dir {
@@ -273,7 +274,7 @@ pub async fn list_page(
     let mut items: Vec<(String, DirEntry)> = Vec::new();
     let mut skipped = Vec::new();
     let mut last: Option<String> = None;
-    let mut meta = None;
+    let mut meta = Vec::new();
     for o in out.objects {
         let Some(name) = o.key.strip_prefix(prefix.as_str()) else {
             continue;
@@ -283,8 +284,12 @@ pub async fn list_page(
             // The directory's own marker object.
             continue;
         }
-        if name == META_NAME {
-            meta = o.etag;
+        if meta::is_meta_name(name) {
+            meta.push(Segment {
+                name: name.to_string(),
+                etag: o.etag,
+                size: o.size,
+            });
             continue;
         }
         if !valid_name(name) {

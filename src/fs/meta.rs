@@ -1,31 +1,45 @@
 //! POSIX attributes the store cannot hold (it keeps no user metadata):
-//! one small JSON object per directory, `DIR/.bladefs-meta`, with an entry
-//! for each name that needs one: its kind when it is no regular file
-//! (symlink and target, fifo, socket, device and rdev), mode, owner, group
-//! and mtime. A directory without such an object costs nothing more than
-//! before; one with it costs one GET per TTL, and a listing that shows the
-//! object unchanged (same ETag) costs no GET at all.
+//! per directory, small immutable JSON **segments**,
+//! `DIR/.bladefs-meta.MOUNT.SEQ`, each holding changes to names of that
+//! directory: a name's kind when it is no regular file (symlink and
+//! target, fifo, socket, device and rdev), mode, owner, group and times.
+//! A directory without segments costs nothing more than before.
 //!
-//! Rules (also in `docs/SEMANTICS.md`, which documents the format):
+//! Many hosts write at once and the store has no conditional PUT, so no
+//! mount ever rewrites what another wrote (format 2; docs/SEMANTICS.md):
+//! - every change carries its time (the writer's clock, never older than
+//!   the change it replaces) and the writing mount's id; readers merge
+//!   every segment of a directory and the latest change of a name wins,
+//!   removals being tombstones. Merging is idempotent and commutative, so
+//!   any reader reaches the same table from any set of segments;
+//! - a mount's changes to one directory are coalesced for
+//!   [`FLUSH_WINDOW`] and go out as one new segment (at once on fsync,
+//!   close and unmount): a change costs its own size, not the
+//!   directory's;
+//! - a segment is never changed, so a listing of the directory shows
+//!   which segments are new and only those are fetched;
+//! - any mount compacts (after its own write): it writes one segment
+//!   merging several and then deletes those. Segments of alike size are
+//!   merged (a binary counter), so their number stays logarithmic and a
+//!   change is rewritten a logarithmic number of times; a crash between
+//!   the write and the deletes leaves duplicates that merge to the same;
+//! - the format-1 object `DIR/.bladefs-meta` (one table rewritten whole)
+//!   is read as the oldest segment and folded away at the first change;
 //! - an entry of a file applies while the object has the ETag recorded in
 //!   the entry (or while the file is being written here): an object that
 //!   another client replaced is a plain file again, with the defaults and
-//!   its own LastModified;
-//! - an entry of a directory applies while the name is a directory;
+//!   its own LastModified; an entry of a directory applies while the name
+//!   is a directory;
 //! - the object is written before its entry (symlink, mknod, rename), so a
 //!   crash in between leaves a default attribute, never a lost file;
-//! - changes to one directory are coalesced for [`FLUSH_WINDOW`] and go
-//!   out as one PUT (or a DELETE once no entry is left), at once on fsync,
-//!   close and unmount; between two mounts the last writer of a directory
-//!   wins, except that a flush first re-reads an object older than the TTL
-//!   and merges this mount's changes into it;
-//! - an object that cannot be parsed is logged once and read as empty.
+//! - a segment that cannot be parsed is logged once and read as empty.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -33,13 +47,29 @@ use super::cache::Ttl;
 use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location};
 use crate::s3::limits::MAX_KEY_LEN;
-use crate::s3::{ErrorKind, GetObjectParams, ObjectClient};
+use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, ObjectIdentifier, limits};
 
-/// The reserved name of a directory's metadata object, hidden from
-/// listings and refused as a file name.
+/// The reserved name of a directory's format-1 metadata object, and the
+/// start of every segment's name: all are hidden from listings and
+/// refused as file names ([`is_meta_name`]).
 pub const META_NAME: &str = ".bladefs-meta";
+const SEGMENT_PREFIX: &str = ".bladefs-meta.";
+/// `.bladefs-meta.` + 16 hex digits of mount id + `.` + 16 of sequence.
+const SEGMENT_NAME_LEN: usize = SEGMENT_PREFIX.len() + 16 + 1 + 16;
+/// Every metadata name sorts before this one (`/` follows `.`): a listing
+/// that has passed it has shown them all.
+const PAST_META: &str = ".bladefs-meta/";
 const FORMAT: &str = "bladefs-dir-meta";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+const VERSION_1: u32 = 1;
+/// Segments fetched at once when a directory's metadata is read.
+const FETCH_PARALLEL: usize = 8;
+/// A full compaction drops removals older than this: by then no segment
+/// written before them can still be on its way.
+const TOMBSTONE_KEEP: Duration = Duration::from_secs(3600);
+/// Listings of a directory's segments in one read, when compactions keep
+/// deleting what was listed before it is fetched.
+const MAX_RELIST: usize = 3;
 
 /// Changes to one directory within this window go out in one PUT.
 pub const FLUSH_WINDOW: Duration = Duration::from_millis(100);
@@ -178,75 +208,231 @@ pub fn from_ns(ns: i64) -> SystemTime {
     }
 }
 
+/// A directory's live entries, by name.
 pub type Table = BTreeMap<String, MetaEntry>;
 
+/// One change of a name: its entry (`None`: removed), when it was made
+/// (nanoseconds, the writer's clock) and by which mount (ties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub at: i64,
+    pub by: String,
+    pub entry: Option<MetaEntry>,
+}
+
+impl Record {
+    fn wins_over(&self, other: &Record) -> bool {
+        (self.at, &self.by) > (other.at, &other.by)
+    }
+}
+
+/// Every name's latest change, removals included.
+pub type Records = HashMap<String, Record>;
+
+/// Keeps, for each name, the later of the two changes.
+pub fn merge(into: &mut Records, from: Records) {
+    for (name, r) in from {
+        match into.get(&name) {
+            Some(have) if !r.wins_over(have) => {}
+            _ => {
+                into.insert(name, r);
+            }
+        }
+    }
+}
+
+/// The entries that are not removed.
+pub fn live(records: &Records) -> Table {
+    records
+        .iter()
+        .filter_map(|(n, r)| r.entry.clone().map(|e| (n.clone(), e)))
+        .collect()
+}
+
 #[derive(Serialize, Deserialize)]
-struct Document {
+struct Wire {
+    at: i64,
+    by: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    #[serde(flatten)]
+    entry: MetaEntry,
+}
+
+#[derive(Deserialize)]
+struct Header {
     format: String,
     version: u32,
-    entries: Table,
 }
 
-/// Reads a metadata object. Unknown fields are ignored (a later minor
-/// version may add some); another format or a later major version is an
-/// error.
-pub fn parse(body: &[u8]) -> Result<Table, String> {
-    let doc: Document = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if doc.format != FORMAT {
-        return Err(format!("format {:?}, not {FORMAT:?}", doc.format));
-    }
-    if doc.version != VERSION {
-        return Err(format!(
-            "version {} (this bladefs reads {VERSION})",
-            doc.version
-        ));
-    }
-    Ok(doc.entries)
+#[derive(Serialize, Deserialize)]
+struct Document<T> {
+    format: String,
+    version: u32,
+    entries: BTreeMap<String, T>,
 }
 
-pub fn render(entries: &Table) -> Bytes {
+/// Reads a segment (format 2) or a format-1 object, whose entries count
+/// as older than any change of format 2. Unknown fields are ignored (a
+/// later minor version may add some); another format or a later major
+/// version is an error.
+pub fn parse(body: &[u8]) -> Result<Records, String> {
+    let head: Header = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if head.format != FORMAT {
+        return Err(format!("format {:?}, not {FORMAT:?}", head.format));
+    }
+    match head.version {
+        VERSION => {
+            let doc: Document<Wire> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            Ok(doc
+                .entries
+                .into_iter()
+                .map(|(name, w)| {
+                    let entry = (!w.deleted).then_some(w.entry);
+                    (
+                        name,
+                        Record {
+                            at: w.at,
+                            by: w.by,
+                            entry,
+                        },
+                    )
+                })
+                .collect())
+        }
+        VERSION_1 => {
+            let doc: Document<MetaEntry> =
+                serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            Ok(doc
+                .entries
+                .into_iter()
+                .map(|(name, e)| {
+                    let r = Record {
+                        at: i64::MIN,
+                        by: String::new(),
+                        entry: Some(e),
+                    };
+                    (name, r)
+                })
+                .collect())
+        }
+        v => Err(format!(
+            "version {v} (this bladefs reads {VERSION_1} and {VERSION})"
+        )),
+    }
+}
+
+/// A segment holding `records`, in name order.
+pub fn render<'a>(records: impl IntoIterator<Item = (&'a String, &'a Record)>) -> Bytes {
+    let entries = records
+        .into_iter()
+        .map(|(name, r)| {
+            let w = Wire {
+                at: r.at,
+                by: r.by.clone(),
+                deleted: r.entry.is_none(),
+                entry: r.entry.clone().unwrap_or_default(),
+            };
+            (name.clone(), w)
+        })
+        .collect();
     let doc = Document {
         format: FORMAT.to_string(),
         version: VERSION,
-        entries: entries.clone(),
+        entries,
+    };
+    Bytes::from(serde_json::to_vec(&doc).expect("records always serialise"))
+}
+
+/// A format-1 object, as bladefs wrote them before segments (for tests of
+/// their migration).
+pub fn render_v1(table: &Table) -> Bytes {
+    let doc = Document {
+        format: FORMAT.to_string(),
+        version: VERSION_1,
+        entries: table.clone(),
     };
     Bytes::from(serde_json::to_vec(&doc).expect("a table always serialises"))
 }
 
-/// The key of the metadata object of directory `dir` (a prefix).
+/// The table that the metadata objects `bodies` of one directory make
+/// together (what any mount reads; unreadable ones count as empty).
+pub fn read_all<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Table {
+    let mut records = Records::new();
+    for body in bodies {
+        merge(&mut records, parse(body).unwrap_or_default());
+    }
+    live(&records)
+}
+
+/// The key of directory `dir`'s format-1 object, and the prefix of its
+/// segments' keys.
 pub fn meta_key(dir: &str) -> String {
     format!("{dir}{META_NAME}")
 }
 
-/// Whether directory `dir` can have a metadata object: not one whose key
-/// is so long that the object's would pass S3's key limit. Its entries
-/// keep the defaults; symlinks and special files cannot be made there.
+/// Whether `name` is a metadata object's (format 1 or a segment): hidden,
+/// reserved.
+pub fn is_meta_name(name: &str) -> bool {
+    name == META_NAME || name.starts_with(SEGMENT_PREFIX)
+}
+
+/// Whether a listing whose greatest name is `last` has shown every
+/// metadata object of its directory.
+pub fn past_meta(last: &str) -> bool {
+    last >= PAST_META
+}
+
+/// Whether directory `dir` can have metadata: not one whose key is so
+/// long that a segment's would pass S3's key limit. Its entries keep the
+/// defaults; symlinks and special files cannot be made there.
 pub fn has_room(dir: &str) -> bool {
-    dir.len() + META_NAME.len() <= MAX_KEY_LEN
+    dir.len() + SEGMENT_NAME_LEN <= MAX_KEY_LEN
+}
+
+/// A metadata object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Its name in the directory.
+    pub name: String,
+    pub etag: Option<String>,
+    pub size: u64,
 }
 
 type DirKey = (Arc<str>, String);
 
 #[derive(Default)]
 struct State {
-    /// When the table was last read from, or written to, the store.
+    /// When the set of segments was last confirmed (listed), if current.
     loaded: Option<Instant>,
-    /// The ETag of the object the table was read from (`None`: absent).
-    etag: Option<String>,
+    /// Whether segments were ever read: `table` is worth showing.
+    read_once: bool,
+    /// Segments merged into `records`: their ETags and sizes.
+    segments: HashMap<String, (Option<String>, u64)>,
+    /// What a listing showed that is not merged yet, and when: the next
+    /// read fetches these, with no listing of its own.
+    listed: Option<(Instant, Vec<Segment>)>,
+    records: Records,
+    /// The live view of `records`.
     table: Arc<Table>,
-    /// Changes made here and not yet in the store, to be merged into the
-    /// store's table when it is read again before they are written.
-    pending: BTreeMap<String, Option<MetaEntry>>,
+    /// Changes made here and not yet in a segment.
+    pending: HashMap<String, Record>,
     /// Counts changes, so a flush knows whether more came while it ran.
     generation: u64,
     /// The generation the store has.
     saved: u64,
-    /// Writes done: a read that began before one is older than the table.
-    writes: u64,
     scheduled: bool,
     flushing: bool,
     /// Why the last flush failed, until one succeeds.
     failed: Option<FsError>,
+}
+
+impl State {
+    fn knows(&self, s: &Segment) -> bool {
+        self.segments
+            .get(&s.name)
+            .is_some_and(|(e, _)| *e == s.etag)
+    }
 }
 
 #[derive(Default)]
@@ -256,14 +442,20 @@ struct DirMeta {
 }
 
 /// The metadata of every directory this mount has seen: the one owner of
-/// the tables and of their writes.
+/// the tables, of their segments and of their writes.
 pub struct MetaStore {
     client: Arc<dyn ObjectClient>,
     ttl: Ttl,
     window: Duration,
+    /// This mount's id in segment names and records (random per mount).
+    id: String,
+    /// The next segment's sequence number.
+    seq: std::sync::atomic::AtomicU64,
+    /// The last change's time: changes here never go back in time.
+    last_stamp: Mutex<i64>,
     dirs: Mutex<HashMap<DirKey, Arc<DirMeta>>>,
     /// Objects logged as unreadable, so each is logged once.
-    bad_logged: Mutex<HashSet<DirKey>>,
+    bad_logged: Mutex<HashSet<(Arc<str>, String)>>,
 }
 
 impl MetaStore {
@@ -272,9 +464,17 @@ impl MetaStore {
             client,
             ttl,
             window: FLUSH_WINDOW,
+            id: format!("{:016x}", fastrand::u64(..)),
+            seq: std::sync::atomic::AtomicU64::new(1),
+            last_stamp: Mutex::new(i64::MIN),
             dirs: Mutex::new(HashMap::new()),
             bad_logged: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// This mount's id, as its segments and records name it.
+    pub fn mount_id(&self) -> &str {
+        &self.id
     }
 
     fn dir(&self, dir: &Location) -> Arc<DirMeta> {
@@ -300,7 +500,7 @@ impl MetaStore {
             .cloned()
     }
 
-    /// The table of `dir` if it was read within the TTL.
+    /// The table of `dir` if its segments were confirmed within the TTL.
     pub fn fresh(&self, dir: &Location) -> Option<Arc<Table>> {
         let d = self.existing(dir)?;
         let st = d.state.lock().expect("meta dir lock");
@@ -314,25 +514,32 @@ impl MetaStore {
     pub fn known(&self, dir: &Location) -> Option<Arc<Table>> {
         let d = self.existing(dir)?;
         let st = d.state.lock().expect("meta dir lock");
-        st.loaded.map(|_| st.table.clone())
+        st.read_once.then(|| st.table.clone())
     }
 
-    /// A listing of `dir` showed its metadata object with `etag` (`None`:
-    /// a complete listing without one). The same ETag as the table's
-    /// confirms it without a GET; another one makes the next read fetch it.
-    pub fn seen_in_listing(&self, dir: &Location, etag: Option<&str>) {
+    /// A complete listing of `dir` showed these metadata objects. When all
+    /// are merged already the table is confirmed without a request;
+    /// otherwise the next read fetches just the new ones.
+    pub fn seen_in_listing(&self, dir: &Location, listed: &[Segment]) {
         let d = self.dir(dir);
         let mut st = d.state.lock().expect("meta dir lock");
-        let unchanged = if st.loaded.is_some() {
-            st.etag.as_deref() == etag
+        let now = Instant::now();
+        if listed.iter().all(|s| st.knows(s)) {
+            // Segments compacted away were merged: forgetting their names
+            // loses nothing.
+            st.segments
+                .retain(|name, _| listed.iter().any(|s| s.name == *name));
+            st.loaded = Some(now);
+            st.read_once = true;
+            st.listed = None;
         } else {
-            etag.is_none() && st.pending.is_empty()
-        };
-        st.loaded = unchanged.then(Instant::now);
+            st.loaded = None;
+            st.listed = Some((now, listed.to_vec()));
+        }
     }
 
     /// The table of `dir`: from memory within the TTL, else read from the
-    /// store (a conditional GET when one was read before).
+    /// store (new segments only).
     pub async fn table(&self, dir: &Location) -> FsResult<Arc<Table>> {
         if !has_room(&dir.key) {
             return Ok(Arc::default());
@@ -345,64 +552,128 @@ impl MetaStore {
         Ok(d.state.lock().expect("meta dir lock").table.clone())
     }
 
-    /// Reads the object of `dir` into its table (this mount's unsaved
-    /// changes kept on top).
-    async fn load(&self, dir: &Location, d: &DirMeta) -> FsResult<()> {
-        let (known, writes) = {
-            let st = d.state.lock().expect("meta dir lock");
-            (st.loaded.and(st.etag.clone()), st.writes)
-        };
-        let key = meta_key(&dir.key);
-        let params = GetObjectParams {
-            if_none_match: known,
+    /// Every metadata object of `dir`, listed.
+    async fn list_segments(&self, dir: &Location) -> FsResult<Vec<Segment>> {
+        let mut params = ListObjectsParams {
+            prefix: meta_key(&dir.key),
+            delimiter: Some("/".to_string()),
             ..Default::default()
         };
-        let remote = match self.client.get_object(&dir.bucket, &key, &params).await {
-            Ok(out) => Some((out.etag, out.body)),
-            Err(e) if e.kind() == ErrorKind::NotModified => {
-                d.state.lock().expect("meta dir lock").loaded = Some(Instant::now());
-                return Ok(());
+        let mut out = Vec::new();
+        loop {
+            let page = self.client.list_objects(&dir.bucket, &params).await?;
+            for o in page.objects {
+                if let Some(name) = o.key.strip_prefix(dir.key.as_str())
+                    && is_meta_name(name)
+                {
+                    out.push(Segment {
+                        name: name.to_string(),
+                        etag: o.etag,
+                        size: o.size,
+                    });
+                }
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            match page.next_continuation_token {
+                Some(t) => params.continuation_token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Reads one metadata object: `None` if it is gone (compacted away).
+    async fn fetch(&self, dir: &Location, s: Segment) -> FsResult<Option<(Segment, Records)>> {
+        let key = format!("{}{}", dir.key, s.name);
+        let got = match self
+            .client
+            .get_object(&dir.bucket, &key, &Default::default())
+            .await
+        {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let (etag, table) = match remote {
-            None => (None, Table::new()),
-            Some((etag, body)) => match parse(&body) {
-                Ok(t) => (etag, t),
-                Err(why) => {
-                    self.log_bad(dir, &why);
-                    (etag, Table::new())
-                }
-            },
+        let records = parse(&got.body).unwrap_or_else(|why| {
+            self.log_bad(dir, &key, &why);
+            Records::new()
+        });
+        let seg = Segment {
+            size: got.body.len() as u64,
+            etag: got.etag.or(s.etag),
+            name: s.name,
         };
-        let mut st = d.state.lock().expect("meta dir lock");
-        if st.writes != writes {
-            // This mount wrote the object while it was read: what was read
-            // is older than the table, which has everything written since.
-            return Ok(());
-        }
-        let mut table = table;
-        for (name, change) in &st.pending {
-            match change {
-                Some(e) => table.insert(name.clone(), e.clone()),
-                None => table.remove(name),
+        Ok(Some((seg, records)))
+    }
+
+    /// Brings `dir`'s table up to the store: lists its segments (or takes
+    /// what a listing showed) and merges those not merged yet. Merging is
+    /// monotone, so reads that overlap each other or a write lose nothing.
+    async fn load(&self, dir: &Location, d: &DirMeta) -> FsResult<()> {
+        let mut shown = d.state.lock().expect("meta dir lock").listed.take();
+        for round in 0..MAX_RELIST {
+            let (at, listed) = match shown.take() {
+                Some(s) => s,
+                None => (Instant::now(), self.list_segments(dir).await?),
             };
+            let wanted: Vec<Segment> = {
+                let st = d.state.lock().expect("meta dir lock");
+                listed.iter().filter(|s| !st.knows(s)).cloned().collect()
+            };
+            let fetched: Vec<_> = futures::stream::iter(wanted)
+                .map(|s| self.fetch(dir, s))
+                .buffer_unordered(FETCH_PARALLEL)
+                .collect()
+                .await;
+            let mut st = d.state.lock().expect("meta dir lock");
+            let mut gone = false;
+            let mut first_error = None;
+            for f in fetched {
+                match f {
+                    Ok(Some((seg, records))) => {
+                        merge(&mut st.records, records);
+                        st.segments.insert(seg.name, (seg.etag, seg.size));
+                    }
+                    Ok(None) => gone = true,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            st.table = Arc::new(live(&st.records));
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            if !gone || round + 1 == MAX_RELIST {
+                st.segments
+                    .retain(|name, _| listed.iter().any(|s| s.name == *name));
+                st.loaded = Some(at);
+                st.read_once = true;
+                return Ok(());
+            }
+            // A compaction deleted what was listed: its merge is newer.
         }
-        st.table = Arc::new(table);
-        st.etag = etag;
-        st.loaded = Some(Instant::now());
         Ok(())
     }
 
-    fn log_bad(&self, dir: &Location, why: &str) {
+    fn log_bad(&self, dir: &Location, key: &str, why: &str) {
         let mut logged = self.bad_logged.lock().expect("meta log lock");
         if logged.len() >= MAX_DIRS {
             logged.clear();
         }
-        if logged.insert((dir.bucket.clone(), dir.key.clone())) {
-            tracing::warn!(bucket = %dir.bucket, key = %meta_key(&dir.key), error = why, "metadata object unreadable: its directory shows default attributes, and the next change here replaces it");
+        if logged.insert((dir.bucket.clone(), key.to_string())) {
+            tracing::warn!(bucket = %dir.bucket, key, error = why, "metadata object unreadable: read as empty, and folded away at the next compaction");
         }
+    }
+
+    /// A time for a change made now that follows `after` (the change it
+    /// replaces, perhaps by another host with a clock ahead) and every
+    /// change made here before.
+    fn stamp(&self, after: Option<i64>) -> i64 {
+        let mut last = self.last_stamp.lock().expect("stamp lock");
+        let t = to_ns(SystemTime::now())
+            .max(last.saturating_add(1))
+            .max(after.map_or(i64::MIN, |a| a.saturating_add(1)));
+        *last = t;
+        t
     }
 
     /// Changes the entry of `name` in `dir` (reading the table first if
@@ -413,7 +684,7 @@ impl MetaStore {
         self: &Arc<Self>,
         dir: &Location,
         name: &str,
-        change: impl FnOnce(&mut Option<MetaEntry>),
+        change: impl Fn(&mut Option<MetaEntry>),
     ) -> FsResult<()> {
         if !has_room(&dir.key) {
             let mut entry = None;
@@ -424,8 +695,21 @@ impl MetaStore {
             };
         }
         let d = self.dir(dir);
-        let never_read = d.state.lock().expect("meta dir lock").loaded.is_none();
-        if never_read {
+        // A change is made to what the store has now (within the TTL), so
+        // that it does not carry back an older state of the entry; one that
+        // changes nothing here (a new file with default attributes) asks
+        // nothing.
+        let no_op = {
+            let st = d.state.lock().expect("meta dir lock");
+            let mut entry = st.table.get(name).cloned();
+            let before = entry.clone();
+            change(&mut entry);
+            st.read_once && entry.filter(|e| !e.is_default()) == before
+        };
+        if no_op {
+            return Ok(());
+        }
+        if self.fresh(dir).is_none() {
             self.load(dir, &d).await?;
         }
         let schedule = {
@@ -437,12 +721,18 @@ impl MetaStore {
             if entry == before {
                 return Ok(());
             }
+            let record = Record {
+                at: self.stamp(st.records.get(name).map(|r| r.at)),
+                by: self.id.clone(),
+                entry: entry.clone(),
+            };
             let table = Arc::make_mut(&mut st.table);
-            match &entry {
-                Some(e) => table.insert(name.to_string(), e.clone()),
+            match entry {
+                Some(e) => table.insert(name.to_string(), e),
                 None => table.remove(name),
             };
-            st.pending.insert(name.to_string(), entry);
+            st.records.insert(name.to_string(), record.clone());
+            st.pending.insert(name.to_string(), record);
             st.generation += 1;
             !std::mem::replace(&mut st.scheduled, true)
         };
@@ -490,26 +780,21 @@ impl MetaStore {
             // Made before the state is looked at: a wake-up in between
             // is not missed.
             let notified = d.flushed.notified();
-            let stale = {
+            let mine = {
                 let mut st = d.state.lock().expect("meta dir lock");
                 if st.pending.is_empty() || st.saved >= target {
                     return Ok(());
                 }
-                if st.flushing {
-                    None
-                } else {
-                    st.flushing = true;
-                    Some(!st.loaded.is_some_and(|at| self.ttl.fresh(at)))
-                }
+                !std::mem::replace(&mut st.flushing, true)
             };
-            let Some(stale) = stale else {
+            if !mine {
                 notified.await;
                 if let Some(e) = &d.state.lock().expect("meta dir lock").failed {
                     return Err(e.clone());
                 }
                 continue;
-            };
-            let result = self.write(dir, &d, stale).await;
+            }
+            let result = self.write(dir, &d).await;
             {
                 let mut st = d.state.lock().expect("meta dir lock");
                 st.flushing = false;
@@ -520,33 +805,148 @@ impl MetaStore {
         }
     }
 
-    /// One write of the table (re-read first when `stale`, so another
-    /// mount's changes since are kept where this mount made none).
-    async fn write(&self, dir: &Location, d: &DirMeta, stale: bool) -> FsResult<()> {
-        if stale {
-            self.load(dir, d).await?;
-        }
-        let (table, generation) = {
+    /// Writes this mount's pending changes to `dir` as one new segment,
+    /// then compacts if its segments call for it.
+    async fn write(&self, dir: &Location, d: &DirMeta) -> FsResult<()> {
+        let (batch, generation) = {
             let st = d.state.lock().expect("meta dir lock");
-            (st.table.clone(), st.generation)
+            (st.pending.clone(), st.generation)
         };
-        let key = meta_key(&dir.key);
-        let etag = if table.is_empty() {
-            self.client.delete_object(&dir.bucket, &key, None).await?;
-            None
+        let name = format!(
+            "{SEGMENT_PREFIX}{}.{:016x}",
+            self.id,
+            self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut sorted: Vec<_> = batch.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let body = render(sorted);
+        let size = body.len() as u64;
+        let out = self
+            .client
+            .put_object_typed(
+                &dir.bucket,
+                &format!("{}{name}", dir.key),
+                body,
+                "application/json",
+            )
+            .await?;
+        {
+            let mut st = d.state.lock().expect("meta dir lock");
+            st.segments.insert(name, (out.etag, size));
+            st.pending.retain(|n, r| batch.get(n) != Some(r));
+            st.saved = generation;
+        }
+        if let Err(e) = self.compact(dir, d).await {
+            // What was written is in the store; merging waits for the
+            // next write here or elsewhere.
+            tracing::info!(bucket = %dir.bucket, dir = %dir.key, error = %e, "metadata compaction put off");
+        }
+        Ok(())
+    }
+
+    /// Merges the segments [`plan`] picks into one and deletes them.
+    async fn compact(&self, dir: &Location, d: &DirMeta) -> FsResult<()> {
+        let (known, emptied) = {
+            let st = d.state.lock().expect("meta dir lock");
+            let known: Vec<(String, u64)> = st
+                .segments
+                .iter()
+                .map(|(n, (_, size))| (n.clone(), *size))
+                .collect();
+            (known, st.table.is_empty())
+        };
+        if emptied {
+            // Every entry removed (rm -r): the directory keeps no metadata.
+            // Its removals go too; one that a segment still on its way could
+            // undo names an object that is gone, or a directory made anew.
+            let names: Vec<String> = known.into_iter().map(|(n, _)| n).collect();
+            {
+                let mut st = d.state.lock().expect("meta dir lock");
+                for n in &names {
+                    st.segments.remove(n);
+                }
+            }
+            return self.delete_segments(dir, &names).await;
+        }
+        let Some(chosen) = plan(&known) else {
+            return Ok(());
+        };
+        let full = chosen.len() == known.len();
+        let mut merged = if full {
+            // Everything known is merged in memory already.
+            let st = d.state.lock().expect("meta dir lock");
+            let oldest = to_ns(SystemTime::now()) - TOMBSTONE_KEEP.as_nanos() as i64;
+            st.records
+                .iter()
+                .filter(|(_, r)| r.entry.is_some() || r.at > oldest)
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect::<Records>()
         } else {
-            self.client
-                .put_object_typed(&dir.bucket, &key, render(&table), "application/json")
-                .await?
-                .etag
+            let wanted: Vec<Segment> = chosen
+                .iter()
+                .map(|n| Segment {
+                    name: n.clone(),
+                    etag: None,
+                    size: 0,
+                })
+                .collect();
+            let fetched: Vec<_> = futures::stream::iter(wanted)
+                .map(|s| self.fetch(dir, s))
+                .buffer_unordered(FETCH_PARALLEL)
+                .collect()
+                .await;
+            let mut merged = Records::new();
+            for f in fetched {
+                match f? {
+                    Some((_, records)) => merge(&mut merged, records),
+                    // Another mount compacted it: nothing to do here.
+                    None => return Ok(()),
+                }
+            }
+            merged
         };
-        let mut st = d.state.lock().expect("meta dir lock");
-        st.etag = etag;
-        st.loaded = Some(Instant::now());
-        st.saved = generation;
-        st.writes += 1;
-        if st.generation == generation {
-            st.pending.clear();
+        let mut sorted: Vec<_> = merged.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let body = render(sorted);
+        let size = body.len() as u64;
+        let name = format!(
+            "{SEGMENT_PREFIX}{}.{:016x}",
+            self.id,
+            self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let out = self
+            .client
+            .put_object_typed(
+                &dir.bucket,
+                &format!("{}{name}", dir.key),
+                body,
+                "application/json",
+            )
+            .await?;
+        {
+            let mut st = d.state.lock().expect("meta dir lock");
+            // What the merge holds of this mount's changes is saved.
+            st.pending.retain(|n, r| merged.get(n) != Some(r));
+            for n in &chosen {
+                st.segments.remove(n);
+            }
+            st.segments.insert(name, (out.etag, size));
+        }
+        merged.clear();
+        // Only once the merge is in place do its sources go.
+        self.delete_segments(dir, &chosen).await
+    }
+
+    async fn delete_segments(&self, dir: &Location, names: &[String]) -> FsResult<()> {
+        let ids: Vec<ObjectIdentifier> = names
+            .iter()
+            .map(|n| ObjectIdentifier::key(format!("{}{n}", dir.key)))
+            .collect();
+        for batch in ids.chunks(limits::MAX_DELETE_OBJECTS) {
+            let out = self.client.delete_objects(&dir.bucket, batch).await?;
+            if let Some(e) = out.errors.first() {
+                tracing::info!(key = %e.key, code = %e.code, "a merged metadata segment not deleted: it merges to the same");
+            }
         }
         Ok(())
     }
@@ -602,40 +1002,91 @@ impl MetaStore {
             .expect("meta lock")
             .retain(|(b, k), _| !(b.as_ref() == bucket && k.starts_with(prefix)));
     }
+
+    /// Deletes every metadata object of `dir` (its directory is removed).
+    pub async fn delete_all(&self, dir: &Location) -> FsResult<()> {
+        self.forget_under(&dir.bucket, &dir.key);
+        if !has_room(&dir.key) {
+            return Ok(());
+        }
+        let names: Vec<String> = self
+            .list_segments(dir)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        self.delete_segments(dir, &names).await
+    }
+}
+
+/// Which segments (by name, with their sizes) to merge: the smallest ones
+/// while a segment is no larger than all smaller ones together (a binary
+/// counter: each merge at least doubles, so there are about log2(largest /
+/// smallest) segments and each change is rewritten about as often), or
+/// all of them while a format-1 object is among them (its migration).
+pub fn plan(segments: &[(String, u64)]) -> Option<Vec<String>> {
+    if segments.len() < 2 {
+        return None;
+    }
+    let mut by_size: Vec<&(String, u64)> = segments.iter().collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let names = |from: usize| by_size[from..].iter().map(|(n, _)| n.clone()).collect();
+    if segments.iter().any(|(n, _)| n == META_NAME) {
+        return Some(names(0));
+    }
+    let mut tail: u64 = by_size.iter().map(|(_, s)| s).sum();
+    for (i, (_, size)) in by_size.iter().enumerate().take(by_size.len() - 1) {
+        tail -= size;
+        if *size <= tail {
+            return Some(names(i));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rec(at: i64, by: &str, entry: Option<MetaEntry>) -> Record {
+        Record {
+            at,
+            by: by.into(),
+            entry,
+        }
+    }
+
     #[test]
     fn the_format_round_trips_and_leaves_defaults_out() {
-        let mut t = Table::new();
-        t.insert(
-            "link".into(),
-            MetaEntry {
-                kind: EntryType::Symlink,
-                target: Some("../lib".into()),
-                etag: Some("\"abc\"".into()),
-                ..Default::default()
-            },
-        );
-        t.insert(
-            "run.sh".into(),
-            MetaEntry {
-                mode: Some(0o755),
-                mtime_ns: Some(-1_500_000_000),
-                ..Default::default()
-            },
-        );
-        let body = render(&t);
+        let mut r = Records::new();
+        let link = MetaEntry {
+            kind: EntryType::Symlink,
+            target: Some("../lib".into()),
+            etag: Some("\"abc\"".into()),
+            ..Default::default()
+        };
+        r.insert("link".into(), rec(5, "m1", Some(link)));
+        let run = MetaEntry {
+            mode: Some(0o755),
+            mtime_ns: Some(-1_500_000_000),
+            ..Default::default()
+        };
+        r.insert("run.sh".into(), rec(7, "m2", Some(run)));
+        r.insert("gone".into(), rec(9, "m1", None));
+        let mut sorted: Vec<_> = r.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let body = render(sorted);
         let text = std::str::from_utf8(&body).unwrap();
-        assert!(text.starts_with(r#"{"format":"bladefs-dir-meta","version":1,"entries":{"#));
+        assert!(text.starts_with(r#"{"format":"bladefs-dir-meta","version":2,"entries":{"#));
         assert!(
-            text.contains(r#""run.sh":{"mode":493,"mtime_ns":-1500000000}"#),
+            text.contains(r#""run.sh":{"at":7,"by":"m2","mode":493,"mtime_ns":-1500000000}"#),
             "{text}"
         );
-        assert_eq!(parse(&body).unwrap(), t);
+        assert!(
+            text.contains(r#""gone":{"at":9,"by":"m1","deleted":true}"#),
+            "{text}"
+        );
+        assert_eq!(parse(&body).unwrap(), r);
         assert_eq!(
             from_ns(-1_500_000_000),
             UNIX_EPOCH - Duration::from_millis(1500)
@@ -646,13 +1097,129 @@ mod tests {
     #[test]
     fn other_formats_and_versions_are_refused_and_unknown_fields_ignored() {
         assert!(parse(b"not json").is_err());
-        assert!(parse(br#"{"format":"other","version":1,"entries":{}}"#).is_err());
-        assert!(parse(br#"{"format":"bladefs-dir-meta","version":2,"entries":{}}"#).is_err());
+        assert!(parse(br#"{"format":"other","version":2,"entries":{}}"#).is_err());
+        assert!(parse(br#"{"format":"bladefs-dir-meta","version":3,"entries":{}}"#).is_err());
         let t = parse(
-            br#"{"format":"bladefs-dir-meta","version":1,"later":0,"entries":{"a":{"type":"fifo","xattr":{}}}}"#,
+            br#"{"format":"bladefs-dir-meta","version":2,"later":0,"entries":{"a":{"at":1,"by":"x","type":"fifo","xattr":{}}}}"#,
         )
         .unwrap();
-        assert_eq!(t["a"].kind, EntryType::Fifo);
+        assert_eq!(t["a"].entry.as_ref().unwrap().kind, EntryType::Fifo);
+    }
+
+    #[test]
+    fn format_one_reads_as_older_than_any_change() {
+        let mut v1 = Table::new();
+        v1.insert(
+            "f".into(),
+            MetaEntry {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        );
+        let mut r = parse(&render_v1(&v1)).unwrap();
+        assert_eq!(live(&r), v1);
+        let mut newer = Records::new();
+        newer.insert("f".into(), rec(i64::MIN + 1, "m", None));
+        merge(&mut r, newer);
+        assert!(live(&r).is_empty());
+    }
+
+    /// Last change wins, by time then mount id, in whatever order and
+    /// however often segments are merged.
+    #[test]
+    fn merging_is_order_free_and_idempotent() {
+        let e = |m: u16| {
+            Some(MetaEntry {
+                mode: Some(m),
+                ..Default::default()
+            })
+        };
+        let segs: Vec<Records> = vec![
+            [
+                ("a".into(), rec(1, "x", e(0o600))),
+                ("b".into(), rec(5, "x", None)),
+            ]
+            .into(),
+            [
+                ("a".into(), rec(2, "y", e(0o700))),
+                ("b".into(), rec(4, "y", e(0o711))),
+            ]
+            .into(),
+            [
+                ("a".into(), rec(2, "x", e(0o640))),
+                ("c".into(), rec(1, "y", e(0o755))),
+            ]
+            .into(),
+        ];
+        let mut want: Option<Table> = None;
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]] {
+            let mut r = Records::new();
+            for i in order {
+                merge(&mut r, segs[i].clone());
+                merge(&mut r, segs[i].clone());
+            }
+            let t = live(&r);
+            assert_eq!(t["a"].mode, Some(0o700), "same time: the greater mount id");
+            assert!(!t.contains_key("b"), "the later removal");
+            assert_eq!(t["c"].mode, Some(0o755));
+            if let Some(w) = &want {
+                assert_eq!(w, &t);
+            }
+            want = Some(t);
+        }
+    }
+
+    #[test]
+    fn compaction_merges_alike_sizes_like_a_binary_counter() {
+        let s = |n: &str, size| (n.to_string(), size);
+        assert_eq!(plan(&[s("a", 10)]), None);
+        assert_eq!(plan(&[s("big", 1000), s("t", 10)]), None);
+        let mut p = plan(&[s("big", 1000), s("t1", 10), s("t2", 10)]).unwrap();
+        p.sort();
+        assert_eq!(p, ["t1", "t2"]);
+        assert_eq!(plan(&[s("big", 1000), s("m", 20), s("t", 10)]), None);
+        assert_eq!(plan(&[s("a", 10), s("b", 10)]).unwrap().len(), 2);
+        // A format-1 object is folded in at the first chance.
+        let p = plan(&[s(META_NAME, 5000), s("t", 10)]).unwrap();
+        assert_eq!(p.len(), 2);
+        // Counting up: a change at a time into a large directory keeps
+        // few segments and rewrites each change a few times only.
+        let mut segs = vec![s("base", 1_000_000)];
+        let mut rewritten = 0;
+        for i in 0..1000 {
+            segs.push(s(&format!("n{i}"), 100));
+            if let Some(chosen) = plan(&segs) {
+                let total: u64 = segs
+                    .iter()
+                    .filter(|(n, _)| chosen.contains(n))
+                    .map(|(_, z)| z)
+                    .sum();
+                rewritten += total;
+                segs.retain(|(n, _)| !chosen.contains(n));
+                segs.push(s(&format!("m{i}"), total));
+            }
+            assert!(segs.len() <= 12, "{} segments", segs.len());
+        }
+        assert!(rewritten < 1000 * 100 * 12, "{rewritten}");
+        assert!(
+            segs.iter().any(|(n, _)| n == "base"),
+            "the base never rewritten"
+        );
+    }
+
+    #[test]
+    fn metadata_names_are_recognised_and_sorted_together() {
+        assert!(is_meta_name(META_NAME));
+        assert!(is_meta_name(
+            ".bladefs-meta.0123456789abcdef.0000000000000001"
+        ));
+        assert!(!is_meta_name(".bladefs-metadata"));
+        assert!(!past_meta(
+            ".bladefs-meta.ffffffffffffffff.ffffffffffffffff"
+        ));
+        assert!(past_meta(".bladefs-metb"));
+        assert!(past_meta("a"));
+        assert!(!past_meta(".a"));
     }
 
     #[test]

@@ -24,9 +24,7 @@ use super::cache::Entry;
 use super::error::{FsError, FsResult};
 use super::inode::Overrides;
 use super::inode::{Copies, Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
-use super::meta::{
-    EntryType, META_NAME, MetaEntry, Table, has_room, meta_key, parse, render, to_ns,
-};
+use super::meta::{EntryType, MetaEntry, Table, has_room, is_meta_name, parse, render, to_ns};
 use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
 use super::{Attr, Fs, described, split_key};
@@ -50,6 +48,9 @@ pub const DIR_MARKER_TYPE: &str = "application/x-directory";
 const COPY_PART: u64 = 1024 * 1024 * 1024;
 /// Keys copied at once when a directory is renamed.
 const RENAME_PARALLEL: usize = 32;
+/// Keys asked for at a time when checking a directory is empty: its
+/// marker and metadata segments, and one more.
+const EMPTY_CHECK_PAGE: u32 = 16;
 /// Parts of one large object copied at once.
 const COPY_PARALLEL: usize = 4;
 
@@ -80,7 +81,7 @@ impl Fs {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        if !valid_name(name) || name == META_NAME {
+        if !valid_name(name) || is_meta_name(name) {
             return Err(FsError::InvalidName(name.to_string()));
         }
         Ok(name)
@@ -165,7 +166,9 @@ impl Fs {
     /// Records the entry of a name just made in `dir` (an entry with
     /// nothing but defaults clears it: `MetaStore::update` keeps none).
     async fn set_entry(&self, dir: &Location, name: &str, entry: MetaEntry) -> FsResult<()> {
-        self.meta.update(dir, name, move |e| *e = Some(entry)).await
+        self.meta
+            .update(dir, name, move |e| *e = Some(entry.clone()))
+            .await
     }
 
     /// Where a new file-like name goes: a live directory of a bucket, a
@@ -314,7 +317,7 @@ impl Fs {
         // checked once in the store (see `Fs::resolve`).
         self.cache.put_assumed_listing(&loc.bucket, &loc.key);
         // Nor any metadata.
-        self.meta.seen_in_listing(&loc, None);
+        self.meta.seen_in_listing(&loc, &[]);
         let entry = self.new_entry(&p, Kind::Dir, who);
         self.set_entry(&p.loc, name, entry.clone()).await?;
         let mut table = Table::new();
@@ -436,12 +439,7 @@ impl Fs {
         self.ensure_empty(&loc).await?;
         // Its metadata and its marker, if any (deleting a missing key is
         // no error).
-        self.meta.forget_under(&loc.bucket, &loc.key);
-        if has_room(&loc.key) {
-            self.client
-                .delete_object(&loc.bucket, &meta_key(&loc.key), None)
-                .await?;
-        }
+        self.meta.delete_all(&loc).await?;
         self.client
             .delete_object(&loc.bucket, &loc.key, None)
             .await?;
@@ -458,25 +456,26 @@ impl Fs {
         if !self.dirty_under(&loc.bucket, &loc.key).is_empty() {
             return Err(FsError::NotEmpty);
         }
-        let page = self
-            .client
-            .list_objects(
-                &loc.bucket,
-                &ListObjectsParams {
-                    prefix: loc.key.clone(),
-                    max_keys: Some(3),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let meta = meta_key(&loc.key);
-        if page
-            .objects
-            .iter()
-            .any(|o| o.key != loc.key && o.key != meta)
-            || !page.common_prefixes.is_empty()
-        {
-            return Err(FsError::NotEmpty);
+        // Its metadata objects do not count; there may be a few pages of
+        // them before a name (they sort early).
+        let mut params = ListObjectsParams {
+            prefix: loc.key.clone(),
+            max_keys: Some(EMPTY_CHECK_PAGE),
+            ..Default::default()
+        };
+        loop {
+            let page = self.client.list_objects(&loc.bucket, &params).await?;
+            let is_name = |key: &str| {
+                let rel = &key[loc.key.len()..];
+                !(rel.is_empty() || is_meta_name(rel))
+            };
+            if page.objects.iter().any(|o| is_name(&o.key)) || !page.common_prefixes.is_empty() {
+                return Err(FsError::NotEmpty);
+            }
+            match page.next_continuation_token {
+                Some(t) => params.continuation_token = Some(t),
+                None => break,
+            }
         }
         Ok(())
     }
@@ -595,7 +594,7 @@ impl Fs {
                 }
                 self.meta.update(&p.loc, name, |e| *e = None).await?;
                 self.meta
-                    .update(&np.loc, new_name, move |e| *e = Some(entry))
+                    .update(&np.loc, new_name, move |e| *e = Some(entry.clone()))
                     .await?;
                 Ok(())
             }
@@ -618,7 +617,7 @@ impl Fs {
                 let copies = self.rename_dir(&from, &to).await?;
                 self.meta.update(&p.loc, name, |e| *e = None).await?;
                 self.meta
-                    .update(&np.loc, new_name, move |e| *e = entry)
+                    .update(&np.loc, new_name, move |e| *e = entry.clone())
                     .await?;
                 self.moved(parent, name, new_parent, new_name, &to);
                 let mut inodes = self.inodes.lock().expect("inode lock");
@@ -725,7 +724,7 @@ impl Fs {
         let (metas, objects): (Vec<_>, Vec<_>) = keys
             .iter()
             .cloned()
-            .partition(|o| o.key.rsplit('/').next() == Some(META_NAME));
+            .partition(|o| o.key.rsplit('/').next().is_some_and(is_meta_name));
         let copied = futures::stream::iter(objects)
             .map(|o| {
                 let src = Location {
@@ -788,7 +787,8 @@ impl Fs {
         copied: &HashMap<&str, (&Option<String>, &Option<String>)>,
     ) -> FsResult<()> {
         let new_key = format!("{}{}", to.key, &key[from.key.len()..]);
-        let dir = &key[..key.len() - META_NAME.len()];
+        let name_len = key.rsplit('/').next().map_or(0, str::len);
+        let dir = &key[..key.len() - name_len];
         let got = match self
             .client
             .get_object(&from.bucket, &key, &Default::default())
@@ -799,15 +799,18 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         let body = match parse(&got.body) {
-            Ok(mut table) => {
-                for (name, e) in table.iter_mut() {
-                    if let Some((before, after)) = copied.get(format!("{dir}{name}").as_str())
+            Ok(mut records) => {
+                for (name, r) in records.iter_mut() {
+                    if let Some(e) = &mut r.entry
+                        && let Some((before, after)) = copied.get(format!("{dir}{name}").as_str())
                         && e.etag == **before
                     {
                         e.etag.clone_from(after);
                     }
                 }
-                render(&table)
+                let mut sorted: Vec<_> = records.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(b.0));
+                render(sorted)
             }
             // Not ours to fix: moved as it is.
             Err(_) => got.body,

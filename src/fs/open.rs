@@ -165,6 +165,15 @@ impl OpenFiles {
         })
     }
 
+    /// Whether `fh` is the last handle of its inode.
+    pub fn is_last(&self, fh: u64) -> bool {
+        let t = self.table();
+        t.handles
+            .get(&fh)
+            .and_then(|h| t.inodes.get(&h.ino))
+            .is_some_and(|e| e.handles == 1)
+    }
+
     /// Every buffer, with its inode.
     pub fn buffers(&self) -> Vec<(Ino, Arc<DirtyFile>)> {
         self.table()

@@ -186,6 +186,9 @@ pub struct DirtyFile {
     /// the one before. An async mutex, held across the upload on purpose;
     /// nothing else ever waits on it while holding another lock.
     commit_serial: tokio::sync::Mutex<()>,
+    /// The generation a truncating open left (`u64::MAX`: none): while the
+    /// file is still at it, flushes hold it back (see [`Self::hold_truncation`]).
+    truncated_at: AtomicU64,
 }
 
 /// What a successful commit left in the bucket.
@@ -328,6 +331,7 @@ impl DirtyFile {
             }),
             commit_serial: tokio::sync::Mutex::new(()),
             unlinked: std::sync::atomic::AtomicBool::new(false),
+            truncated_at: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -385,6 +389,22 @@ impl DirtyFile {
 
     pub fn is_unlinked(&self) -> bool {
         self.unlinked.load(Ordering::SeqCst)
+    }
+
+    /// An open with O_TRUNC just emptied the file. Until anything else
+    /// changes it, the only change is that truncation, which a flush does
+    /// not publish: `echo x > f` closes a dup of the descriptor before it
+    /// writes, and other hosts would see the file empty, a versioned
+    /// bucket would keep an empty version. Release or fsync publish it.
+    pub fn hold_truncation(&self) {
+        let st = self.state.lock().expect("dirty lock");
+        self.truncated_at.store(st.generation, Ordering::SeqCst);
+    }
+
+    /// Whether the file's only unsaved change is a truncation at open.
+    pub fn only_truncated(&self) -> bool {
+        let st = self.state.lock().expect("dirty lock");
+        st.generation != st.committed && self.truncated_at.load(Ordering::SeqCst) == st.generation
     }
 
     /// Whether there are changes not yet in the bucket.

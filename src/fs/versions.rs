@@ -31,7 +31,6 @@ use lru::LruCache;
 use super::cache::{DirEntry, Ttl};
 use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location, Stat, View, valid_name};
-use super::meta::META_NAME;
 use crate::s3::{ListVersionsOutput, ListVersionsParams, ObjectClient, ObjectVersion};
 
 /// Default names of the two directories (options `--versions-dir`,
@@ -236,7 +235,7 @@ pub async fn list_history(
             let Some(rel) = v.key.strip_prefix(prefix) else {
                 continue;
             };
-            if !valid_name(rel) || rel == META_NAME {
+            if !valid_name(rel) || super::meta::is_meta_name(rel) {
                 continue;
             }
             let at = v.last_modified.unwrap_or(SystemTime::UNIX_EPOCH);
@@ -378,7 +377,7 @@ pub async fn list_snapshot(
         let Some(rel) = key.strip_prefix(prefix) else {
             return;
         };
-        if !valid_name(rel) || rel == META_NAME {
+        if !valid_name(rel) || super::meta::is_meta_name(rel) {
             return;
         }
         if let Some(v) = current_at(&versions, at) {
