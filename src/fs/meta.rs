@@ -812,27 +812,10 @@ impl MetaStore {
             let st = d.state.lock().expect("meta dir lock");
             (st.pending.clone(), st.generation)
         };
-        let name = format!(
-            "{SEGMENT_PREFIX}{}.{:016x}",
-            self.id,
-            self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut sorted: Vec<_> = batch.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let body = render(sorted);
-        let size = body.len() as u64;
-        let out = self
-            .client
-            .put_object_typed(
-                &dir.bucket,
-                &format!("{}{name}", dir.key),
-                body,
-                "application/json",
-            )
-            .await?;
+        let (name, etag, size) = self.put_segment(dir, &batch).await?;
         {
             let mut st = d.state.lock().expect("meta dir lock");
-            st.segments.insert(name, (out.etag, size));
+            st.segments.insert(name, (etag, size));
             st.pending.retain(|n, r| batch.get(n) != Some(r));
             st.saved = generation;
         }
@@ -905,15 +888,37 @@ impl MetaStore {
             }
             merged
         };
-        let mut sorted: Vec<_> = merged.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let body = render(sorted);
-        let size = body.len() as u64;
+        let (name, etag, size) = self.put_segment(dir, &merged).await?;
+        {
+            let mut st = d.state.lock().expect("meta dir lock");
+            // What the merge holds of this mount's changes is saved.
+            st.pending.retain(|n, r| merged.get(n) != Some(r));
+            for n in &chosen {
+                st.segments.remove(n);
+            }
+            st.segments.insert(name, (etag, size));
+        }
+        merged.clear();
+        // Only once the merge is in place do its sources go.
+        self.delete_segments(dir, &chosen).await
+    }
+
+    /// Writes `records` as a new segment of `dir`, named by this mount and
+    /// its next sequence number; returns its name, ETag and size.
+    async fn put_segment(
+        &self,
+        dir: &Location,
+        records: &HashMap<String, Record>,
+    ) -> FsResult<(String, Option<String>, u64)> {
         let name = format!(
             "{SEGMENT_PREFIX}{}.{:016x}",
             self.id,
             self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        let mut sorted: Vec<_> = records.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let body = render(sorted);
+        let size = body.len() as u64;
         let out = self
             .client
             .put_object_typed(
@@ -923,18 +928,7 @@ impl MetaStore {
                 "application/json",
             )
             .await?;
-        {
-            let mut st = d.state.lock().expect("meta dir lock");
-            // What the merge holds of this mount's changes is saved.
-            st.pending.retain(|n, r| merged.get(n) != Some(r));
-            for n in &chosen {
-                st.segments.remove(n);
-            }
-            st.segments.insert(name, (out.etag, size));
-        }
-        merged.clear();
-        // Only once the merge is in place do its sources go.
-        self.delete_segments(dir, &chosen).await
+        Ok((name, out.etag, size))
     }
 
     async fn delete_segments(&self, dir: &Location, names: &[String]) -> FsResult<()> {
