@@ -213,8 +213,8 @@ pub struct Fs {
     walk: walk::Walk,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
-    /// Tells the kernel to drop what it cached of an inode (its attributes
-    /// and pages), once set by the adapter.
+    /// Tells the kernel to drop its cached attributes of an inode, once set
+    /// by the adapter.
     kernel_forget: std::sync::OnceLock<Box<dyn Fn(Ino) + Send + Sync>>,
 }
 
@@ -277,9 +277,10 @@ impl Fs {
         }
     }
 
-    /// How to make the kernel drop its cached attributes and pages of an
-    /// inode (`fuser`'s notifier): called when an open finds the file
-    /// changed by another host, so that the kernel's size is the new one.
+    /// How to make the kernel drop its cached attributes of an inode
+    /// (`fuser`'s notifier): called when an open finds the file changed by
+    /// another host, so that the kernel's size is the new one (its pages go
+    /// because the open does not keep the cache).
     pub fn set_kernel_forget(&self, f: Box<dyn Fn(Ino) + Send + Sync>) {
         let _ = self.kernel_forget.set(f);
     }
@@ -768,43 +769,15 @@ impl Fs {
         self.inodes.lock().expect("inode lock").forget(ino, n);
     }
 
-    /// Re-reads a file's attributes when they are older than the TTL.
-    async fn refresh(&self, node: &inode::Inode) -> FsResult<Stat> {
+    /// Re-reads a file's attributes when they are older than the TTL, or
+    /// whatever their age when `always` (an open, close-to-open): one HEAD,
+    /// none for a file this mount is writing. A change found goes to the
+    /// inode and to the cached name; a name gone, from the cache too.
+    async fn refresh(&self, node: &inode::Inode, always: bool) -> FsResult<Stat> {
         if node.kind == Kind::Dir
             || node.view != View::Live
             || node.unlinked
-            || self.ttl().fresh(node.stat_at)
-            || self.open.buffer(node.ino).is_some()
-        {
-            return Ok(node.stat.clone());
-        }
-        let h = self
-            .client
-            .head_object(&node.loc.bucket, &node.loc.key, None)
-            .await?;
-        let stat = node.stat.updated(Stat {
-            size: h.size,
-            mtime: inode::object_mtime(h.last_modified, self.mount_time),
-            etag: h.etag,
-        });
-        if let Some(n) = self.inodes.lock().expect("inode lock").get_mut(node.ino) {
-            n.stat = n.stat.updated(stat.clone());
-            n.stat_at = std::time::Instant::now();
-        }
-        Ok(stat)
-    }
-
-    /// What a file to be opened for reading is now (close-to-open): one
-    /// HEAD, unless this mount writes it, or opens trust the TTL. A change
-    /// found is given to the inode and its name, and the kernel is told to
-    /// forget its size and pages.
-    async fn revalidate(&self, node: &inode::Inode) -> FsResult<Stat> {
-        if !self.cfg.close_to_open {
-            return self.refresh(node).await;
-        }
-        if node.kind == Kind::Dir
-            || node.view != View::Live
-            || node.unlinked
+            || (!always && self.ttl().fresh(node.stat_at))
             || self.open.buffer(node.ino).is_some()
         {
             return Ok(node.stat.clone());
@@ -840,9 +813,6 @@ impl Fs {
                 Entry::File(stat.clone()),
                 &self.dir_stat(),
             );
-            if let Some(forget) = self.kernel_forget.get() {
-                forget(node.ino);
-            }
         }
         Ok(stat)
     }
@@ -852,7 +822,7 @@ impl Fs {
         if node.view != View::Live {
             return Ok(self.history_attr(ino, node.kind, &node.stat));
         }
-        let stat = self.refresh(&node).await?;
+        let stat = self.refresh(&node, false).await?;
         let meta = self.meta_of(&node).await?;
         Ok(self.attr(
             ino,
@@ -927,7 +897,7 @@ impl Fs {
             return Ok((self.open_version(ino, &node, id), true));
         }
         if write || truncate {
-            let stat = self.refresh(&node).await?;
+            let stat = self.refresh(&node, false).await?;
             let make = || {
                 DirtyFile::new(
                     self.uploads.clone(),
@@ -973,8 +943,15 @@ impl Fs {
             .await;
         let stat = match ahead {
             Some(_) => node.stat.clone(),
-            None => self.revalidate(&node).await?,
+            None => self.refresh(&node, self.cfg.close_to_open).await?,
         };
+        // The kernel's size (and so how far it reads) is the one it was
+        // given before: it must ask again.
+        if (stat.etag != node.stat.etag || stat.size != node.stat.size)
+            && let Some(forget) = self.kernel_forget.get()
+        {
+            forget(ino);
+        }
         let mut reader = FileReader::new(
             self.client.clone(),
             node.loc.bucket.clone(),
@@ -1186,10 +1163,10 @@ impl Fs {
     /// fsync(2): the file's data, and its directory's metadata, are in
     /// the bucket.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        if let (ino, Target::Buffer(file), true) = self.open.target(fh)? {
+        let (ino, target, writable) = self.open.target(fh)?;
+        if let (Target::Buffer(file), true) = (target, writable) {
             self.commit(ino, &file).await?;
         }
-        let (ino, _, _) = self.open.target(fh)?;
         let node = self.inode(ino)?;
         if let Some((dir, _)) = self.meta_home(&node.loc) {
             self.meta.flush(&dir).await?;
@@ -1197,19 +1174,16 @@ impl Fs {
         Ok(())
     }
 
-    /// The last close of a handle. A write-back buffer goes with its last
-    /// handle. Its changes were committed at flush (every close); if that
-    /// failed, close() reported it and the changes are dropped here, not
-    /// tried again unseen.
     /// RELEASE from the kernel: [`Self::release`], after publishing a file
-    /// whose flushes held back its truncation at open (`: > f`), while its
-    /// buffer still answers for it here. A failure is logged: close() has
-    /// returned, there is nobody left to tell.
+    /// whose flushes held back its truncation at open (`: > f`), when this
+    /// is its last handle (read-only or not), while its buffer still
+    /// answers for it here. A failure is logged: close() has returned,
+    /// there is nobody left to tell.
     pub async fn release_published(&self, fh: u64) {
-        // Any handle's, a read-only one too: the last may be either.
-        if let Ok((ino, Target::Buffer(file), _)) = self.open.target(fh)
-            && file.only_truncated()
-            && self.open.is_last(fh)
+        let Some((ino, file)) = self.open.release_unless_last_buffer(fh) else {
+            return;
+        };
+        if file.only_truncated()
             && let Err(e) = self.commit(ino, &file).await
         {
             tracing::warn!(key = %file.location().key, error = %e, "a file emptied at open not saved at its release");
@@ -1217,6 +1191,10 @@ impl Fs {
         self.release(fh);
     }
 
+    /// The last close of a handle. A write-back buffer goes with its last
+    /// handle. Its changes were committed at flush (every close); if that
+    /// failed, close() reported it and the changes are dropped here, not
+    /// tried again unseen.
     pub fn release(&self, fh: u64) {
         let Some(released) = self.open.release(fh) else {
             return;
@@ -1263,7 +1241,7 @@ impl Fs {
                     self.commit(ino, &file).await?;
                 }
                 None => {
-                    let stat = self.refresh(&node).await?;
+                    let stat = self.refresh(&node, false).await?;
                     let make = || {
                         DirtyFile::new(
                             self.uploads.clone(),
@@ -1290,7 +1268,7 @@ impl Fs {
             // Recorded for the object as it is now; the entry changed is the
             // one in the table at the time of the change, so two changes at
             // once both hold.
-            let stat = self.refresh(&node).await?;
+            let stat = self.refresh(&node, false).await?;
             let kind = node.kind;
             let storage = if kind == Kind::Dir {
                 Kind::Dir

@@ -392,7 +392,7 @@ async fn a_change_costs_the_same_in_a_large_directory() {
 async fn a_format_one_directory_is_read_and_migrated() {
     let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
     seed(&mem, "d", ["a".to_string(), "b".to_string()]);
-    let mut v1 = bladefs::fs::meta::Table::new();
+    let mut v1 = bladefs::fs::meta::Entries::new();
     v1.insert(
         "a".into(),
         bladefs::fs::meta::MetaEntry {
@@ -455,6 +455,32 @@ async fn a_truncation_at_open_is_not_published_before_the_write() {
     b.fs.fsync(fh).await.unwrap();
     assert_eq!(&mem.objects(BUCKET)["g"][..], b"");
     b.fs.release_published(fh).await;
+}
+
+/// Two handles of a file emptied at open, released at once (two processes
+/// closing at the same moment): exactly one is the last, and it publishes.
+/// (The interleaving is not forced; `OpenFiles::release_unless_last_buffer`
+/// decides and releases under one lock, so none can lose.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_releases_at_once_one_publishes_the_truncation() {
+    let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
+    let a = host(&mem);
+    for round in 0..20 {
+        a.write("", "f", format!("content {round}").as_bytes())
+            .await;
+        let ino = a.attr("f").await.ino;
+        let (h1, _) = a.fs.open(ino, true, true).await.unwrap();
+        let (h2, _) = a.fs.open(ino, false, false).await.unwrap();
+        a.fs.flush(h1).await.unwrap();
+        // On two runtime threads: the two decisions may interleave.
+        let (f1, f2) = (a.fs.clone(), a.fs.clone());
+        let r1 = tokio::spawn(async move { f1.release_published(h1).await });
+        let r2 = tokio::spawn(async move { f2.release_published(h2).await });
+        r1.await.unwrap();
+        r2.await.unwrap();
+        assert_eq!(&mem.objects(BUCKET)["f"][..], b"", "round {round}");
+        assert_eq!(a.fs.open_file_count(), 0);
+    }
 }
 
 #[derive(Debug, Clone)]

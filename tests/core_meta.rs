@@ -171,7 +171,7 @@ impl Core {
     }
 
     /// What any mount reads of `dir`'s metadata: every object merged.
-    fn meta_table(&self, dir: &str) -> bladefs::fs::meta::Table {
+    fn meta_table(&self, dir: &str) -> bladefs::fs::meta::Entries {
         let objects = self.mem.objects(BUCKET);
         let bodies: Vec<&[u8]> = objects
             .iter()
@@ -405,6 +405,67 @@ async fn an_object_replaced_by_another_client_is_a_plain_file_again() {
     );
     let l = r.attr("l").await;
     assert_eq!((l.kind, l.size), (Kind::File, 10));
+}
+
+/// A directory moved onto an empty one: the target's metadata goes first,
+/// so that a removal recorded there (later than the moved entries) does not
+/// hide what moved in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_moved_onto_an_empty_one_keeps_its_entries() {
+    let c = fresh();
+    c.mem.put(BUCKET, "s/x", b"x".to_vec());
+    c.mem.put(BUCKET, "t/x", b"y".to_vec());
+    c.chmod("s/x", 0o600).await;
+    c.chmod("t/x", 0o640).await;
+    let t = c.dir("t").await;
+    c.fs.fsyncdir(t).await.unwrap();
+    // Removed after the chmod of s/x: its removal is the later change.
+    c.fs.unlink(t, OsStr::new("x")).await.unwrap();
+    c.fs.fsyncdir(t).await.unwrap();
+    let root = c.fs.root_ino();
+    c.fs.rename(root, OsStr::new("s"), root, OsStr::new("t"), false)
+        .await
+        .expect("rename onto an empty directory");
+    let r = c.remount().await;
+    assert_eq!(r.attr("t/x").await.perm, 0o600);
+    assert_eq!(&r.mem.objects(BUCKET)["t/x"][..], b"x");
+}
+
+/// rmdir lists the directory once: the same listing that finds it empty
+/// names the metadata objects it then deletes in one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmdir_lists_once_and_deletes_its_metadata_in_one_request() {
+    let c = fresh();
+    c.mem.put(BUCKET, "d/", Vec::new());
+    c.mem.put(BUCKET, "d/f", b"x".to_vec());
+    c.chmod("d/f", 0o600).await;
+    let d = c.dir("d").await;
+    c.fs.fsyncdir(d).await.unwrap();
+    c.fs.unlink(d, OsStr::new("f")).await.unwrap();
+    // And a segment another mount wrote.
+    c.mem.put(
+        BUCKET,
+        "d/.bladefs-meta.00000000000000aa.0000000000000001",
+        {
+            let mut e = bladefs::fs::meta::Entries::new();
+            e.insert("gone".into(), Default::default());
+            bladefs::fs::meta::render_v1(&e).to_vec()
+        },
+    );
+    let before = c.mem.stats().snapshot();
+    c.fs.rmdir(c.fs.root_ino(), OsStr::new("d"))
+        .await
+        .expect("rmdir");
+    let after = c.mem.stats().snapshot();
+    let delta = |op| after.get(op).requests - before.get(op).requests;
+    assert_eq!(delta(Op::ListObjectsV2), 1);
+    assert_eq!(delta(Op::DeleteObjects), 1);
+    assert_eq!(delta(Op::GetObject), 0);
+    assert!(
+        !c.mem.objects(BUCKET).keys().any(|k| k.starts_with("d/")),
+        "{:?}",
+        c.mem.objects(BUCKET).keys().collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,8 +208,8 @@ pub fn from_ns(ns: i64) -> SystemTime {
     }
 }
 
-/// A directory's live entries, by name.
-pub type Table = BTreeMap<String, MetaEntry>;
+/// Entries by name, as format 1 held them (and what [`read_all`] gives).
+pub type Entries = BTreeMap<String, MetaEntry>;
 
 /// One change of a name: its entry (`None`: removed), when it was made
 /// (nanoseconds, the writer's clock) and by which mount (ties).
@@ -226,27 +226,103 @@ impl Record {
     }
 }
 
-/// Every name's latest change, removals included.
-pub type Records = HashMap<String, Record>;
+/// A directory's metadata: every name's latest change, removals included
+/// (so that an older change merged later cannot bring an entry back);
+/// only the entries not removed are shown. A segment holds one, and a
+/// directory's is the merge of all of its segments'.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    records: HashMap<String, Record>,
+    /// Records that are not removals.
+    live: usize,
+}
 
-/// Keeps, for each name, the later of the two changes.
-pub fn merge(into: &mut Records, from: Records) {
-    for (name, r) in from {
-        match into.get(&name) {
-            Some(have) if !r.wins_over(have) => {}
-            _ => {
-                into.insert(name, r);
+impl Table {
+    pub fn new() -> Self {
+        Table::default()
+    }
+
+    /// A table of one entry, older than any change (for a name just made,
+    /// before its directory's table is read again).
+    pub fn one(name: &str, entry: MetaEntry) -> Self {
+        let mut t = Table::new();
+        let r = Record {
+            at: i64::MIN,
+            by: String::new(),
+            entry: Some(entry),
+        };
+        t.set(name.to_string(), r);
+        t
+    }
+
+    /// The entry of `name`, unless it has none or it was removed.
+    pub fn get(&self, name: &str) -> Option<&MetaEntry> {
+        self.records.get(name)?.entry.as_ref()
+    }
+
+    pub fn record(&self, name: &str) -> Option<&Record> {
+        self.records.get(name)
+    }
+
+    /// Whether no name has an entry (removals aside).
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = (&String, &Record)> {
+        self.records.iter()
+    }
+
+    /// The entries not removed.
+    pub fn entries(&self) -> Entries {
+        self.records
+            .iter()
+            .filter_map(|(n, r)| r.entry.clone().map(|e| (n.clone(), e)))
+            .collect()
+    }
+
+    /// Edits every entry in place (a removal stays one).
+    pub fn edit_entries(&mut self, mut f: impl FnMut(&str, &mut MetaEntry)) {
+        for (name, r) in &mut self.records {
+            if let Some(e) = &mut r.entry {
+                f(name, e);
             }
+        }
+    }
+
+    /// Records `r` for `name`, whatever was there.
+    fn set(&mut self, name: String, r: Record) {
+        let now_live = usize::from(r.entry.is_some());
+        let was_live = self
+            .records
+            .insert(name, r)
+            .map_or(0, |old| usize::from(old.entry.is_some()));
+        self.live = self.live + now_live - was_live;
+    }
+
+    /// Keeps, for `name`, the later of `r` and what is there.
+    fn merge_one(&mut self, name: String, r: Record) {
+        if self.records.get(&name).is_none_or(|have| r.wins_over(have)) {
+            self.set(name, r);
+        }
+    }
+
+    /// Keeps, for each name, the later of the two changes.
+    pub fn merge(&mut self, other: Table) {
+        for (name, r) in other.records {
+            self.merge_one(name, r);
         }
     }
 }
 
-/// The entries that are not removed.
-pub fn live(records: &Records) -> Table {
-    records
-        .iter()
-        .filter_map(|(n, r)| r.entry.clone().map(|e| (n.clone(), e)))
-        .collect()
+impl FromIterator<(String, Record)> for Table {
+    fn from_iter<I: IntoIterator<Item = (String, Record)>>(iter: I) -> Self {
+        let mut t = Table::new();
+        for (name, r) in iter {
+            t.merge_one(name, r);
+        }
+        t
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -276,7 +352,7 @@ struct Document<T> {
 /// as older than any change of format 2. Unknown fields are ignored (a
 /// later minor version may add some); another format or a later major
 /// version is an error.
-pub fn parse(body: &[u8]) -> Result<Records, String> {
+pub fn parse(body: &[u8]) -> Result<Table, String> {
     let head: Header = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     if head.format != FORMAT {
         return Err(format!("format {:?}, not {FORMAT:?}", head.format));
@@ -322,10 +398,10 @@ pub fn parse(body: &[u8]) -> Result<Records, String> {
     }
 }
 
-/// A segment holding `records`, in name order.
-pub fn render<'a>(records: impl IntoIterator<Item = (&'a String, &'a Record)>) -> Bytes {
-    let entries = records
-        .into_iter()
+/// A segment holding `table`, in name order.
+pub fn render(table: &Table) -> Bytes {
+    let entries = table
+        .records()
         .map(|(name, r)| {
             let w = Wire {
                 at: r.at,
@@ -346,23 +422,23 @@ pub fn render<'a>(records: impl IntoIterator<Item = (&'a String, &'a Record)>) -
 
 /// A format-1 object, as bladefs wrote them before segments (for tests of
 /// their migration).
-pub fn render_v1(table: &Table) -> Bytes {
+pub fn render_v1(entries: &Entries) -> Bytes {
     let doc = Document {
         format: FORMAT.to_string(),
         version: VERSION_1,
-        entries: table.clone(),
+        entries: entries.clone(),
     };
     Bytes::from(serde_json::to_vec(&doc).expect("a table always serialises"))
 }
 
-/// The table that the metadata objects `bodies` of one directory make
+/// The entries that the metadata objects `bodies` of one directory make
 /// together (what any mount reads; unreadable ones count as empty).
-pub fn read_all<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Table {
-    let mut records = Records::new();
+pub fn read_all<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Entries {
+    let mut table = Table::new();
     for body in bodies {
-        merge(&mut records, parse(body).unwrap_or_default());
+        table.merge(parse(body).unwrap_or_default());
     }
-    live(&records)
+    table.entries()
 }
 
 /// The key of directory `dir`'s format-1 object, and the prefix of its
@@ -412,8 +488,7 @@ struct State {
     /// What a listing showed that is not merged yet, and when: the next
     /// read fetches these, with no listing of its own.
     listed: Option<(Instant, Vec<Segment>)>,
-    records: Records,
-    /// The live view of `records`.
+    /// Every segment read merged, and this mount's changes.
     table: Arc<Table>,
     /// Changes made here and not yet in a segment.
     pending: HashMap<String, Record>,
@@ -470,11 +545,6 @@ impl MetaStore {
             dirs: Mutex::new(HashMap::new()),
             bad_logged: Mutex::new(HashSet::new()),
         })
-    }
-
-    /// This mount's id, as its segments and records name it.
-    pub fn mount_id(&self) -> &str {
-        &self.id
     }
 
     fn dir(&self, dir: &Location) -> Arc<DirMeta> {
@@ -581,7 +651,7 @@ impl MetaStore {
     }
 
     /// Reads one metadata object: `None` if it is gone (compacted away).
-    async fn fetch(&self, dir: &Location, s: Segment) -> FsResult<Option<(Segment, Records)>> {
+    async fn fetch(&self, dir: &Location, s: Segment) -> FsResult<Option<(Segment, Table)>> {
         let key = format!("{}{}", dir.key, s.name);
         let got = match self
             .client
@@ -592,16 +662,16 @@ impl MetaStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let records = parse(&got.body).unwrap_or_else(|why| {
+        let table = parse(&got.body).unwrap_or_else(|why| {
             self.log_bad(dir, &key, &why);
-            Records::new()
+            Table::new()
         });
         let seg = Segment {
             size: got.body.len() as u64,
             etag: got.etag.or(s.etag),
             name: s.name,
         };
-        Ok(Some((seg, records)))
+        Ok(Some((seg, table)))
     }
 
     /// Brings `dir`'s table up to the store: lists its segments (or takes
@@ -628,8 +698,8 @@ impl MetaStore {
             let mut first_error = None;
             for f in fetched {
                 match f {
-                    Ok(Some((seg, records))) => {
-                        merge(&mut st.records, records);
+                    Ok(Some((seg, table))) => {
+                        Arc::make_mut(&mut st.table).merge(table);
                         st.segments.insert(seg.name, (seg.etag, seg.size));
                     }
                     Ok(None) => gone = true,
@@ -638,7 +708,6 @@ impl MetaStore {
                     }
                 }
             }
-            st.table = Arc::new(live(&st.records));
             if let Some(e) = first_error {
                 return Err(e);
             }
@@ -694,6 +763,14 @@ impl MetaStore {
                 None => Ok(()),
             };
         }
+        // What `change` makes of the entry, if that differs from it.
+        let changed = |table: &Table| {
+            let before = table.get(name).cloned();
+            let mut entry = before.clone();
+            change(&mut entry);
+            let entry = entry.filter(|e| !e.is_default());
+            (entry != before).then_some(entry)
+        };
         let d = self.dir(dir);
         // A change is made to what the store has now (within the TTL), so
         // that it does not carry back an older state of the entry; one that
@@ -701,10 +778,7 @@ impl MetaStore {
         // nothing.
         let no_op = {
             let st = d.state.lock().expect("meta dir lock");
-            let mut entry = st.table.get(name).cloned();
-            let before = entry.clone();
-            change(&mut entry);
-            st.read_once && entry.filter(|e| !e.is_default()) == before
+            st.read_once && changed(&st.table).is_none()
         };
         if no_op {
             return Ok(());
@@ -714,24 +788,15 @@ impl MetaStore {
         }
         let schedule = {
             let mut st = d.state.lock().expect("meta dir lock");
-            let mut entry = st.table.get(name).cloned();
-            let before = entry.clone();
-            change(&mut entry);
-            let entry = entry.filter(|e| !e.is_default());
-            if entry == before {
+            let Some(entry) = changed(&st.table) else {
                 return Ok(());
-            }
+            };
             let record = Record {
-                at: self.stamp(st.records.get(name).map(|r| r.at)),
+                at: self.stamp(st.table.record(name).map(|r| r.at)),
                 by: self.id.clone(),
-                entry: entry.clone(),
+                entry,
             };
-            let table = Arc::make_mut(&mut st.table);
-            match entry {
-                Some(e) => table.insert(name.to_string(), e),
-                None => table.remove(name),
-            };
-            st.records.insert(name.to_string(), record.clone());
+            Arc::make_mut(&mut st.table).set(name.to_string(), record.clone());
             st.pending.insert(name.to_string(), record);
             st.generation += 1;
             !std::mem::replace(&mut st.scheduled, true)
@@ -810,13 +875,14 @@ impl MetaStore {
     async fn write(&self, dir: &Location, d: &DirMeta) -> FsResult<()> {
         let (batch, generation) = {
             let st = d.state.lock().expect("meta dir lock");
-            (st.pending.clone(), st.generation)
+            let batch: Table = st.pending.clone().into_iter().collect();
+            (batch, st.generation)
         };
         let (name, etag, size) = self.put_segment(dir, &batch).await?;
         {
             let mut st = d.state.lock().expect("meta dir lock");
             st.segments.insert(name, (etag, size));
-            st.pending.retain(|n, r| batch.get(n) != Some(r));
+            st.pending.retain(|n, r| batch.record(n) != Some(r));
             st.saved = generation;
         }
         if let Err(e) = self.compact(dir, d).await {
@@ -855,15 +921,15 @@ impl MetaStore {
             return Ok(());
         };
         let full = chosen.len() == known.len();
-        let mut merged = if full {
+        let merged = if full {
             // Everything known is merged in memory already.
             let st = d.state.lock().expect("meta dir lock");
             let oldest = to_ns(SystemTime::now()) - TOMBSTONE_KEEP.as_nanos() as i64;
-            st.records
-                .iter()
+            st.table
+                .records()
                 .filter(|(_, r)| r.entry.is_some() || r.at > oldest)
                 .map(|(n, r)| (n.clone(), r.clone()))
-                .collect::<Records>()
+                .collect::<Table>()
         } else {
             let wanted: Vec<Segment> = chosen
                 .iter()
@@ -878,10 +944,10 @@ impl MetaStore {
                 .buffer_unordered(FETCH_PARALLEL)
                 .collect()
                 .await;
-            let mut merged = Records::new();
+            let mut merged = Table::new();
             for f in fetched {
                 match f? {
-                    Some((_, records)) => merge(&mut merged, records),
+                    Some((_, table)) => merged.merge(table),
                     // Another mount compacted it: nothing to do here.
                     None => return Ok(()),
                 }
@@ -892,13 +958,13 @@ impl MetaStore {
         {
             let mut st = d.state.lock().expect("meta dir lock");
             // What the merge holds of this mount's changes is saved.
-            st.pending.retain(|n, r| merged.get(n) != Some(r));
+            st.pending.retain(|n, r| merged.record(n) != Some(r));
             for n in &chosen {
                 st.segments.remove(n);
             }
             st.segments.insert(name, (etag, size));
         }
-        merged.clear();
+        drop(merged);
         // Only once the merge is in place do its sources go.
         self.delete_segments(dir, &chosen).await
     }
@@ -908,16 +974,14 @@ impl MetaStore {
     async fn put_segment(
         &self,
         dir: &Location,
-        records: &HashMap<String, Record>,
+        table: &Table,
     ) -> FsResult<(String, Option<String>, u64)> {
         let name = format!(
             "{SEGMENT_PREFIX}{}.{:016x}",
             self.id,
             self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let mut sorted: Vec<_> = records.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let body = render(sorted);
+        let body = render(table);
         let size = body.len() as u64;
         let out = self
             .client
@@ -931,6 +995,9 @@ impl MetaStore {
         Ok((name, out.etag, size))
     }
 
+    /// Deletes segments `names` of `dir` (no request for none). One left
+    /// behind is an error: after a merge it only merges to the same, but
+    /// in a removed directory it would keep the directory there.
     async fn delete_segments(&self, dir: &Location, names: &[String]) -> FsResult<()> {
         let ids: Vec<ObjectIdentifier> = names
             .iter()
@@ -939,7 +1006,14 @@ impl MetaStore {
         for batch in ids.chunks(limits::MAX_DELETE_OBJECTS) {
             let out = self.client.delete_objects(&dir.bucket, batch).await?;
             if let Some(e) = out.errors.first() {
-                tracing::info!(key = %e.key, code = %e.code, "a merged metadata segment not deleted: it merges to the same");
+                return Err(FsError::Partial(format!(
+                    "{} of {} metadata segments not deleted, first {}: {} {}",
+                    out.errors.len(),
+                    batch.len(),
+                    e.key,
+                    e.code,
+                    e.message
+                )));
             }
         }
         Ok(())
@@ -997,19 +1071,11 @@ impl MetaStore {
             .retain(|(b, k), _| !(b.as_ref() == bucket && k.starts_with(prefix)));
     }
 
-    /// Deletes every metadata object of `dir` (its directory is removed).
-    pub async fn delete_all(&self, dir: &Location) -> FsResult<()> {
+    /// Directory `dir` is removed: forgets its table and deletes its
+    /// metadata objects `names` (as the check that it is empty listed them).
+    pub async fn remove_dir(&self, dir: &Location, names: &[String]) -> FsResult<()> {
         self.forget_under(&dir.bucket, &dir.key);
-        if !has_room(&dir.key) {
-            return Ok(());
-        }
-        let names: Vec<String> = self
-            .list_segments(dir)
-            .await?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        self.delete_segments(dir, &names).await
+        self.delete_segments(dir, names).await
     }
 }
 
@@ -1052,24 +1118,25 @@ mod tests {
 
     #[test]
     fn the_format_round_trips_and_leaves_defaults_out() {
-        let mut r = Records::new();
         let link = MetaEntry {
             kind: EntryType::Symlink,
             target: Some("../lib".into()),
             etag: Some("\"abc\"".into()),
             ..Default::default()
         };
-        r.insert("link".into(), rec(5, "m1", Some(link)));
         let run = MetaEntry {
             mode: Some(0o755),
             mtime_ns: Some(-1_500_000_000),
             ..Default::default()
         };
-        r.insert("run.sh".into(), rec(7, "m2", Some(run)));
-        r.insert("gone".into(), rec(9, "m1", None));
-        let mut sorted: Vec<_> = r.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let body = render(sorted);
+        let r: Table = [
+            ("link".into(), rec(5, "m1", Some(link))),
+            ("run.sh".into(), rec(7, "m2", Some(run))),
+            ("gone".into(), rec(9, "m1", None)),
+        ]
+        .into_iter()
+        .collect();
+        let body = render(&r);
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.starts_with(r#"{"format":"bladefs-dir-meta","version":2,"entries":{"#));
         assert!(
@@ -1081,6 +1148,8 @@ mod tests {
             "{text}"
         );
         assert_eq!(parse(&body).unwrap(), r);
+        assert_eq!(r.entries().len(), 2);
+        assert!(r.get("gone").is_none() && r.record("gone").is_some());
         assert_eq!(
             from_ns(-1_500_000_000),
             UNIX_EPOCH - Duration::from_millis(1500)
@@ -1097,12 +1166,12 @@ mod tests {
             br#"{"format":"bladefs-dir-meta","version":2,"later":0,"entries":{"a":{"at":1,"by":"x","type":"fifo","xattr":{}}}}"#,
         )
         .unwrap();
-        assert_eq!(t["a"].entry.as_ref().unwrap().kind, EntryType::Fifo);
+        assert_eq!(t.get("a").unwrap().kind, EntryType::Fifo);
     }
 
     #[test]
     fn format_one_reads_as_older_than_any_change() {
-        let mut v1 = Table::new();
+        let mut v1 = Entries::new();
         v1.insert(
             "f".into(),
             MetaEntry {
@@ -1111,11 +1180,13 @@ mod tests {
             },
         );
         let mut r = parse(&render_v1(&v1)).unwrap();
-        assert_eq!(live(&r), v1);
-        let mut newer = Records::new();
-        newer.insert("f".into(), rec(i64::MIN + 1, "m", None));
-        merge(&mut r, newer);
-        assert!(live(&r).is_empty());
+        assert_eq!(r.entries(), v1);
+        r.merge(
+            [("f".into(), rec(i64::MIN + 1, "m", None))]
+                .into_iter()
+                .collect(),
+        );
+        assert!(r.is_empty());
     }
 
     /// Last change wins, by time then mount id, in whatever order and
@@ -1128,34 +1199,41 @@ mod tests {
                 ..Default::default()
             })
         };
-        let segs: Vec<Records> = vec![
+        let segs: Vec<Table> = vec![
             [
                 ("a".into(), rec(1, "x", e(0o600))),
                 ("b".into(), rec(5, "x", None)),
             ]
-            .into(),
+            .into_iter()
+            .collect(),
             [
                 ("a".into(), rec(2, "y", e(0o700))),
                 ("b".into(), rec(4, "y", e(0o711))),
             ]
-            .into(),
+            .into_iter()
+            .collect(),
             [
                 ("a".into(), rec(2, "x", e(0o640))),
                 ("c".into(), rec(1, "y", e(0o755))),
             ]
-            .into(),
+            .into_iter()
+            .collect(),
         ];
         let mut want: Option<Table> = None;
         for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]] {
-            let mut r = Records::new();
+            let mut t = Table::new();
             for i in order {
-                merge(&mut r, segs[i].clone());
-                merge(&mut r, segs[i].clone());
+                t.merge(segs[i].clone());
+                t.merge(segs[i].clone());
             }
-            let t = live(&r);
-            assert_eq!(t["a"].mode, Some(0o700), "same time: the greater mount id");
-            assert!(!t.contains_key("b"), "the later removal");
-            assert_eq!(t["c"].mode, Some(0o755));
+            assert_eq!(
+                t.get("a").unwrap().mode,
+                Some(0o700),
+                "same time: the greater mount id"
+            );
+            assert!(t.get("b").is_none(), "the later removal");
+            assert_eq!(t.get("c").unwrap().mode, Some(0o755));
+            assert_eq!(t.entries().len(), 2);
             if let Some(w) = &want {
                 assert_eq!(w, &t);
             }

@@ -320,8 +320,7 @@ impl Fs {
         self.meta.seen_in_listing(&loc, &[]);
         let entry = self.new_entry(&p, Kind::Dir, who);
         self.set_entry(&p.loc, name, entry.clone()).await?;
-        let mut table = Table::new();
-        table.insert(name.to_string(), entry);
+        let table = Table::one(name, entry);
         let mut attr = self.remember(parent, name, Kind::Dir, loc, self.dir_stat(), &table);
         let now = self.entries_changed(&[parent, attr.ino]);
         (attr.atime, attr.mtime, attr.ctime) = (now, now, now);
@@ -413,9 +412,14 @@ impl Fs {
         self.set_entry(&p.loc, name, entry.clone()).await?;
         self.inodes.lock().expect("inode lock").unlink(parent, name);
         self.entries_changed(&[parent]);
-        let mut table = Table::new();
-        table.insert(name.to_string(), entry);
-        Ok(self.remember(parent, name, Kind::File, loc, stat, &table))
+        Ok(self.remember(
+            parent,
+            name,
+            Kind::File,
+            loc,
+            stat,
+            &Table::one(name, entry),
+        ))
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -436,10 +440,10 @@ impl Fs {
             Entry::Dir => {}
         }
         let loc = p.loc.child(name, Kind::Dir);
-        self.ensure_empty(&loc).await?;
+        let metas = self.ensure_empty(&loc).await?;
         // Its metadata and its marker, if any (deleting a missing key is
         // no error).
-        self.meta.delete_all(&loc).await?;
+        self.meta.remove_dir(&loc, &metas).await?;
         self.client
             .delete_object(&loc.bucket, &loc.key, None)
             .await?;
@@ -450,8 +454,9 @@ impl Fs {
         self.meta.update(&p.loc, name, |e| *e = None).await
     }
 
-    /// ENOTEMPTY unless the directory at `loc` holds nothing but its marker.
-    async fn ensure_empty(&self, loc: &Location) -> FsResult<()> {
+    /// ENOTEMPTY unless the directory at `loc` holds nothing but its marker
+    /// and metadata; returns the names of its metadata objects.
+    async fn ensure_empty(&self, loc: &Location) -> FsResult<Vec<String>> {
         // A file created here and not yet closed has no object yet.
         if !self.dirty_under(&loc.bucket, &loc.key).is_empty() {
             return Err(FsError::NotEmpty);
@@ -463,21 +468,24 @@ impl Fs {
             max_keys: Some(EMPTY_CHECK_PAGE),
             ..Default::default()
         };
+        let mut metas = Vec::new();
         loop {
             let page = self.client.list_objects(&loc.bucket, &params).await?;
-            let is_name = |key: &str| {
-                let rel = &key[loc.key.len()..];
-                !(rel.is_empty() || is_meta_name(rel))
-            };
-            if page.objects.iter().any(|o| is_name(&o.key)) || !page.common_prefixes.is_empty() {
+            if !page.common_prefixes.is_empty() {
                 return Err(FsError::NotEmpty);
+            }
+            for o in page.objects {
+                match &o.key[loc.key.len()..] {
+                    "" => {}
+                    rel if is_meta_name(rel) => metas.push(rel.to_string()),
+                    _ => return Err(FsError::NotEmpty),
+                }
             }
             match page.next_continuation_token {
                 Some(t) => params.continuation_token = Some(t),
-                None => break,
+                None => return Ok(metas),
             }
         }
-        Ok(())
     }
 
     /// The write-back buffers whose keys start with `prefix` (or equal `key`).
@@ -610,7 +618,10 @@ impl Fs {
                     ));
                 }
                 if dst == Entry::Dir {
-                    self.ensure_empty(&to).await?;
+                    // The target's metadata goes with it: its removals must
+                    // not win over the entries moved in.
+                    let metas = self.ensure_empty(&to).await?;
+                    self.meta.remove_dir(&to, &metas).await?;
                 }
                 let table = self.meta.table(&p.loc).await?;
                 let entry = described(&table, name, Kind::Dir, None, false).cloned();
@@ -799,18 +810,15 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         let body = match parse(&got.body) {
-            Ok(mut records) => {
-                for (name, r) in records.iter_mut() {
-                    if let Some(e) = &mut r.entry
-                        && let Some((before, after)) = copied.get(format!("{dir}{name}").as_str())
+            Ok(mut table) => {
+                table.edit_entries(|name, e| {
+                    if let Some((before, after)) = copied.get(format!("{dir}{name}").as_str())
                         && e.etag == **before
                     {
                         e.etag.clone_from(after);
                     }
-                }
-                let mut sorted: Vec<_> = records.iter().collect();
-                sorted.sort_by(|a, b| a.0.cmp(b.0));
-                render(sorted)
+                });
+                render(&table)
             }
             // Not ours to fix: moved as it is.
             Err(_) => got.body,

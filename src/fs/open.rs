@@ -51,6 +51,21 @@ pub struct OpenFiles {
     table: Mutex<Table>,
 }
 
+fn release(t: &mut Table, fh: u64) -> Option<Released> {
+    let h = t.handles.remove(&fh)?;
+    let entry = t.inodes.get_mut(&h.ino)?;
+    entry.handles -= 1;
+    let last_buffer = if entry.handles == 0 {
+        t.inodes.remove(&h.ino).and_then(|e| e.buffer)
+    } else {
+        None
+    };
+    Some(Released {
+        ino: h.ino,
+        last_buffer,
+    })
+}
+
 /// What releasing a handle left behind.
 pub struct Released {
     pub ino: Ino,
@@ -150,28 +165,24 @@ impl OpenFiles {
     }
 
     pub fn release(&self, fh: u64) -> Option<Released> {
-        let mut t = self.table();
-        let h = t.handles.remove(&fh)?;
-        let entry = t.inodes.get_mut(&h.ino)?;
-        entry.handles -= 1;
-        let last_buffer = if entry.handles == 0 {
-            t.inodes.remove(&h.ino).and_then(|e| e.buffer)
-        } else {
-            None
-        };
-        Some(Released {
-            ino: h.ino,
-            last_buffer,
-        })
+        release(&mut self.table(), fh)
     }
 
-    /// Whether `fh` is the last handle of its inode.
-    pub fn is_last(&self, fh: u64) -> bool {
-        let t = self.table();
-        t.handles
-            .get(&fh)
-            .and_then(|h| t.inodes.get(&h.ino))
-            .is_some_and(|e| e.handles == 1)
+    /// Releases `fh`, unless it is the last handle of an inode that has a
+    /// buffer: that one stays, and the buffer is returned, for its owner to
+    /// save before it releases the handle. Decided and done under one lock,
+    /// so of two handles released at once exactly one is the last.
+    pub fn release_unless_last_buffer(&self, fh: u64) -> Option<(Ino, Arc<DirtyFile>)> {
+        let mut t = self.table();
+        let h = t.handles.get(&fh)?;
+        if let Some(e) = t.inodes.get(&h.ino)
+            && e.handles == 1
+            && let Some(b) = &e.buffer
+        {
+            return Some((h.ino, b.clone()));
+        }
+        release(&mut t, fh);
+        None
     }
 
     /// Every buffer, with its inode.

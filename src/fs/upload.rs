@@ -164,6 +164,9 @@ struct State {
     stream: Option<Stream>,
     /// Staged bytes counted against the mount's limit.
     charged: u64,
+    /// The generation a truncating open left: while the file is still at
+    /// it, flushes hold it back (see [`DirtyFile::hold_truncation`]).
+    truncated_at: Option<u64>,
 }
 
 pub struct DirtyFile {
@@ -186,9 +189,6 @@ pub struct DirtyFile {
     /// the one before. An async mutex, held across the upload on purpose;
     /// nothing else ever waits on it while holding another lock.
     commit_serial: tokio::sync::Mutex<()>,
-    /// The generation a truncating open left (`u64::MAX`: none): while the
-    /// file is still at it, flushes hold it back (see [`Self::hold_truncation`]).
-    truncated_at: AtomicU64,
 }
 
 /// What a successful commit left in the bucket.
@@ -328,10 +328,10 @@ impl DirtyFile {
                 committed: 0,
                 stream: None,
                 charged: 0,
+                truncated_at: None,
             }),
             commit_serial: tokio::sync::Mutex::new(()),
             unlinked: std::sync::atomic::AtomicBool::new(false),
-            truncated_at: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -397,14 +397,14 @@ impl DirtyFile {
     /// writes, and other hosts would see the file empty, a versioned
     /// bucket would keep an empty version. Release or fsync publish it.
     pub fn hold_truncation(&self) {
-        let st = self.state.lock().expect("dirty lock");
-        self.truncated_at.store(st.generation, Ordering::SeqCst);
+        let mut st = self.state.lock().expect("dirty lock");
+        st.truncated_at = Some(st.generation);
     }
 
     /// Whether the file's only unsaved change is a truncation at open.
     pub fn only_truncated(&self) -> bool {
         let st = self.state.lock().expect("dirty lock");
-        st.generation != st.committed && self.truncated_at.load(Ordering::SeqCst) == st.generation
+        st.generation != st.committed && st.truncated_at == Some(st.generation)
     }
 
     /// Whether there are changes not yet in the bucket.
