@@ -8,20 +8,26 @@ use std::sync::Arc;
 
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::data_cache::DataCache;
-use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
+use bladefs::fs::{FsConfig, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
-use bladefs::s3::{ObjectClient, Op, S3Error, S3ErrorCode};
+use bladefs::s3::{Op, S3Error, S3ErrorCode};
 
 const MIB: usize = 1024 * 1024;
-const BUCKET: &str = "b";
+mod core_support;
+use core_support::{BUCKET, Mount};
 
 struct Core {
     mem: Arc<MemoryClient>,
     faults: Arc<FaultClient>,
-    fs: Arc<Fs>,
-    _staging: tempfile::TempDir,
+    mount: Mount,
+}
+
+impl std::ops::Deref for Core {
+    type Target = Mount;
+    fn deref(&self) -> &Mount {
+        &self.mount
+    }
 }
 
 fn core_with(edit: impl FnOnce(&mut FsConfig)) -> Core {
@@ -30,32 +36,12 @@ fn core_with(edit: impl FnOnce(&mut FsConfig)) -> Core {
 
 /// A mount of the store `mem` (a remount, when another used it before).
 fn core_on(mem: Arc<MemoryClient>, edit: impl FnOnce(&mut FsConfig)) -> Core {
-    let staging = tempfile::tempdir().expect("temp dir");
     let faults = Arc::new(FaultClient::new(mem.clone()));
-    let mut cfg = FsConfig {
-        write: WriteConfig {
-            cache_dir: staging.path().to_path_buf(),
-            part_size: 5 * MIB as u64,
-            ..WriteConfig::default()
-        },
-        ..FsConfig::default()
-    };
-    edit(&mut cfg);
-    let client: Arc<dyn ObjectClient> = faults.clone();
-    let fs = Arc::new(Fs::new(
-        client,
-        MountSource::Bucket {
-            bucket: BUCKET.to_string(),
-            prefix: String::new(),
-        },
-        cfg,
-    ));
-    Core {
-        mem,
-        faults,
-        fs,
-        _staging: staging,
-    }
+    let mount = core_support::mount(faults.clone(), |cfg| {
+        cfg.write.part_size = 5 * MIB as u64;
+        edit(cfg);
+    });
+    Core { mem, faults, mount }
 }
 
 fn core() -> Core {

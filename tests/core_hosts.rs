@@ -15,50 +15,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::meta::is_meta_name;
-use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource, SetAttr};
+use bladefs::fs::{Creator, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op, S3Error, S3ErrorCode};
 use proptest::prelude::*;
 
-const BUCKET: &str = "b";
+mod core_support;
+use core_support::{BUCKET, Mount as Host};
+
 const LONG: Duration = Duration::from_secs(3600);
 
-struct Host {
-    fs: Arc<Fs>,
-    _staging: tempfile::TempDir,
-}
-
-fn host_with(client: Arc<dyn ObjectClient>, ttl: Duration, c2o: bool) -> Host {
-    let staging = tempfile::tempdir().expect("temp dir");
-    let cfg = FsConfig {
-        write: WriteConfig {
-            cache_dir: staging.path().to_path_buf(),
-            ..WriteConfig::default()
-        },
-        metadata_ttl: Ttl(Some(ttl)),
-        close_to_open: c2o,
-        uid: 1000,
-        gid: 1000,
-        ..FsConfig::default()
-    };
-    let fs = Arc::new(Fs::new(
-        client,
-        MountSource::Bucket {
-            bucket: BUCKET.to_string(),
-            prefix: String::new(),
-        },
-        cfg,
-    ));
-    Host {
-        fs,
-        _staging: staging,
-    }
+/// A host's mount through `client`: caches an hour old (the worst case),
+/// close-to-open as `c2o` says.
+fn host_with(client: Arc<dyn ObjectClient>, c2o: bool) -> Host {
+    core_support::mount(client, |cfg| {
+        cfg.metadata_ttl = Ttl(Some(LONG));
+        cfg.close_to_open = c2o;
+        cfg.uid = 1000;
+        cfg.gid = 1000;
+    })
 }
 
 fn host(mem: &Arc<MemoryClient>) -> Host {
-    host_with(mem.clone(), LONG, true)
+    host_with(mem.clone(), true)
 }
 
 const USER: Creator = Creator {
@@ -76,24 +56,6 @@ fn injected(op: Op) -> S3Error {
 }
 
 impl Host {
-    async fn walk(&self, path: &str) -> Result<Attr, i32> {
-        let mut attr = self.fs.getattr(self.fs.root_ino()).await.unwrap();
-        for name in path.split('/').filter(|n| !n.is_empty()) {
-            attr = self
-                .fs
-                .lookup(attr.ino, OsStr::new(name))
-                .await
-                .map_err(|e| e.errno())?;
-        }
-        Ok(attr)
-    }
-
-    async fn attr(&self, path: &str) -> Attr {
-        self.walk(path)
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     async fn write(&self, dir: &str, name: &str, data: &[u8]) {
         let parent = self.attr(dir).await.ino;
         let ino = match self.fs.lookup(parent, OsStr::new(name)).await {
@@ -274,7 +236,7 @@ async fn an_open_after_another_mount_s_close_reads_what_was_closed() {
 async fn without_close_to_open_an_open_asks_nothing() {
     let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
     let a = host(&mem);
-    let b = host_with(mem.clone(), LONG, false);
+    let b = host_with(mem.clone(), false);
     a.write("", "f", b"one").await;
     assert_eq!(b.read("f").await.unwrap(), b"one");
     let heads = mem.stats().snapshot().get(Op::HeadObject).requests;
@@ -301,7 +263,7 @@ async fn a_killed_mount_costs_the_others_nothing() {
     let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
     seed(&mem, "d", (0..60).map(|i| format!("f{i:02}")));
     let faults = Arc::new(FaultClient::new(mem.clone()));
-    let doomed = host_with(faults.clone(), LONG, true);
+    let doomed = host_with(faults.clone(), true);
     let (a, b) = (host(&mem), host(&mem));
     for i in 0..10 {
         doomed.chmod(&format!("d/f{i:02}"), 0o700).await;

@@ -12,18 +12,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::meta::{META_NAME, is_meta_name, read_all};
-use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource, SetAttr};
+use bladefs::fs::{Attr, Creator, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op};
 
-const BUCKET: &str = "b";
+mod core_support;
+use core_support::{BUCKET, Mount};
 
 struct Core {
     mem: Arc<MemoryClient>,
-    fs: Arc<Fs>,
-    _staging: tempfile::TempDir,
+    mount: Mount,
+}
+
+impl std::ops::Deref for Core {
+    type Target = Mount;
+    fn deref(&self) -> &Mount {
+        &self.mount
+    }
 }
 
 /// A mount of `mem` (a new one on the same store is a remount).
@@ -33,29 +39,14 @@ fn mount(mem: &Arc<MemoryClient>) -> Core {
 
 /// A mount of `mem` through `client` (faults), with metadata TTL `ttl`.
 fn mount_through(mem: &Arc<MemoryClient>, client: Arc<dyn ObjectClient>, ttl: Duration) -> Core {
-    let staging = tempfile::tempdir().expect("temp dir");
-    let cfg = FsConfig {
-        write: WriteConfig {
-            cache_dir: staging.path().to_path_buf(),
-            ..WriteConfig::default()
-        },
-        metadata_ttl: Ttl(Some(ttl)),
-        uid: 1000,
-        gid: 1000,
-        ..FsConfig::default()
-    };
-    let fs = Arc::new(Fs::new(
-        client,
-        MountSource::Bucket {
-            bucket: BUCKET.to_string(),
-            prefix: String::new(),
-        },
-        cfg,
-    ));
+    let mount = core_support::mount(client, |cfg| {
+        cfg.metadata_ttl = Ttl(Some(ttl));
+        cfg.uid = 1000;
+        cfg.gid = 1000;
+    });
     Core {
         mem: mem.clone(),
-        fs,
-        _staging: staging,
+        mount,
     }
 }
 
@@ -74,22 +65,6 @@ fn at(secs: u64) -> SystemTime {
 }
 
 impl Core {
-    async fn walk(&self, path: &str) -> Result<Attr, i32> {
-        let mut attr = self.fs.getattr(self.fs.root_ino()).await.unwrap();
-        for name in path.split('/').filter(|n| !n.is_empty()) {
-            attr = self
-                .fs
-                .lookup(attr.ino, OsStr::new(name))
-                .await
-                .map_err(|e| e.errno())?;
-        }
-        Ok(attr)
-    }
-
-    async fn attr(&self, path: &str) -> Attr {
-        self.walk(path).await.expect(path)
-    }
-
     async fn dir(&self, path: &str) -> u64 {
         self.attr(path).await.ino
     }

@@ -7,49 +7,36 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bladefs::fs::SetAttr;
 use bladefs::fs::cache::Ttl;
-use bladefs::fs::upload::WriteConfig;
 use bladefs::fs::versions::{parse_time, time_name};
-use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op};
 
-const BUCKET: &str = "b";
+mod core_support;
+use core_support::{BUCKET, Mount};
 
 struct Core {
     mem: Arc<MemoryClient>,
-    fs: Arc<Fs>,
-    _staging: tempfile::TempDir,
+    mount: Mount,
+}
+
+impl std::ops::Deref for Core {
+    type Target = Mount;
+    fn deref(&self) -> &Mount {
+        &self.mount
+    }
 }
 
 async fn core(versioned: bool) -> Core {
-    let staging = tempfile::tempdir().expect("temp dir");
     let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
     if versioned {
         mem.put_bucket_versioning(BUCKET, true).await.unwrap();
     }
-    let cfg = FsConfig {
-        write: WriteConfig {
-            cache_dir: staging.path().to_path_buf(),
-            ..WriteConfig::default()
-        },
-        metadata_ttl: Ttl(Some(Duration::from_secs(60))),
-        ..FsConfig::default()
-    };
-    let client: Arc<dyn ObjectClient> = mem.clone();
-    let fs = Arc::new(Fs::new(
-        client,
-        MountSource::Bucket {
-            bucket: BUCKET.to_string(),
-            prefix: String::new(),
-        },
-        cfg,
-    ));
-    Core {
-        mem,
-        fs,
-        _staging: staging,
-    }
+    let mount = core_support::mount(mem.clone(), |cfg| {
+        cfg.metadata_ttl = Ttl(Some(Duration::from_secs(60)));
+    });
+    Core { mem, mount }
 }
 
 impl Core {

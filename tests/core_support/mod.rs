@@ -1,0 +1,67 @@
+//! What the core tests share: a mount of bucket [`BUCKET`] through any
+//! client (the in-memory store, or faults in front of it), its staging in
+//! a temp dir, and paths walked from its root.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use bladefs::fs::upload::WriteConfig;
+use bladefs::fs::{Attr, Fs, FsConfig, MountSource};
+use bladefs::s3::ObjectClient;
+
+pub const BUCKET: &str = "b";
+
+pub struct Mount {
+    pub fs: Arc<Fs>,
+    _staging: tempfile::TempDir,
+}
+
+/// A mount of the whole bucket through `client`, its configuration the
+/// default with staging in a new temp dir, then as `edit` leaves it.
+pub fn mount(client: Arc<dyn ObjectClient>, edit: impl FnOnce(&mut FsConfig)) -> Mount {
+    let staging = tempfile::tempdir().expect("temp dir");
+    let mut cfg = FsConfig {
+        write: WriteConfig {
+            cache_dir: staging.path().to_path_buf(),
+            ..WriteConfig::default()
+        },
+        ..FsConfig::default()
+    };
+    edit(&mut cfg);
+    let fs = Arc::new(Fs::new(
+        client,
+        MountSource::Bucket {
+            bucket: BUCKET.to_string(),
+            prefix: String::new(),
+        },
+        cfg,
+    ));
+    Mount {
+        fs,
+        _staging: staging,
+    }
+}
+
+impl Mount {
+    /// The attributes at `path` (names separated by `/`), or the errno of
+    /// the first lookup that fails.
+    pub async fn walk(&self, path: &str) -> Result<Attr, i32> {
+        let mut attr = self.fs.getattr(self.fs.root_ino()).await.unwrap();
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            attr = self
+                .fs
+                .lookup(attr.ino, OsStr::new(name))
+                .await
+                .map_err(|e| e.errno())?;
+        }
+        Ok(attr)
+    }
+
+    pub async fn attr(&self, path: &str) -> Attr {
+        self.walk(path)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: errno {e}"))
+    }
+}
