@@ -10,19 +10,19 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use bladefs::fs::SetAttr;
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::meta::is_meta_name;
-use bladefs::fs::{Creator, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op, S3Error, S3ErrorCode};
 use proptest::prelude::*;
 
 mod core_support;
-use core_support::{BUCKET, Mount as Host};
+use core_support::{BUCKET, Mount as Host, USER, at};
 
 const LONG: Duration = Duration::from_secs(3600);
 
@@ -39,16 +39,6 @@ fn host_with(client: Arc<dyn ObjectClient>, c2o: bool) -> Host {
 
 fn host(mem: &Arc<MemoryClient>) -> Host {
     host_with(mem.clone(), true)
-}
-
-const USER: Creator = Creator {
-    uid: 1000,
-    gid: 1000,
-    mode: Some(0o644),
-};
-
-fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 fn injected(op: Op) -> S3Error {

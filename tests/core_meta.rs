@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
@@ -18,7 +18,7 @@ use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op};
 
 mod core_support;
-use core_support::{BUCKET, Mount};
+use core_support::{BUCKET, Mount, USER, at};
 
 struct Core {
     mem: Arc<MemoryClient>,
@@ -52,16 +52,6 @@ fn mount_through(mem: &Arc<MemoryClient>, client: Arc<dyn ObjectClient>, ttl: Du
 
 fn fresh() -> Core {
     mount(&Arc::new(MemoryClient::with_bucket(BUCKET)))
-}
-
-const USER: Creator = Creator {
-    uid: 1000,
-    gid: 1000,
-    mode: Some(0o644),
-};
-
-fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 impl Core {

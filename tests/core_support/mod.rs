@@ -6,12 +6,26 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bladefs::fs::upload::WriteConfig;
-use bladefs::fs::{Attr, Fs, FsConfig, MountSource};
+use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource};
 use bladefs::s3::ObjectClient;
 
 pub const BUCKET: &str = "b";
+
+/// A user making names with the plain file mode (mounts of tests about
+/// owners run as uid and gid 1000).
+pub const USER: Creator = Creator {
+    uid: 1000,
+    gid: 1000,
+    mode: Some(0o644),
+};
+
+/// `secs` seconds after the epoch.
+pub fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
 
 pub struct Mount {
     pub fs: Arc<Fs>,
