@@ -918,21 +918,21 @@ impl Fs {
                 None => match self.open.buffer_or_insert(ino, make) {
                     Ok(Some(file)) => file,
                     Ok(None) => {
-                        self.release(fh);
+                        self.drop_handle(fh);
                         return Err(FsError::Internal("an open file without its entry"));
                     }
                     Err(e) => {
-                        self.release(fh);
+                        self.drop_handle(fh);
                         return Err(e);
                     }
                 },
             };
             if truncate {
                 if let Err(e) = file.set_size(0).await {
-                    self.release(fh);
+                    self.drop_handle(fh);
                     return Err(e);
                 }
-                file.hold_truncation();
+                file.hold_empty();
             }
             return Ok((fh, false));
         }
@@ -1149,12 +1149,12 @@ impl Fs {
     }
 
     /// close(): the changes are in the bucket, or the error is returned.
-    /// A file whose only change is its truncation at open is not
-    /// published yet (`DirtyFile::hold_truncation`): its next write's
-    /// close, fsync or the release of its last handle do it.
+    /// A file whose only change is its emptying at open (O_TRUNC, or a
+    /// create) is not published yet (`DirtyFile::hold_empty`): its next
+    /// write's close, fsync or the release of its last handle do it.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         match self.open.target(fh)? {
-            (_, Target::Buffer(file), true) if file.only_truncated() => Ok(()),
+            (_, Target::Buffer(file), true) if file.only_emptied() => Ok(()),
             (ino, Target::Buffer(file), true) => self.commit(ino, &file).await,
             _ => Ok(()),
         }
@@ -1174,28 +1174,27 @@ impl Fs {
         Ok(())
     }
 
-    /// RELEASE from the kernel: [`Self::release`], after publishing a file
-    /// whose flushes held back its truncation at open (`: > f`), when this
-    /// is its last handle (read-only or not), while its buffer still
-    /// answers for it here. A failure is logged: close() has returned,
-    /// there is nobody left to tell.
-    pub async fn release_published(&self, fh: u64) {
+    /// The last close of a handle (RELEASE). A write-back buffer goes with
+    /// its last handle, read-only or not. Its changes were committed at
+    /// flush (every close); if that failed, close() reported it and the
+    /// changes are dropped here, not tried again unseen. A file whose
+    /// flushes held back its emptying (`: > f`, `touch new`) is published
+    /// first, while its buffer still answers for it here; a failure is
+    /// logged: close() has returned, there is nobody left to tell.
+    pub async fn release(&self, fh: u64) {
         let Some((ino, file)) = self.open.release_unless_last_buffer(fh) else {
             return;
         };
-        if file.only_truncated()
+        if file.only_emptied()
             && let Err(e) = self.commit(ino, &file).await
         {
-            tracing::warn!(key = %file.location().key, error = %e, "a file emptied at open not saved at its release");
+            tracing::warn!(key = %file.location().key, error = %e, "a file emptied or created at open not saved at its release");
         }
-        self.release(fh);
+        self.drop_handle(fh);
     }
 
-    /// The last close of a handle. A write-back buffer goes with its last
-    /// handle. Its changes were committed at flush (every close); if that
-    /// failed, close() reported it and the changes are dropped here, not
-    /// tried again unseen.
-    pub fn release(&self, fh: u64) {
+    /// Forgets handle `fh` (and its inode's buffer with its last handle).
+    fn drop_handle(&self, fh: u64) {
         let Some(released) = self.open.release(fh) else {
             return;
         };

@@ -473,7 +473,7 @@ impl Filesystem for FuseAdapter {
             ino.0,
             reply,
             |fs| async move {
-                fs.release_published(fh.0).await;
+                fs.release(fh.0).await;
                 Ok(())
             },
             |r, ()| r.ok(),
@@ -623,15 +623,7 @@ impl Filesystem for FuseAdapter {
             "mknod",
             parent.0,
             reply,
-            move |fs| async move {
-                if kind != Kind::File {
-                    return fs.mknod(parent.0, &name, kind, rdev, &who).await;
-                }
-                let (attr, fh) = fs.create_as(parent.0, &name, &who).await?;
-                let saved = fs.flush(fh).await;
-                fs.release(fh);
-                saved.map(|()| attr)
-            },
+            move |fs| async move { fs.mknod(parent.0, &name, kind, rdev, &who).await },
             move |r, attr| r.entry(&ttl, &file_attr(&attr), Generation(0)),
         );
     }

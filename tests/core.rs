@@ -108,7 +108,7 @@ async fn an_unlinked_open_file_stays_readable_and_has_no_link() {
             assert_eq!(&back[..], b"changed");
         }
         c.fs.flush(fh).await.expect("close");
-        c.fs.release(fh);
+        c.fs.release(fh).await;
         assert!(
             !c.mem.objects(BUCKET).contains_key(&name),
             "write={write}: an unlinked file is not written back"
@@ -160,7 +160,7 @@ async fn a_read_racing_a_truncate_is_short_not_an_error() {
         .await
         .expect("write");
     c.fs.flush(fh).await.expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     let stored = &c.mem.objects(BUCKET)["f"];
     assert_eq!(stored.len(), 3 * MIB + 1);
     assert_eq!(&stored[..1000], &content[..1000]);
@@ -200,7 +200,7 @@ async fn racing_opens_share_one_buffer() {
     assert_eq!(&seen[..], b"from the first", "one buffer for both handles");
     for fh in fhs {
         c.fs.flush(fh).await.expect("close");
-        c.fs.release(fh);
+        c.fs.release(fh).await;
     }
     assert_eq!(&c.mem.objects(BUCKET)["f"][..14], b"from the first");
 }
@@ -232,7 +232,7 @@ async fn the_last_part_goes_up_beside_earlier_ones() {
     last.open();
     first.open();
     close.await.expect("task").expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
 }
 
@@ -257,7 +257,7 @@ async fn a_failed_part_fails_the_close_and_leaves_nothing() {
             .expect_err("the failed part fails the close");
     assert_eq!(err.errno(), libc::EIO);
     assert_eq!(c.requests(Op::CompleteMultipartUpload), 0);
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     c.fs.settle().await;
     assert_eq!(c.mem.open_uploads(BUCKET), 0, "the upload was aborted");
     assert_eq!(&c.mem.objects(BUCKET)["f"][..], b"old");
@@ -307,7 +307,7 @@ async fn a_renamed_open_file_keeps_its_readers() {
     .expect("rename");
     let rest = c.fs.read(fh, 1000, (2 * MIB) as u32).await.expect("read");
     assert!(rest[..] == content[1000..]);
-    c.fs.release(fh);
+    c.fs.release(fh).await;
 }
 
 /// The memory bound holds for a file many times larger than the budget:
@@ -334,7 +334,7 @@ async fn the_memory_budget_holds_for_a_file_larger_than_it() {
             .expect("write");
     }
     c.fs.flush(fh).await.expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     assert!(c.mem.objects(BUCKET)["big"][..] == content[..]);
     // An edit in the middle: fills from the object, copies, one part sent.
     let ino = c.ino("big").await;
@@ -343,7 +343,7 @@ async fn the_memory_budget_holds_for_a_file_larger_than_it() {
         .await
         .expect("write");
     c.fs.flush(fh).await.expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     let mut edited = content.clone();
     edited[20 * MIB..20 * MIB + 4].copy_from_slice(b"edit");
     assert!(c.mem.objects(BUCKET)["big"][..] == edited[..]);
@@ -355,7 +355,7 @@ async fn the_memory_budget_holds_for_a_file_larger_than_it() {
                 .expect("read");
         assert!(got[..] == edited[i * MIB..(i + 1) * MIB]);
     }
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     let peak = c.fs.memory().peak();
     assert!(peak > 0);
     assert!(
@@ -414,7 +414,7 @@ async fn a_whole_copy_into_an_empty_file_is_a_server_side_copy() {
     assert_eq!(&back[..], &content[1000..6000]);
     let puts = c.requests(Op::PutObject);
     c.fs.flush(fh_out).await.expect("close");
-    c.fs.release(fh_out);
+    c.fs.release(fh_out).await;
     assert_eq!(c.requests(Op::PutObject), puts);
     assert_eq!(c.requests(Op::CreateMultipartUpload), 0);
     // Into a file that holds something: refused, nothing copied.
@@ -430,8 +430,8 @@ async fn a_whole_copy_into_an_empty_file_is_a_server_side_copy() {
     assert_eq!(err.errno(), libc::EOPNOTSUPP);
     assert_eq!(c.requests(Op::CopyObject), 1);
     c.fs.flush(fh_out).await.expect("close");
-    c.fs.release(fh_out);
-    c.fs.release(fh_in);
+    c.fs.release(fh_out).await;
+    c.fs.release(fh_in).await;
     assert_eq!(&c.mem.objects(BUCKET)["full"][..], b"x");
 }
 
@@ -452,7 +452,7 @@ async fn a_new_directory_shows_what_another_client_put_in_it() {
             .expect("visible at once");
     let (fh, _) = c.fs.open(attr.ino, false, false).await.expect("open");
     assert_eq!(&c.fs.read(fh, 0, 100).await.expect("read")[..], b"external");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
 
     let e = c.fs.mkdir(root, OsStr::new("e")).await.expect("mkdir").ino;
     let lists = c.requests(Op::ListObjectsV2);
@@ -465,7 +465,7 @@ async fn a_new_directory_shows_what_another_client_put_in_it() {
             .await
             .expect("write");
         c.fs.flush(fh).await.expect("close");
-        c.fs.release(fh);
+        c.fs.release(fh).await;
     }
     assert_eq!(
         c.requests(Op::ListObjectsV2) - lists,
@@ -498,7 +498,7 @@ async fn a_stale_small_listing_is_listed_again_not_probed_name_by_name() {
         assert!(c.fs.lookup(d, OsStr::new(&name)).await.is_err(), "{name}");
         let (_, fh) = c.fs.create(d, OsStr::new(&name)).await.expect("create");
         c.fs.flush(fh).await.expect("close");
-        c.fs.release(fh);
+        c.fs.release(fh).await;
     }
     assert_eq!(c.requests(Op::HeadObject), heads, "no name asked alone");
     // Each stale lookup: the directory's listing, and beside it the list
@@ -546,7 +546,7 @@ async fn names_up_to_the_key_limit() {
             .await
             .expect("create of NAME_MAX bytes");
     c.fs.flush(fh).await.expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     assert!(c.mem.objects(BUCKET).contains_key(&file));
     c.fs.rmdir(root, OsStr::new(&dir)).await.expect("rmdir");
     assert!(!c.mem.objects(BUCKET).contains_key(&format!("{dir}/")));
@@ -633,7 +633,7 @@ impl Core {
             }
             out.extend_from_slice(&got);
         }
-        self.fs.release(fh);
+        self.fs.release(fh).await;
         out
     }
 }
@@ -825,7 +825,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
         let end = big.len().min(at as usize + 4096);
         assert!(got[..] == big[at as usize..end], "at {at}");
     }
-    again.fs.release(fh);
+    again.fs.release(fh).await;
     assert_eq!(
         (again.mem.gets_under("big"), again.mem.gets_under("w/f")),
         gets,
@@ -858,7 +858,7 @@ async fn random_reads_fill_the_data_cache_by_blocks() {
         c.fs.settle().await;
         gets.push(c.mem.gets_under("f"));
     }
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     // Without block fills, 64 GETs; a few more than the 4 blocks when a
     // read inside a fetched block looks sequential and starts read-ahead
     // that the next jump abandons.
@@ -906,7 +906,7 @@ async fn a_file_written_through_the_mount_is_read_back_from_the_data_cache() {
             .expect("write");
     }
     c.fs.flush(fh).await.expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     c.fs.settle().await;
     assert!(c.mem.objects(BUCKET)["new"][..] == content[..]);
     assert!(c.cat(root, "new").await == content);
@@ -916,7 +916,7 @@ async fn a_file_written_through_the_mount_is_read_back_from_the_data_cache() {
     let (fh, _) = c.fs.open(attr.ino, true, false).await.expect("open");
     c.fs.write(fh, 5, b"edit".to_vec()).await.expect("write");
     c.fs.flush(fh).await.expect("close");
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     c.fs.settle().await;
     let mut edited = content.clone();
     edited[5..9].copy_from_slice(b"edit");

@@ -57,14 +57,14 @@ impl Host {
                     .await
                     .expect("create");
                 self.fs.flush(fh).await.expect("close");
-                self.fs.release(fh);
+                self.fs.release(fh).await;
                 a.ino
             }
         };
         let (fh, _) = self.fs.open(ino, true, true).await.expect("open");
         self.fs.write(fh, 0, data.to_vec()).await.expect("write");
         self.fs.flush(fh).await.expect("close");
-        self.fs.release(fh);
+        self.fs.release(fh).await;
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, i32> {
@@ -84,7 +84,7 @@ impl Host {
             let got = match got {
                 Ok(g) => g,
                 Err(e) => {
-                    self.fs.release(fh);
+                    self.fs.release(fh).await;
                     return Err(e);
                 }
             };
@@ -93,7 +93,7 @@ impl Host {
             }
             out.extend_from_slice(&got);
         }
-        self.fs.release(fh);
+        self.fs.release(fh).await;
         Ok(out)
     }
 
@@ -365,8 +365,8 @@ async fn a_format_one_directory_is_read_and_migrated() {
     assert_eq!(fresh.attr("d/b").await.perm, 0o700);
 }
 
-/// `echo x > f`: bash opens with O_TRUNC, closes a dup of the descriptor
-/// (a flush) and only then writes. Other hosts never see the file empty,
+/// `echo x > f`: bash opens with O_TRUNC (or creates), closes a dup of the
+/// descriptor (a flush) and only then writes. Other hosts never see the file empty,
 /// and one PUT is made, not two (a versioned bucket keeps one version).
 /// `: > f` (no write at all) still ends as an empty object, at release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +384,7 @@ async fn a_truncation_at_open_is_not_published_before_the_write() {
     assert_eq!(b.fs.getattr(ino).await.unwrap().size, 0);
     b.fs.write(fh, 0, b"x\n".to_vec()).await.unwrap();
     b.fs.flush(fh).await.expect("close");
-    b.fs.release_published(fh).await;
+    b.fs.release(fh).await;
     assert_eq!(&mem.objects(BUCKET)["f"][..], b"x\n");
     assert_eq!(a.read("f").await.unwrap(), b"x\n");
     assert_eq!(
@@ -397,16 +397,38 @@ async fn a_truncation_at_open_is_not_published_before_the_write() {
     let (fh, _) = b.fs.open(ino, true, true).await.unwrap();
     b.fs.flush(fh).await.unwrap();
     assert_eq!(&mem.objects(BUCKET)["f"][..], b"x\n");
-    b.fs.release_published(fh).await;
+    b.fs.release(fh).await;
     assert_eq!(&mem.objects(BUCKET)["f"][..], b"");
     assert_eq!(a.read("f").await.unwrap(), b"");
+    // A file created by the redirection is the same: its first close
+    // does not publish it empty, its write's close publishes it once.
+    let root = b.fs.root_ino();
+    let puts = mem.stats().snapshot().get(Op::PutObject).requests;
+    let (_, fh) = b.fs.create(root, OsStr::new("new")).await.unwrap();
+    b.fs.flush(fh).await.unwrap();
+    assert!(!mem.objects(BUCKET).contains_key("new"));
+    b.fs.write(fh, 0, b"made\n".to_vec()).await.unwrap();
+    b.fs.flush(fh).await.unwrap();
+    b.fs.release(fh).await;
+    assert_eq!(&mem.objects(BUCKET)["new"][..], b"made\n");
+    assert_eq!(mem.stats().snapshot().get(Op::PutObject).requests, puts + 1);
+    // touch: created and released, published empty at the release; mknod
+    // of a regular file is there when the call returns.
+    let (_, fh) = b.fs.create(root, OsStr::new("touched")).await.unwrap();
+    b.fs.flush(fh).await.unwrap();
+    b.fs.release(fh).await;
+    assert_eq!(&mem.objects(BUCKET)["touched"][..], b"");
+    b.fs.mknod(root, OsStr::new("node"), Kind::File, 0, &USER)
+        .await
+        .unwrap();
+    assert_eq!(&mem.objects(BUCKET)["node"][..], b"");
     // fsync publishes at once.
     a.write("", "g", b"keep").await;
     let g = b.attr("g").await.ino;
     let (fh, _) = b.fs.open(g, true, true).await.unwrap();
     b.fs.fsync(fh).await.unwrap();
     assert_eq!(&mem.objects(BUCKET)["g"][..], b"");
-    b.fs.release_published(fh).await;
+    b.fs.release(fh).await;
 }
 
 /// Two handles of a file emptied at open, released at once (two processes
@@ -426,8 +448,8 @@ async fn of_two_releases_at_once_one_publishes_the_truncation() {
         a.fs.flush(h1).await.unwrap();
         // On two runtime threads: the two decisions may interleave.
         let (f1, f2) = (a.fs.clone(), a.fs.clone());
-        let r1 = tokio::spawn(async move { f1.release_published(h1).await });
-        let r2 = tokio::spawn(async move { f2.release_published(h2).await });
+        let r1 = tokio::spawn(async move { f1.release(h1).await });
+        let r2 = tokio::spawn(async move { f2.release(h2).await });
         r1.await.unwrap();
         r2.await.unwrap();
         assert_eq!(&mem.objects(BUCKET)["f"][..], b"", "round {round}");

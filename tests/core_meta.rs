@@ -86,7 +86,7 @@ impl Core {
             .expect("create");
         self.fs.write(fh, 0, data.to_vec()).await.expect("write");
         self.fs.flush(fh).await.expect("close");
-        self.fs.release(fh);
+        self.fs.release(fh).await;
         attr.ino
     }
 
@@ -331,7 +331,7 @@ async fn a_time_set_before_close_is_kept_and_a_later_write_makes_it_now() {
     .await
     .unwrap();
     c.fs.flush(fh).await.unwrap();
-    c.fs.release(fh);
+    c.fs.release(fh).await;
     assert_eq!(c.attr("copy").await.mtime, at(1_234_567_890));
     let r = c.remount().await;
     assert_eq!(r.attr("copy").await.mtime, at(1_234_567_890));
@@ -340,7 +340,7 @@ async fn a_time_set_before_close_is_kept_and_a_later_write_makes_it_now() {
     let (fh, _) = r.fs.open(ino, true, false).await.unwrap();
     r.fs.write(fh, 4, b"more".to_vec()).await.unwrap();
     r.fs.flush(fh).await.unwrap();
-    r.fs.release(fh);
+    r.fs.release(fh).await;
     let now = r.attr("copy").await.mtime;
     assert!(now > at(1_700_000_000), "{now:?}");
     let r2 = r.remount().await;

@@ -243,8 +243,9 @@ struct Model {
     modes: BTreeMap<usize, u16>,
     /// Times set by utimes since the inode's last change of content.
     mtimes: BTreeMap<usize, SystemTime>,
-    /// Inodes emptied by an open with O_TRUNC and not changed since: their
-    /// closes do not publish that until the last handle goes (or fsync).
+    /// Inodes emptied by an open with O_TRUNC, or created, and not changed
+    /// since: their closes do not publish that until the last handle goes
+    /// (or fsync).
     held: BTreeSet<usize>,
 }
 
@@ -518,6 +519,7 @@ impl Harness {
                         let inode = self.model.contents.len() - 1;
                         self.model.names.insert(path.to_string(), inode);
                         self.model.handles.push((fh, inode, true));
+                        self.model.held.insert(inode);
                     }
                     (None, Err(libc::ENOENT)) => {}
                     (want, got) => return Err(format!("open: model {want:?}, fs {got:?}")),
@@ -1075,7 +1077,7 @@ impl Harness {
 
     async fn close(&mut self, fh: u64, inode: usize, writable: bool) -> Result<(), String> {
         let r = self.fs.flush(fh).await;
-        self.fs.release_published(fh).await;
+        self.fs.release(fh).await;
         self.model.handles.retain(|x| x.0 != fh);
         r.map_err(|e| format!("close: {e}"))?;
         let last = !self.model.handles.iter().any(|x| x.1 == inode);

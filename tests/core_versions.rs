@@ -79,7 +79,7 @@ impl Core {
         let ino = self.walk(path).await.expect(path);
         let (fh, _) = self.fs.open(ino, false, false).await.expect("open");
         let data = self.fs.read(fh, 0, 1 << 20).await.expect("read");
-        self.fs.release(fh);
+        self.fs.release(fh).await;
         data.to_vec()
     }
 
@@ -99,7 +99,7 @@ impl Core {
         };
         self.fs.write(fh, 0, data.to_vec()).await.expect("write");
         self.fs.flush(fh).await.expect("close");
-        self.fs.release(fh);
+        self.fs.release(fh).await;
     }
 
     fn requests(&self, op: Op) -> u64 {
@@ -245,8 +245,8 @@ async fn a_restore_is_a_server_side_copy_of_the_version() {
             .unwrap();
     assert_eq!(n, 9);
     c.fs.flush(fh_out).await.unwrap();
-    c.fs.release(fh_out);
-    c.fs.release(fh_in);
+    c.fs.release(fh_out).await;
+    c.fs.release(fh_in).await;
     assert_eq!(c.requests(Op::GetObject), gets);
     assert_eq!(c.requests(Op::PutObject), puts);
     assert_eq!(c.requests(Op::CopyObject), 1);
@@ -268,14 +268,14 @@ async fn a_reader_is_pinned_to_its_version() {
     c.mem.delete(BUCKET, "f");
     let rest = c.fs.read(fh, 2 << 20, 1 << 20).await.expect("not ESTALE");
     assert!(rest[..] == old[2 << 20..]);
-    c.fs.release(fh);
+    c.fs.release(fh).await;
 
     let g = c.walk("g").await.unwrap();
     let (fh, _) = c.fs.open(g, false, false).await.unwrap();
     c.mem.put(BUCKET, "g", "replaced before the first read");
     let all = c.fs.read(fh, 0, 1 << 20).await.expect("the version opened");
     assert!(all[..] == old[..1 << 20]);
-    c.fs.release(fh);
+    c.fs.release(fh).await;
 }
 
 /// What history costs: listing a file of 100 versions is one

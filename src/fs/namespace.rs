@@ -204,8 +204,10 @@ impl Fs {
             etag: None,
         };
         let file = DirtyFile::new(self.uploads.clone(), loc.clone(), None)?;
-        // New content (even empty) to be written at close.
+        // New content (even empty), written at the first close after a
+        // write, or at the last release.
         file.set_size(0).await?;
+        file.hold_empty();
         self.changed(&loc, Entry::File(stat.clone()));
         // A created file is a new inode, whatever had the name before.
         self.inodes.lock().expect("inode lock").unlink(parent, name);
@@ -362,8 +364,20 @@ impl Fs {
         rdev: u32,
         who: &Creator,
     ) -> FsResult<Attr> {
-        if matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
+        if matches!(kind, Kind::Dir | Kind::Symlink) {
             return Err(FsError::NotPermitted);
+        }
+        if kind == Kind::File {
+            // An empty file that is in the bucket when the call returns
+            // (its create alone would hold it back until release).
+            let (attr, fh) = self.create_as(parent, name, who).await?;
+            let saved = match self.open.target(fh) {
+                Ok((ino, super::open::Target::Buffer(file), _)) => self.commit(ino, &file).await,
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            self.release(fh).await;
+            return saved.map(|()| attr);
         }
         let own = MetaEntry {
             rdev: matches!(kind, Kind::CharDev | Kind::BlockDev).then_some(rdev),

@@ -164,8 +164,8 @@ struct State {
     stream: Option<Stream>,
     /// Staged bytes counted against the mount's limit.
     charged: u64,
-    /// The generation a truncating open left: while the file is still at
-    /// it, flushes hold it back (see [`DirtyFile::hold_truncation`]).
+    /// The generation an emptying open left: while the file is still at
+    /// it, flushes hold it back (see [`DirtyFile::hold_empty`]).
     truncated_at: Option<u64>,
 }
 
@@ -391,18 +391,18 @@ impl DirtyFile {
         self.unlinked.load(Ordering::SeqCst)
     }
 
-    /// An open with O_TRUNC just emptied the file. Until anything else
-    /// changes it, the only change is that truncation, which a flush does
-    /// not publish: `echo x > f` closes a dup of the descriptor before it
-    /// writes, and other hosts would see the file empty, a versioned
-    /// bucket would keep an empty version. Release or fsync publish it.
-    pub fn hold_truncation(&self) {
+    /// An open with O_TRUNC, or a create, just left the file empty. Until
+    /// anything else changes it, a flush does not publish that: `echo x >
+    /// f` closes a dup of the descriptor before it writes, and other hosts
+    /// would see the file empty, a versioned bucket would keep an empty
+    /// version. Release or fsync publish it.
+    pub fn hold_empty(&self) {
         let mut st = self.state.lock().expect("dirty lock");
         st.truncated_at = Some(st.generation);
     }
 
-    /// Whether the file's only unsaved change is a truncation at open.
-    pub fn only_truncated(&self) -> bool {
+    /// Whether the file's only unsaved change is its emptying at open.
+    pub fn only_emptied(&self) -> bool {
         let st = self.state.lock().expect("dirty lock");
         st.generation != st.committed && st.truncated_at == Some(st.generation)
     }
