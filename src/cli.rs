@@ -400,6 +400,38 @@ pub fn expand_mount_options(args: Vec<std::ffi::OsString>) -> Result<Helper, Str
 }
 
 impl MountArgs {
+    /// The core's configuration from the options (the local data cache,
+    /// which opens files, is opened by the caller).
+    pub fn fs_config(&self) -> crate::fs::FsConfig {
+        use crate::fs::FsConfig;
+        FsConfig {
+            uid: self.uid.unwrap_or(FsConfig::default().uid),
+            gid: self.gid.unwrap_or(FsConfig::default().gid),
+            file_mode: self.file_mode,
+            dir_mode: self.dir_mode,
+            metadata_ttl: self.metadata_ttl,
+            close_to_open: !self.no_close_to_open,
+            read_only: self.read_only,
+            prefetch: crate::fs::prefetch::PrefetchConfig {
+                max_memory: self.prefetch_memory_mib.max(16) * 1024 * 1024,
+                ..Default::default()
+            },
+            walk: crate::fs::walk::WalkConfig {
+                files_ahead: self.read_ahead_files,
+                ..Default::default()
+            },
+            write: crate::fs::upload::WriteConfig {
+                cache_dir: self.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
+                max_staged: self.cache_size_mib * 1024 * 1024,
+                max_memory: self.upload_memory_mib.max(16) * 1024 * 1024,
+                ..Default::default()
+            },
+            versions_dir: (!self.no_versions).then(|| self.versions_dir.clone()),
+            snapshots_dir: (!self.no_versions).then(|| self.snapshots_dir.clone()),
+            ..Default::default()
+        }
+    }
+
     /// What the mount shows, from SOURCE.
     pub fn mount_source(&self) -> Result<crate::fs::MountSource, String> {
         if self.all_buckets {

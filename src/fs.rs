@@ -33,7 +33,7 @@ pub mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -92,8 +92,6 @@ pub struct FsConfig {
     /// (`None`: not shown). Defaults `.versions` and `.snapshots`.
     pub versions_dir: Option<String>,
     pub snapshots_dir: Option<String>,
-    /// Blocks of objects kept on local disk (`--data-cache`). Default none.
-    pub data_cache: Option<Arc<data_cache::DataCache>>,
 }
 
 impl Default for FsConfig {
@@ -116,7 +114,6 @@ impl Default for FsConfig {
             max_cached_listing_len: 100_000,
             versions_dir: Some(versions::DEFAULT_VERSIONS_DIR.to_string()),
             snapshots_dir: Some(versions::DEFAULT_SNAPSHOTS_DIR.to_string()),
-            data_cache: None,
         }
     }
 }
@@ -200,7 +197,6 @@ pub struct Fs {
     open: OpenFiles,
     uploads: Arc<Uploads>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
-    next_fh: AtomicU64,
     memory: Memory,
     mount_time: SystemTime,
     /// The key of the mount's root in its bucket (of each bucket's
@@ -213,6 +209,8 @@ pub struct Fs {
     walk: walk::Walk,
     /// Keys already logged as unusable names, so each is logged once.
     skipped_logged: Mutex<HashSet<String>>,
+    /// Blocks of objects kept on local disk (`--data-cache`).
+    data_cache: Option<Arc<data_cache::DataCache>>,
     /// Tells the kernel to drop its cached attributes of an inode, once set
     /// by the adapter.
     kernel_forget: std::sync::OnceLock<Box<dyn Fn(Ino) + Send + Sync>>,
@@ -231,6 +229,17 @@ const READDIR_BATCH: usize = 256;
 
 impl Fs {
     pub fn new(client: Arc<dyn ObjectClient>, source: MountSource, cfg: FsConfig) -> Self {
+        Self::with_data_cache(client, source, cfg, None)
+    }
+
+    /// [`Fs::new`] keeping blocks of objects on local disk in `data_cache`
+    /// (`--data-cache`).
+    pub fn with_data_cache(
+        client: Arc<dyn ObjectClient>,
+        source: MountSource,
+        cfg: FsConfig,
+        data_cache: Option<Arc<data_cache::DataCache>>,
+    ) -> Self {
         let mount_time = SystemTime::now();
         let memory = Memory::new(cfg.prefetch.max_memory, cfg.write.max_memory);
         let root = match &source {
@@ -260,7 +269,7 @@ impl Fs {
                 client.clone(),
                 memory.clone(),
                 cfg.walk.clone(),
-                cfg.data_cache.clone(),
+                data_cache.clone(),
             ),
             memory: memory.clone(),
             meta: MetaStore::new(client.clone(), cfg.metadata_ttl),
@@ -268,11 +277,11 @@ impl Fs {
             open: OpenFiles::default(),
             uploads: Uploads::new(client.clone(), cfg.write.clone(), memory),
             dirs: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
             client,
             cfg,
             mount_time,
             skipped_logged: Mutex::new(HashSet::new()),
+            data_cache,
             kernel_forget: std::sync::OnceLock::new(),
         }
     }
@@ -310,10 +319,9 @@ impl Fs {
     /// What the mount holds now, for the metrics.
     pub fn gauges(&self) -> Gauges {
         use std::sync::atomic::Ordering::Relaxed;
-        let buffers = self.open.buffers();
         let c = &self.cache.stats;
         let (walk_fetched, walk_used) = self.walk.counts();
-        let dc = self.cfg.data_cache.as_ref();
+        let dc = self.data_cache.as_ref();
         let dcs = |f: fn(&data_cache::DataCacheStats) -> &AtomicU64| {
             dc.map_or(0, |c| f(&c.stats).load(Relaxed))
         };
@@ -327,7 +335,7 @@ impl Fs {
             data_cache_used_bytes: dc.map_or(0, |c| c.used()),
             inodes: self.inode_count() as u64,
             open_handles: self.open_file_count() as u64,
-            dirty_files: buffers.iter().filter(|(_, f)| f.is_dirty()).count() as u64,
+            dirty_files: self.open.dirty_count() as u64,
             staged_bytes: self.uploads.staged(),
             multipart_uploads: self.uploads.open.open_count() as u64,
             read_ahead_bytes: self.memory.in_use_for(memory::Use::ReadAhead),
@@ -351,7 +359,7 @@ impl Fs {
     /// or aborted (open files' included: close them first).
     pub async fn settle(&self) {
         self.uploads.open.none_open().await;
-        if let Some(cache) = &self.cfg.data_cache {
+        if let Some(cache) = &self.data_cache {
             cache.idle().await;
         }
     }
@@ -444,7 +452,7 @@ impl Fs {
         stat: Stat,
         table: &Table,
     ) -> Attr {
-        let writing = kind != Kind::Dir && self.local_file(&loc.bucket, &loc.key).is_some();
+        let writing = kind != Kind::Dir && self.open.written_at(&loc).is_some();
         let meta = described(table, name, kind, stat.etag.as_deref(), writing);
         let kind = meta.map_or(kind, |m| shown_kind(kind, m));
         let (ino, stat, ov) = {
@@ -530,38 +538,23 @@ impl Fs {
         }
     }
 
-    /// The size of the file at `key` if it has a write-back buffer here.
-    fn local_file(&self, bucket: &str, key: &str) -> Option<u64> {
-        self.open
-            .buffers()
-            .into_iter()
-            .map(|(_, f)| f)
-            .find(|f| {
-                let loc = f.location();
-                !f.is_unlinked() && loc.bucket.as_ref() == bucket && loc.key == key
-            })
-            .map(|f| f.size())
-    }
-
     /// Files with a buffer here directly in directory `dir` (a new one
     /// has no object before its first close, but exists all the same).
     fn local_files_in(&self, dir: &Location) -> Vec<DirEntry> {
         self.open
-            .buffers()
+            .written_under(dir)
             .into_iter()
             .filter_map(|(_, f)| {
                 let loc = f.location();
                 let name = loc.key.strip_prefix(dir.key.as_str())?;
-                (!f.is_unlinked() && loc.bucket == dir.bucket && valid_name(name)).then(|| {
-                    DirEntry {
-                        name: Arc::from(name),
-                        kind: Kind::File,
-                        stat: Stat {
-                            size: f.size(),
-                            mtime: SystemTime::now(),
-                            etag: None,
-                        },
-                    }
+                valid_name(name).then(|| DirEntry {
+                    name: Arc::from(name),
+                    kind: Kind::File,
+                    stat: Stat {
+                        size: f.size(),
+                        mtime: SystemTime::now(),
+                        etag: None,
+                    },
                 })
             })
             .collect()
@@ -613,9 +606,9 @@ impl Fs {
         let path = format!("{}{name}", parent.key);
         // A file being written here is known locally, whatever the store
         // says (a new one is not there before its first close).
-        if let Some(size) = self.local_file(&parent.bucket, &path) {
+        if let Some(file) = self.open.written_at(&parent.child(name, Kind::File)) {
             return Ok(Entry::File(Stat {
-                size,
+                size: file.size(),
                 mtime: SystemTime::now(),
                 etag: None,
             }));
@@ -911,7 +904,7 @@ impl Fs {
                 Some(_) => None,
                 None => Some(make()?),
             };
-            let (fh, buffer) = self.open.open(ino, None, candidate, true);
+            let (fh, buffer) = self.open.open(ino, Some(&node.loc), None, candidate, true);
             let file = match buffer {
                 Some(file) => file,
                 // The buffer seen a moment ago went with its last handle.
@@ -961,11 +954,13 @@ impl Fs {
             self.cfg.prefetch.clone(),
             self.memory.clone(),
         )
-        .cached(self.cfg.data_cache.clone());
+        .cached(self.data_cache.clone());
         if let Some((whole, version)) = ahead {
             reader = reader.preloaded(whole, version);
         }
-        let (fh, buffer) = self.open.open(ino, Some(Arc::new(reader)), None, false);
+        let (fh, buffer) =
+            self.open
+                .open(ino, Some(&node.loc), Some(Arc::new(reader)), None, false);
         let keep_cache = buffer.is_none() && {
             let mut inodes = self.inodes.lock().expect("inode lock");
             match inodes.get_mut(ino) {
@@ -991,9 +986,11 @@ impl Fs {
             self.cfg.prefetch.clone(),
             self.memory.clone(),
         )
-        .cached(self.cfg.data_cache.clone())
+        .cached(self.data_cache.clone())
         .pinned(id.to_string());
-        self.open.open(ino, Some(Arc::new(reader)), None, false).0
+        self.open
+            .open(ino, None, Some(Arc::new(reader)), None, false)
+            .0
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -1044,7 +1041,7 @@ impl Fs {
     /// changed under (the rest is not the saved object's).
     fn keep_written(&self, file: &Arc<DirtyFile>, done: &upload::Committed) {
         let (Some(cache), Some(etag), Some(generation)) =
-            (&self.cfg.data_cache, &done.etag, done.staged)
+            (&self.data_cache, &done.etag, done.staged)
         else {
             return;
         };
@@ -1382,7 +1379,7 @@ impl Fs {
             let local = self.local_files_in(&node.loc);
             DirHandle::streaming(ino, node.loc, local)
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = self.open.next_handle();
         self.dirs
             .lock()
             .expect("dirs lock")
@@ -1476,12 +1473,14 @@ impl Fs {
                     // An inode number for display only; lookups assign the real one.
                     (known.unwrap_or(u64::MAX - offset), None)
                 };
-                // An entry without an ETag is a file being written here.
-                let writing = e.stat.etag.is_none();
                 let kind = match &attr {
                     Some(a) => a.kind,
-                    None => described(&table, &e.name, e.kind, e.stat.etag.as_deref(), writing)
-                        .map_or(e.kind, |m| shown_kind(e.kind, m)),
+                    None => {
+                        let loc = node.loc.child(&e.name, e.kind);
+                        let writing = e.kind != Kind::Dir && self.open.written_at(&loc).is_some();
+                        described(&table, &e.name, e.kind, e.stat.etag.as_deref(), writing)
+                            .map_or(e.kind, |m| shown_kind(e.kind, m))
+                    }
                 };
                 let full = fill(ReaddirEntry {
                     ino: entry_ino,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::cli::MountArgs;
 use crate::daemon::{self, Ready};
-use crate::fs::{Fs, FsConfig, MountSource};
+use crate::fs::{Fs, MountSource};
 use crate::fuse::FuseAdapter;
 use crate::logging::Destination;
 use crate::metrics::{Exporter, FuseStats};
@@ -102,38 +102,16 @@ pub fn run(args: MountArgs) -> ExitCode {
         },
         None => None,
     };
-    let fs_config = FsConfig {
-        uid: args.uid.unwrap_or(FsConfig::default().uid),
-        gid: args.gid.unwrap_or(FsConfig::default().gid),
-        file_mode: args.file_mode,
-        dir_mode: args.dir_mode,
-        metadata_ttl: args.metadata_ttl,
-        close_to_open: !args.no_close_to_open,
-        read_only: args.read_only,
-        prefetch: crate::fs::prefetch::PrefetchConfig {
-            max_memory: args.prefetch_memory_mib.max(16) * 1024 * 1024,
-            ..Default::default()
-        },
-        walk: crate::fs::walk::WalkConfig {
-            files_ahead: args.read_ahead_files,
-            ..Default::default()
-        },
-        write: crate::fs::upload::WriteConfig {
-            cache_dir: args.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
-            max_staged: args.cache_size_mib * 1024 * 1024,
-            max_memory: args.upload_memory_mib.max(16) * 1024 * 1024,
-            ..Default::default()
-        },
-        versions_dir: (!args.no_versions).then(|| args.versions_dir.clone()),
-        snapshots_dir: (!args.no_versions).then(|| args.snapshots_dir.clone()),
-        data_cache,
-        ..Default::default()
-    };
     if args.abort_uploads_after >= 0 {
         let age = Duration::from_secs(args.abort_uploads_after as u64);
         runtime.block_on(abort_orphaned_uploads(client.as_ref(), &source, age));
     }
-    let fs = Arc::new(Fs::new(client.clone(), source, fs_config));
+    let fs = Arc::new(Fs::with_data_cache(
+        client.clone(),
+        source,
+        args.fs_config(),
+        data_cache,
+    ));
     let fuse_stats = Arc::new(FuseStats::default());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), fuse_stats.clone());
     let exporter = Arc::new(Exporter {

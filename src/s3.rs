@@ -17,6 +17,7 @@
 //! - `stats`: request counters
 //! - `mem`: an in-memory store, and `faults`: a fault-injecting wrapper,
 //!   both behind the same trait, for testing the core without a server
+//!   (only with the `test-doubles` feature, which the tests enable)
 
 pub mod buffers;
 pub mod chunked;
@@ -25,9 +26,11 @@ pub mod config;
 mod connect;
 pub mod credentials;
 pub mod error;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod faults;
 pub mod http;
 mod listing;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod mem;
 mod ops;
 mod recovery;

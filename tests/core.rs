@@ -36,8 +36,17 @@ fn core_with(edit: impl FnOnce(&mut FsConfig)) -> Core {
 
 /// A mount of the store `mem` (a remount, when another used it before).
 fn core_on(mem: Arc<MemoryClient>, edit: impl FnOnce(&mut FsConfig)) -> Core {
+    core_cached(mem, None, edit)
+}
+
+/// [`core_on`] with a local data cache.
+fn core_cached(
+    mem: Arc<MemoryClient>,
+    cache: Option<Arc<DataCache>>,
+    edit: impl FnOnce(&mut FsConfig),
+) -> Core {
     let faults = Arc::new(FaultClient::new(mem.clone()));
-    let mount = core_support::mount(faults.clone(), |cfg| {
+    let mount = core_support::mount_cached(faults.clone(), cache, |cfg| {
         cfg.write.part_size = 5 * MIB as u64;
         edit(cfg);
     });
@@ -793,9 +802,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
     let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
     let big = data(5 * MIB + 100, 7);
     mem.put(BUCKET, "big", big.clone());
-    let first = core_on(mem.clone(), |cfg| {
-        cfg.data_cache = Some(data_cache(dir.path()));
-    });
+    let first = core_cached(mem.clone(), Some(data_cache(dir.path())), |_| {});
     let names = put_files(&first, "w", 30, 4096);
     assert!(first.cat(first.fs.root_ino(), "big").await == big);
     let w = first.ino("w").await;
@@ -807,9 +814,7 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
     first.fs.settle().await;
     drop(first);
 
-    let again = core_on(mem.clone(), |cfg| {
-        cfg.data_cache = Some(data_cache(dir.path()));
-    });
+    let again = core_cached(mem.clone(), Some(data_cache(dir.path())), |_| {});
     assert!(again.cat(again.fs.root_ino(), "big").await == big);
     let w = again.ino("w").await;
     again.list(w).await;
@@ -839,7 +844,11 @@ async fn a_remount_with_the_data_cache_reads_again_without_gets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_fill_the_data_cache_by_blocks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let c = core_with(|cfg| cfg.data_cache = Some(data_cache(dir.path())));
+    let c = core_cached(
+        Arc::new(MemoryClient::with_bucket(BUCKET)),
+        Some(data_cache(dir.path())),
+        |_| {},
+    );
     let content = data(4 * MIB, 9);
     c.mem.put(BUCKET, "f", content.clone());
     let ino = c.ino("f").await;
@@ -871,10 +880,11 @@ async fn random_reads_fill_the_data_cache_by_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_object_is_not_served_from_the_data_cache() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let c = core_with(|cfg| {
-        cfg.metadata_ttl = Ttl(Some(std::time::Duration::ZERO));
-        cfg.data_cache = Some(data_cache(dir.path()));
-    });
+    let c = core_cached(
+        Arc::new(MemoryClient::with_bucket(BUCKET)),
+        Some(data_cache(dir.path())),
+        |cfg| cfg.metadata_ttl = Ttl(Some(std::time::Duration::ZERO)),
+    );
     let root = c.fs.root_ino();
     let old = data(2 * MIB + 3, 1);
     c.mem.put(BUCKET, "f", old.clone());
@@ -896,7 +906,11 @@ async fn a_replaced_object_is_not_served_from_the_data_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_through_the_mount_is_read_back_from_the_data_cache() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let c = core_with(|cfg| cfg.data_cache = Some(data_cache(dir.path())));
+    let c = core_cached(
+        Arc::new(MemoryClient::with_bucket(BUCKET)),
+        Some(data_cache(dir.path())),
+        |_| {},
+    );
     let root = c.fs.root_ino();
     let content = data(11 * MIB + 5, 4);
     let (attr, fh) = c.fs.create(root, OsStr::new("new")).await.expect("create");
@@ -921,4 +935,25 @@ async fn a_file_written_through_the_mount_is_read_back_from_the_data_cache() {
     let mut edited = content.clone();
     edited[5..9].copy_from_slice(b"edit");
     assert!(c.cat(root, "new").await == edited);
+}
+
+/// Renaming file `a` moves `a` alone: a file `ab` being written beside
+/// it, not yet in the bucket, keeps its name (open files are found by
+/// location, and a file's location is not a prefix of its neighbours').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_file_leaves_an_open_neighbour_whose_name_it_prefixes() {
+    let c = core();
+    let root = c.fs.root_ino();
+    let (_, ab) = c.fs.create(root, OsStr::new("ab")).await.expect("create");
+    c.fs.write(ab, 0, b"neighbour".to_vec()).await.expect("write");
+    c.mem.put(BUCKET, "a", b"moved".to_vec());
+    c.fs.rename(root, OsStr::new("a"), root, OsStr::new("b"), false)
+        .await
+        .expect("rename");
+    c.fs.flush(ab).await.expect("close");
+    c.fs.release(ab).await;
+    let objects = c.mem.objects(BUCKET);
+    assert_eq!(objects.get("ab").map(|o| &o[..]), Some(&b"neighbour"[..]));
+    assert_eq!(objects.get("b").map(|o| &o[..]), Some(&b"moved"[..]));
+    assert!(!objects.contains_key("bb"), "{:?}", objects.keys());
 }

@@ -401,16 +401,14 @@ impl Harness {
         cache: &Option<Arc<DataCache>>,
     ) -> Arc<Fs> {
         let client: Arc<dyn ObjectClient> = faults.clone();
-        Arc::new(Fs::new(
+        Arc::new(Fs::with_data_cache(
             client,
             MountSource::Bucket {
                 bucket: BUCKET.to_string(),
                 prefix: String::new(),
             },
-            FsConfig {
-                data_cache: cache.clone(),
-                ..config(dir)
-            },
+            config(dir),
+            cache.clone(),
         ))
     }
 

@@ -103,6 +103,29 @@ impl Location {
             key,
         }
     }
+
+    /// Whether this is a directory's location (a prefix: empty, or ending
+    /// in `/`).
+    pub fn is_dir(&self) -> bool {
+        self.key.is_empty() || self.key.ends_with('/')
+    }
+
+    /// Where this location is once directory (or file) `from` has moved to
+    /// `to`; `None` when it is not `from` or under it.
+    pub fn rebased(&self, from: &Location, to: &Location) -> Option<Location> {
+        if self.bucket != from.bucket {
+            return None;
+        }
+        let rest = self.key.strip_prefix(from.key.as_str())?;
+        if !rest.is_empty() && !from.is_dir() {
+            // `a` moving is not `ab` moving.
+            return None;
+        }
+        Some(Location {
+            bucket: to.bucket.clone(),
+            key: format!("{}{rest}", to.key),
+        })
+    }
 }
 
 /// Which tree an inode belongs to: the live one, or the read-only history
@@ -335,17 +358,15 @@ impl InodeTable {
     /// A directory moved from prefix `old` to `new`: its inodes follow,
     /// each file taking the ETag of its copy (`copies`: old key to the
     /// ETags before and after; a multipart object's copy has another).
-    pub fn rebase(&mut self, bucket: &str, old: &str, new: &str, copies: &Copies) {
+    pub fn rebase(&mut self, from: &Location, to: &Location, copies: &Copies) {
         for inode in self.inodes.values_mut() {
             if inode.view == View::Live
-                && inode.loc.bucket.as_ref() == bucket
-                && let Some(rest) = inode.loc.key.strip_prefix(old)
+                && let Some(moved) = inode.loc.rebased(from, to)
             {
-                let moved = format!("{new}{rest}");
                 if let Some((before, after)) = copies.get(inode.loc.key.as_str()) {
                     inode.restamp(before, after);
                 }
-                inode.loc.key = moved;
+                inode.loc = moved;
             }
         }
     }
@@ -491,6 +512,22 @@ mod tests {
         let l = loc("dir/");
         assert_eq!(l.child("f", Kind::File).key, "dir/f");
         assert_eq!(l.child("d", Kind::Dir).key, "dir/d/");
+        let to = Location {
+            bucket: Arc::from("c"),
+            key: "new/".into(),
+        };
+        assert_eq!(loc("dir/sub/f").rebased(&l, &to).unwrap().key, "new/sub/f");
+        assert_eq!(&*loc("dir/f").rebased(&l, &to).unwrap().bucket, "c");
+        assert_eq!(loc("dirt/f").rebased(&l, &to), None);
+        assert_eq!(to.rebased(&l, &to), None, "another bucket");
+        let file = loc("dir/a");
+        let moved = loc("dir/b");
+        assert_eq!(file.rebased(&file, &moved), Some(moved.clone()));
+        assert_eq!(
+            loc("dir/ab").rebased(&file, &moved),
+            None,
+            "a file moves alone"
+        );
     }
 
     /// Listings' milliseconds are dropped: a second mount that first saw

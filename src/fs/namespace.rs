@@ -215,9 +215,16 @@ impl Fs {
         self.set_entry(&p.loc, name, entry.clone()).await?;
         self.entries_changed(&[parent]);
         let ino = self
-            .remember(parent, name, Kind::File, loc, stat.clone(), &Table::new())
+            .remember(
+                parent,
+                name,
+                Kind::File,
+                loc.clone(),
+                stat.clone(),
+                &Table::new(),
+            )
             .ino;
-        let (fh, _) = self.open.open(ino, None, Some(file), true);
+        let (fh, _) = self.open.open(ino, Some(&loc), None, Some(file), true);
         let attr = self.attr(
             ino,
             Kind::File,
@@ -472,7 +479,7 @@ impl Fs {
     /// and metadata; returns the names of its metadata objects.
     async fn ensure_empty(&self, loc: &Location) -> FsResult<Vec<String>> {
         // A file created here and not yet closed has no object yet.
-        if !self.dirty_under(&loc.bucket, &loc.key).is_empty() {
+        if !self.open.written_under(loc).is_empty() {
             return Err(FsError::NotEmpty);
         }
         // Its metadata objects do not count; there may be a few pages of
@@ -500,18 +507,6 @@ impl Fs {
                 None => return Ok(metas),
             }
         }
-    }
-
-    /// The write-back buffers whose keys start with `prefix` (or equal `key`).
-    fn dirty_under(&self, bucket: &str, prefix: &str) -> Vec<(u64, Arc<DirtyFile>)> {
-        self.open
-            .buffers()
-            .into_iter()
-            .filter(|(_, f)| {
-                let loc = f.location();
-                !f.is_unlinked() && loc.bucket.as_ref() == bucket && loc.key.starts_with(prefix)
-            })
-            .collect()
     }
 
     pub async fn rename(
@@ -545,11 +540,7 @@ impl Fs {
                 let from = p.loc.child(name, Kind::File);
                 let to = np.loc.child(new_name, Kind::File);
                 Self::key_fits(&to)?;
-                let source = self.dirty_under(&from.bucket, &from.key);
-                let source: Vec<_> = source
-                    .into_iter()
-                    .filter(|(_, f)| f.location().key == from.key)
-                    .collect();
+                let source = self.open.written_under(&from);
                 for (ino, file) in &source {
                     self.commit(*ino, file).await?;
                 }
@@ -575,7 +566,7 @@ impl Fs {
                 if let Some(f) = &replaced {
                     f.unlink();
                 }
-                self.relocate_open(
+                self.open.relocate(
                     &from,
                     &to,
                     &[(from.key.clone(), head.etag.clone(), new_etag.clone())],
@@ -646,7 +637,7 @@ impl Fs {
                     .await?;
                 self.moved(parent, name, new_parent, new_name, &to);
                 let mut inodes = self.inodes.lock().expect("inode lock");
-                inodes.rebase(&from.bucket, &from.key, &to.key, &copies);
+                inodes.rebase(&from, &to, &copies);
                 drop(inodes);
                 self.cache.clear();
                 Ok(())
@@ -673,55 +664,10 @@ impl Fs {
         }
     }
 
-    /// Open files under `from` follow their objects to `to`: buffers and
-    /// readers of each copied key (old key, its ETag, the copy's ETag) now
-    /// read the copy.
-    fn relocate_open(
-        &self,
-        from: &Location,
-        to: &Location,
-        copied: &[(String, Option<String>, Option<String>)],
-    ) {
-        let moved = |key: &str| -> Option<(Location, &Option<String>, &Option<String>)> {
-            let rest = key.strip_prefix(&from.key)?;
-            let (_, old, new) = copied.iter().find(|(k, _, _)| k == key)?;
-            Some((
-                Location {
-                    bucket: to.bucket.clone(),
-                    key: format!("{}{rest}", to.key),
-                },
-                old,
-                new,
-            ))
-        };
-        for (_, file) in self.dirty_under(&from.bucket, &from.key) {
-            let loc = file.location();
-            match moved(&loc.key) {
-                Some((new_loc, old, new)) => file.rebase(new_loc, old, new.clone()),
-                // Not an object yet (never committed): only the name moves.
-                None => {
-                    if let Some(rest) = loc.key.strip_prefix(&from.key) {
-                        file.set_location(Location {
-                            bucket: to.bucket.clone(),
-                            key: format!("{}{rest}", to.key),
-                        });
-                    }
-                }
-            }
-        }
-        for reader in self.open.readers() {
-            if let Some((new_loc, old, new)) = moved(&reader.key())
-                && reader.etag() == *old
-            {
-                reader.relocate(new_loc.key, new.clone());
-            }
-        }
-    }
-
     /// Copies every key under `from` to `to`, moves the open files along,
     /// then deletes the sources. Returns what was copied.
     async fn rename_dir(&self, from: &Location, to: &Location) -> FsResult<Copies> {
-        for (ino, file) in self.dirty_under(&from.bucket, &from.key) {
+        for (ino, file) in self.open.written_under(from) {
             self.commit(ino, &file).await?;
         }
         self.meta.flush_under(&from.bucket, &from.key).await?;
@@ -739,10 +685,11 @@ impl Fs {
             }
         }
         // Nothing is copied unless everything fits under the new name.
-        let moved = |key: &str| Location {
-            bucket: to.bucket.clone(),
-            key: format!("{}{}", to.key, &key[from.key.len()..]),
+        let at = |key: &str| Location {
+            bucket: from.bucket.clone(),
+            key: key.to_string(),
         };
+        let moved = |key: &str| at(key).rebased(from, to).expect("listed under the prefix");
         for o in &keys {
             Self::key_fits(&moved(&o.key))?;
         }
@@ -752,10 +699,7 @@ impl Fs {
             .partition(|o| o.key.rsplit('/').next().is_some_and(is_meta_name));
         let copied = futures::stream::iter(objects)
             .map(|o| {
-                let src = Location {
-                    bucket: from.bucket.clone(),
-                    key: o.key.clone(),
-                };
+                let src = at(&o.key);
                 let dst = moved(&o.key);
                 async move {
                     let new = self.copy_object(&src, &dst, o.size, o.etag.clone()).await?;
@@ -778,7 +722,7 @@ impl Fs {
         self.meta.forget_under(&from.bucket, &from.key);
         self.meta.forget_under(&to.bucket, &to.key);
         // Open files follow their objects before the sources go.
-        self.relocate_open(from, to, &copied);
+        self.open.relocate(from, to, &copied);
         // Every copy is in place: only now do the sources go.
         let ids: Vec<ObjectIdentifier> =
             keys.iter().map(|o| ObjectIdentifier::key(&o.key)).collect();
@@ -811,7 +755,13 @@ impl Fs {
         key: String,
         copied: &HashMap<&str, (&Option<String>, &Option<String>)>,
     ) -> FsResult<()> {
-        let new_key = format!("{}{}", to.key, &key[from.key.len()..]);
+        let new_key = Location {
+            bucket: from.bucket.clone(),
+            key: key.clone(),
+        }
+        .rebased(from, to)
+        .expect("listed under the prefix")
+        .key;
         let name_len = key.rsplit('/').next().map_or(0, str::len);
         let dir = &key[..key.len() - name_len];
         let got = match self

@@ -14,16 +14,20 @@
 //! - The lock guards only maps and counters: no I/O and no await under it,
 //!   and callers take what they need (`Arc`s) and let go before working.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::error::{FsError, FsResult};
-use super::inode::Ino;
+use super::inode::{Ino, Location};
 use super::prefetch::FileReader;
 use super::upload::DirtyFile;
 
 struct Entry {
     handles: usize,
+    /// Where the file is now: the one current location of a live open
+    /// file (`None` for a version, which never moves).
+    loc: Option<Location>,
     buffer: Option<Arc<DirtyFile>>,
 }
 
@@ -39,16 +43,37 @@ pub enum Target {
     Buffer(Arc<DirtyFile>),
 }
 
+/// A key's place in the index: bucket, then key, so that the files under a
+/// prefix are one range.
+type Place = (Arc<str>, String);
+
 #[derive(Default)]
 struct Table {
     inodes: HashMap<Ino, Entry>,
+    /// Live open files by location: "is this file open here?" without a
+    /// scan, and the files under a directory as one range.
+    by_loc: BTreeMap<Place, Ino>,
     handles: HashMap<u64, HandleInfo>,
-    next_fh: u64,
+}
+
+impl Table {
+    /// Open files at `loc` (a file: that key; a directory: every key under
+    /// it), with their buffers.
+    fn under<'a>(&'a self, loc: &'a Location) -> impl Iterator<Item = (Ino, &'a Entry)> + 'a {
+        let start: Place = (loc.bucket.clone(), loc.key.clone());
+        self.by_loc
+            .range(start..)
+            .take_while(move |((b, k), _)| *b == loc.bucket && k.starts_with(&loc.key))
+            .filter(move |((_, k), _)| loc.is_dir() || *k == loc.key)
+            .filter_map(|(_, ino)| self.inodes.get(ino).map(|e| (*ino, e)))
+    }
 }
 
 #[derive(Default)]
 pub struct OpenFiles {
     table: Mutex<Table>,
+    /// The mount's one counter of handles, files' and directories'.
+    next_fh: AtomicU64,
 }
 
 fn release(t: &mut Table, fh: u64) -> Option<Released> {
@@ -56,7 +81,14 @@ fn release(t: &mut Table, fh: u64) -> Option<Released> {
     let entry = t.inodes.get_mut(&h.ino)?;
     entry.handles -= 1;
     let last_buffer = if entry.handles == 0 {
-        t.inodes.remove(&h.ino).and_then(|e| e.buffer)
+        let e = t.inodes.remove(&h.ino)?;
+        if let Some(loc) = e.loc {
+            let place = (loc.bucket, loc.key);
+            if t.by_loc.get(&place) == Some(&h.ino) {
+                t.by_loc.remove(&place);
+            }
+        }
+        e.buffer
     } else {
         None
     };
@@ -73,27 +105,36 @@ pub struct Released {
     pub last_buffer: Option<Arc<DirtyFile>>,
 }
 
+/// One file that moved: its key before, the ETag copied, and the copy's.
+pub type Copied = (String, Option<String>, Option<String>);
+
 impl OpenFiles {
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().expect("open files lock")
     }
 
-    /// Registers a handle of `ino`. With `new_buffer`, the inode gets that
-    /// buffer unless it has one already (which is then shared, and
-    /// returned); without, the handle reads through `reader` until the
-    /// inode gets a buffer.
+    /// A new handle number, for a file or a directory.
+    pub fn next_handle(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a handle of `ino`, a live file at `loc` or (without) a
+    /// version. With `new_buffer`, the inode gets that buffer unless it has
+    /// one already (which is then shared, and returned); without, the
+    /// handle reads through `reader` until the inode gets a buffer.
     pub fn open(
         &self,
         ino: Ino,
+        loc: Option<&Location>,
         reader: Option<Arc<FileReader>>,
         new_buffer: Option<Arc<DirtyFile>>,
         writable: bool,
     ) -> (u64, Option<Arc<DirtyFile>>) {
+        let fh = self.next_handle();
         let mut t = self.table();
-        t.next_fh += 1;
-        let fh = t.next_fh;
-        let entry = t.inodes.entry(ino).or_insert(Entry {
+        let entry = t.inodes.entry(ino).or_insert_with(|| Entry {
             handles: 0,
+            loc: loc.cloned(),
             buffer: None,
         });
         entry.handles += 1;
@@ -101,6 +142,12 @@ impl OpenFiles {
             entry.buffer = new_buffer;
         }
         let buffer = entry.buffer.clone();
+        let first_loc = (entry.handles == 1).then(|| entry.loc.clone()).flatten();
+        if let Some(loc) = first_loc {
+            // A name reused while an unlinked file of it is still open: the
+            // name is the new file's.
+            t.by_loc.insert((loc.bucket, loc.key), ino);
+        }
         t.handles.insert(
             fh,
             HandleInfo {
@@ -113,24 +160,108 @@ impl OpenFiles {
     }
 
     /// Gives `ino` the buffer `make` builds, unless it has one; `None` when
-    /// the inode has no open handle (then nothing is built).
+    /// the inode has no open handle (then nothing is built). `make` runs
+    /// outside the lock (it creates a staging file); if another caller
+    /// got there first, its buffer is the one returned.
     pub fn buffer_or_insert(
         &self,
         ino: Ino,
         make: impl FnOnce() -> FsResult<Arc<DirtyFile>>,
     ) -> FsResult<Option<Arc<DirtyFile>>> {
+        match self.table().inodes.get(&ino) {
+            None => return Ok(None),
+            Some(Entry {
+                buffer: Some(b), ..
+            }) => return Ok(Some(b.clone())),
+            Some(_) => {}
+        }
+        let candidate = make()?;
         let mut t = self.table();
         let Some(entry) = t.inodes.get_mut(&ino) else {
             return Ok(None);
         };
-        if entry.buffer.is_none() {
-            entry.buffer = Some(make()?);
-        }
-        Ok(entry.buffer.clone())
+        Ok(Some(entry.buffer.get_or_insert(candidate).clone()))
     }
 
     pub fn buffer(&self, ino: Ino) -> Option<Arc<DirtyFile>> {
         self.table().inodes.get(&ino).and_then(|e| e.buffer.clone())
+    }
+
+    /// The buffer of the file being written here at `loc`, if any: whether
+    /// this mount, not the store, knows what the file is.
+    pub fn written_at(&self, loc: &Location) -> Option<Arc<DirtyFile>> {
+        let t = self.table();
+        let ino = t.by_loc.get(&(loc.bucket.clone(), loc.key.clone()))?;
+        t.inodes
+            .get(ino)?
+            .buffer
+            .clone()
+            .filter(|b| !b.is_unlinked())
+    }
+
+    /// The buffers of files being written here at `loc` (a file) or under
+    /// it (a directory), with their inodes.
+    pub fn written_under(&self, loc: &Location) -> Vec<(Ino, Arc<DirtyFile>)> {
+        self.table()
+            .under(loc)
+            .filter_map(|(ino, e)| Some((ino, e.buffer.clone()?)))
+            .filter(|(_, b)| !b.is_unlinked())
+            .collect()
+    }
+
+    /// Open files under `from` follow their objects to `to` (a file's
+    /// location to another, or a directory's). Buffers and readers of a
+    /// copied key (`copied`) read the copy from now on; a buffer never
+    /// committed (no object yet) only changes its name.
+    pub fn relocate(&self, from: &Location, to: &Location, copied: &[Copied]) {
+        let (buffers, readers) = {
+            let mut t = self.table();
+            let moved: Vec<(Ino, Location, Location)> = t
+                .under(from)
+                .filter_map(|(ino, e)| {
+                    let old = e.loc.clone()?;
+                    let new = old.rebased(from, to)?;
+                    Some((ino, old, new))
+                })
+                .collect();
+            let mut buffers = Vec::new();
+            let mut inos = HashMap::new();
+            for (ino, old, new) in moved {
+                if t.by_loc.get(&(old.bucket.clone(), old.key.clone())) == Some(&ino) {
+                    t.by_loc.remove(&(old.bucket.clone(), old.key.clone()));
+                }
+                t.by_loc.insert((new.bucket.clone(), new.key.clone()), ino);
+                let copy = copied.iter().find(|(k, _, _)| *k == old.key);
+                if let Some(e) = t.inodes.get_mut(&ino) {
+                    e.loc = Some(new.clone());
+                    if let Some(b) = &e.buffer {
+                        buffers.push((b.clone(), new.clone(), copy.cloned()));
+                    }
+                }
+                inos.insert(ino, (new, copy.cloned()));
+            }
+            let readers: Vec<_> = t
+                .handles
+                .values()
+                .filter_map(|h| {
+                    let (new, copy) = inos.get(&h.ino)?;
+                    Some((h.reader.clone()?, new.clone(), copy.clone()?))
+                })
+                .collect();
+            (buffers, readers)
+        };
+        // The files' own locks, after the table's.
+        for (file, new, copy) in buffers {
+            match copy {
+                Some((_, old, new_etag)) => file.rebase(new, &old, new_etag),
+                None => file.set_location(new),
+            }
+        }
+        for (reader, new, (_, old, new_etag)) in readers {
+            if reader.etag() == old {
+                reader.relocate(new.key, new_etag);
+            }
+        }
     }
 
     /// A reader of one of `ino`'s handles, if any reads the object itself.
@@ -140,15 +271,6 @@ impl OpenFiles {
             .values()
             .find(|h| h.ino == ino)
             .and_then(|h| h.reader.clone())
-    }
-
-    /// Every handle's reader of its object.
-    pub fn readers(&self) -> Vec<Arc<FileReader>> {
-        self.table()
-            .handles
-            .values()
-            .filter_map(|h| h.reader.clone())
-            .collect()
     }
 
     /// Where handle `fh` reads and writes, and its inode.
@@ -185,13 +307,13 @@ impl OpenFiles {
         None
     }
 
-    /// Every buffer, with its inode.
-    pub fn buffers(&self) -> Vec<(Ino, Arc<DirtyFile>)> {
+    /// How many files have changes not yet in the bucket.
+    pub fn dirty_count(&self) -> usize {
         self.table()
             .inodes
-            .iter()
-            .filter_map(|(ino, e)| e.buffer.clone().map(|b| (*ino, b)))
-            .collect()
+            .values()
+            .filter(|e| e.buffer.as_ref().is_some_and(|b| b.is_dirty()))
+            .count()
     }
 
     pub fn handle_count(&self) -> usize {

@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bladefs::fs::data_cache::DataCache;
 use bladefs::fs::upload::WriteConfig;
 use bladefs::fs::{Attr, Creator, Fs, FsConfig, MountSource};
 use bladefs::s3::ObjectClient;
@@ -35,6 +36,15 @@ pub struct Mount {
 /// A mount of the whole bucket through `client`, its configuration the
 /// default with staging in a new temp dir, then as `edit` leaves it.
 pub fn mount(client: Arc<dyn ObjectClient>, edit: impl FnOnce(&mut FsConfig)) -> Mount {
+    mount_cached(client, None, edit)
+}
+
+/// [`mount`] with a local data cache.
+pub fn mount_cached(
+    client: Arc<dyn ObjectClient>,
+    data_cache: Option<Arc<DataCache>>,
+    edit: impl FnOnce(&mut FsConfig),
+) -> Mount {
     let staging = tempfile::tempdir().expect("temp dir");
     let mut cfg = FsConfig {
         write: WriteConfig {
@@ -44,13 +54,14 @@ pub fn mount(client: Arc<dyn ObjectClient>, edit: impl FnOnce(&mut FsConfig)) ->
         ..FsConfig::default()
     };
     edit(&mut cfg);
-    let fs = Arc::new(Fs::new(
+    let fs = Arc::new(Fs::with_data_cache(
         client,
         MountSource::Bucket {
             bucket: BUCKET.to_string(),
             prefix: String::new(),
         },
         cfg,
+        data_cache,
     ));
     Mount {
         fs,
