@@ -15,6 +15,7 @@
 //! - `versions`: `.versions` and `.snapshots`, history as read-only files
 //! - `error`: the one errno boundary
 
+pub mod attr;
 pub mod cache;
 pub mod data_cache;
 pub mod dir;
@@ -40,12 +41,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::s3::{ErrorKind, HeadObjectOutput, ListObjectsParams, ObjectClient, S3Error, limits};
+pub use attr::{Attr, SetAttr};
+use attr::{Defaults, Sources, described, shown_kind};
 use cache::{DirEntry, Entry, MetaCache, Ttl};
 use dir::DirHandle;
 pub use error::{FsError, FsResult};
 use inode::{
-    Ino, InodeTable, Kind, Location, NAME_MAX, Overrides, ROOT_INO, SHOWN_NAME_MAX, Stat, View,
-    valid_name,
+    Ino, InodeTable, Kind, Location, NAME_MAX, ROOT_INO, SHOWN_NAME_MAX, Stat, View, valid_name,
 };
 use memory::Memory;
 use meta::{MetaEntry, MetaStore, Table};
@@ -118,24 +120,6 @@ impl Default for FsConfig {
     }
 }
 
-/// Attributes of an inode, as the kernel will see them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: Ino,
-    pub kind: Kind,
-    pub size: u64,
-    pub atime: SystemTime,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    /// 0 once a file's name was removed while it is open.
-    pub nlink: u32,
-    /// Device number of a character or block device.
-    pub rdev: u32,
-}
-
 /// What the mount holds now, and how its metadata cache has done.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
@@ -165,17 +149,6 @@ pub struct Gauges {
     pub data_cache_evicted: u64,
     pub data_cache_invalid: u64,
     pub data_cache_used_bytes: u64,
-}
-
-/// What setattr(2)-like calls change; `None` leaves it as it is.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SetAttr {
-    pub size: Option<u64>,
-    pub perm: Option<u16>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub atime: Option<SystemTime>,
-    pub mtime: Option<SystemTime>,
 }
 
 /// One entry handed to the kernel by [`Fs::readdir`].
@@ -387,57 +360,39 @@ impl Fs {
         }
     }
 
-    fn default_perm(&self, kind: Kind) -> u16 {
-        match kind {
-            Kind::Dir => self.cfg.dir_mode,
-            Kind::Symlink => 0o777,
-            _ => self.cfg.file_mode,
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            file_mode: self.cfg.file_mode,
+            dir_mode: self.cfg.dir_mode,
         }
     }
 
-    /// Attributes from what the store says (`stat`), the directory's
-    /// metadata entry if it applies (`meta`), then what is only in memory
-    /// (`ov`: an unlinked file's, or a time set on a file being written).
+    fn default_perm(&self, kind: Kind) -> u16 {
+        self.defaults().perm(kind)
+    }
+
+    /// Attributes by `fs/attr.rs`'s precedence; a file being written here
+    /// is as big as its buffer says (read without waiting for the file's
+    /// own lock: see `DirtyFile::size`).
     fn attr(
         &self,
         ino: Ino,
         kind: Kind,
         stat: &Stat,
         meta: Option<&MetaEntry>,
-        ov: &Overrides,
+        overrides: &attr::Overrides,
         unlinked: bool,
     ) -> Attr {
-        // A file being written is as big as its buffer says (read without
-        // waiting for the file's own lock: see `DirtyFile::size`).
-        let size = match (kind, meta.and_then(|m| m.target.as_ref())) {
-            (Kind::Symlink, Some(target)) => target.len() as u64,
-            _ => self.open.buffer(ino).map_or(stat.size, |f| f.size()),
+        let src = Sources {
+            stat,
+            meta,
+            overrides,
+            unlinked,
+            written_size: self.open.buffer(ino).map(|f| f.size()),
         };
-        let m = meta.cloned().unwrap_or_default();
-        let mtime = ov.mtime.or(m.mtime()).unwrap_or(stat.mtime);
-        // Every change to the object or its attributes, whichever came last
-        // (an upload after a chmod, or a chmod after it).
-        let ctime = [ov.ctime, m.ctime()]
-            .into_iter()
-            .flatten()
-            .fold(stat.mtime, SystemTime::max);
-        Attr {
-            ino,
-            kind,
-            size,
-            atime: ov.atime.or(m.atime()).unwrap_or(mtime),
-            mtime,
-            ctime,
-            perm: ov.perm.or(m.mode).unwrap_or(self.default_perm(kind)),
-            uid: ov.uid.or(m.uid).unwrap_or(self.cfg.uid),
-            gid: ov.gid.or(m.gid).unwrap_or(self.cfg.gid),
-            nlink: match kind {
-                Kind::Dir => 2,
-                _ if unlinked => 0,
-                _ => 1,
-            },
-            rdev: m.rdev.unwrap_or(0),
-        }
+        attr::shown(ino, kind, &src, &self.defaults())
     }
 
     /// Records a kernel reference to `name` in `parent` and returns its
@@ -461,7 +416,7 @@ impl Fs {
             let (stat, ov) = inodes
                 .get(ino)
                 .map(|n| (n.stat.clone(), n.overrides.clone()))
-                .unwrap_or((stat, Overrides::default()));
+                .unwrap_or((stat, attr::Overrides::default()));
             (ino, stat, ov)
         };
         self.attr(ino, kind, &stat, meta, &ov, false)
@@ -496,22 +451,8 @@ impl Fs {
         self.history_attr(ino, e.kind, &e.stat)
     }
 
-    /// History is read-only: no write bits.
     fn history_attr(&self, ino: Ino, kind: Kind, stat: &Stat) -> Attr {
-        let perm = self.default_perm(kind) & !0o222;
-        Attr {
-            ino,
-            kind,
-            size: stat.size,
-            atime: stat.mtime,
-            mtime: stat.mtime,
-            ctime: stat.mtime,
-            perm,
-            uid: self.cfg.uid,
-            gid: self.cfg.gid,
-            nlink: if kind == Kind::Dir { 2 } else { 1 },
-            rdev: 0,
-        }
+        attr::history(ino, kind, stat, &self.defaults())
     }
 
     fn inode(&self, ino: Ino) -> FsResult<inode::Inode> {
@@ -794,10 +735,10 @@ impl Fs {
             mtime: inode::object_mtime(h.last_modified, self.mount_time),
             etag: h.etag,
         });
-        if let Some(n) = self.inodes.lock().expect("inode lock").get_mut(node.ino) {
-            n.stat = n.stat.updated(stat.clone());
-            n.stat_at = std::time::Instant::now();
-        }
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .refreshed(node.ino, stat.clone());
         if stat.etag != node.stat.etag || stat.size != node.stat.size {
             self.cache.changed(
                 &node.loc.bucket,
@@ -832,13 +773,10 @@ impl Fs {
     /// metadata write in the parent for every change of a name.
     fn entries_changed(&self, dirs: &[Ino]) -> SystemTime {
         let now = SystemTime::now();
-        let mut inodes = self.inodes.lock().expect("inode lock");
-        for ino in dirs {
-            if let Some(n) = inodes.get_mut(*ino) {
-                n.overrides.mtime = Some(now);
-                n.overrides.ctime = Some(now);
-            }
-        }
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .entries_changed(dirs, now);
         now
     }
 
@@ -961,17 +899,12 @@ impl Fs {
         let (fh, buffer) =
             self.open
                 .open(ino, Some(&node.loc), Some(Arc::new(reader)), None, false);
-        let keep_cache = buffer.is_none() && {
-            let mut inodes = self.inodes.lock().expect("inode lock");
-            match inodes.get_mut(ino) {
-                Some(n) => {
-                    let keep = stat.etag.is_some() && n.cached_etag == stat.etag;
-                    n.cached_etag.clone_from(&stat.etag);
-                    keep
-                }
-                None => false,
-            }
-        };
+        let keep_cache = buffer.is_none()
+            && self
+                .inodes
+                .lock()
+                .expect("inode lock")
+                .keep_pages(ino, &stat.etag);
         Ok((fh, keep_cache))
     }
 
@@ -1006,11 +939,7 @@ impl Fs {
         match self.open.target(fh)? {
             (ino, Target::Buffer(file), true) => {
                 let n = file.write(offset, data.into()).await?;
-                // A write makes the file's time now again (POSIX), whatever
-                // utimes set before it.
-                if let Some(node) = self.inodes.lock().expect("inode lock").get_mut(ino) {
-                    node.overrides.mtime = None;
-                }
+                self.inodes.lock().expect("inode lock").written(ino);
                 Ok(n)
             }
             _ => Err(FsError::BadHandle),
@@ -1024,10 +953,8 @@ impl Fs {
         let Some(done) = file.commit().await? else {
             // Nothing to upload: the object stays, and the entry naming it
             // holds any time set meanwhile.
-            if self.meta_home(&file.location()).is_some()
-                && let Some(n) = self.inodes.lock().expect("inode lock").get_mut(ino)
-            {
-                n.overrides.mtime = None;
+            if self.meta_home(&file.location()).is_some() {
+                self.inodes.lock().expect("inode lock").saved(ino, None);
             }
             return Ok(());
         };
@@ -1072,12 +999,7 @@ impl Fs {
             .inodes
             .lock()
             .expect("inode lock")
-            .get_mut(ino)
-            .and_then(|n| {
-                n.stat = stat.clone();
-                n.stat_at = std::time::Instant::now();
-                n.overrides.mtime.take()
-            });
+            .saved(ino, Some(stat.clone()));
         let (parent, path) = split_key(&loc.key);
         self.cache.changed(
             &loc.bucket,
@@ -1256,8 +1178,7 @@ impl Fs {
                 }
             }
         }
-        let changes =
-            perm.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        let changes = set.changes_meta();
         let now = SystemTime::now();
         let home = self.meta_home(&node.loc).filter(|_| !node.unlinked);
         if changes && let Some((dir, name)) = &home {
@@ -1301,34 +1222,17 @@ impl Fs {
                 .await?;
         }
         let writing = self.open.buffer(ino).is_some();
-        let (stat, ov) = {
-            let mut inodes = self.inodes.lock().expect("inode lock");
-            let n = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
-            // Nothing holds an unlinked file's attributes, nor the mount
-            // root's: they live in memory while the kernel holds the inode
-            // (failing would fail `cp -a` and `rsync -a` into the root).
-            if home.is_none() {
-                n.overrides.perm = perm.or(n.overrides.perm);
-                n.overrides.uid = uid.or(n.overrides.uid);
-                n.overrides.gid = gid.or(n.overrides.gid);
-                n.overrides.atime = atime.or(n.overrides.atime);
-            }
-            // A file's until the upload, whose ETag the entry then names; a
-            // directory's replaces the time its entries' changes gave it.
-            // Otherwise the entry alone holds it (an older override would
-            // hide it).
-            if mtime.is_some() {
-                n.overrides.mtime = if home.is_none() || writing || node.kind == Kind::Dir {
-                    mtime
-                } else {
-                    None
-                };
-            }
-            if changes || size.is_some() {
-                n.overrides.ctime = Some(now);
-            }
-            (n.stat.clone(), n.overrides.clone())
-        };
+        // Nothing holds an unlinked file's attributes, nor the mount root's:
+        // they live in memory while the kernel holds the inode (failing would
+        // fail `cp -a` and `rsync -a` into the root).
+        let homeless = home.is_none();
+        let mtime_here = writing || node.kind == Kind::Dir;
+        let (stat, ov) = self
+            .inodes
+            .lock()
+            .expect("inode lock")
+            .set_attrs(ino, &set, homeless, mtime_here, now)
+            .ok_or(FsError::NotFound)?;
         let meta = self.meta_of(&node).await?;
         Ok(self.attr(ino, node.kind, &stat, meta.as_ref(), &ov, node.unlinked))
     }
@@ -1414,16 +1318,8 @@ impl Fs {
         let node = self.inode(ino)?;
         for (off, name, target) in [(0u64, ".", ino), (1, "..", node.parent)] {
             if offset == off {
-                let attr = plus.then(|| {
-                    self.attr(
-                        target,
-                        Kind::Dir,
-                        &self.dir_stat(),
-                        None,
-                        &Overrides::default(),
-                        false,
-                    )
-                });
+                let attr =
+                    plus.then(|| attr::plain_dir(target, &self.dir_stat(), &self.defaults()));
                 let full = fill(ReaddirEntry {
                     ino: target,
                     next_offset: off + 1,
@@ -1532,27 +1428,6 @@ impl Fs {
 
     pub fn root_ino(&self) -> Ino {
         ROOT_INO
-    }
-}
-
-/// The entry of `name` in `table` if it describes what the store holds
-/// there (`kind`: file or directory; `etag`: the object's).
-fn described<'a>(
-    table: &'a Table,
-    name: &str,
-    kind: Kind,
-    etag: Option<&str>,
-    writing: bool,
-) -> Option<&'a MetaEntry> {
-    table.get(name).filter(|m| m.applies(kind, etag, writing))
-}
-
-/// What a name shows as, given the entry that applies to it.
-fn shown_kind(stored: Kind, meta: &MetaEntry) -> Kind {
-    if stored == Kind::Dir {
-        Kind::Dir
-    } else {
-        meta.kind.kind()
     }
 }
 

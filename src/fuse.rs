@@ -136,6 +136,47 @@ enum Where {
     HereIfReady,
 }
 
+/// A reply the work fills itself (directory entries) yet answered through
+/// `run_as` like any other, so its failures are counted and logged in the
+/// one place: the work takes the reply out, and puts it back when it fails
+/// for `run_as` to answer with the errno.
+struct Filled<R>(Arc<std::sync::Mutex<Option<R>>>);
+
+impl<R> Filled<R> {
+    fn new(reply: R) -> (Filled<R>, Filled<R>) {
+        let slot = Arc::new(std::sync::Mutex::new(Some(reply)));
+        (Filled(slot.clone()), Filled(slot))
+    }
+
+    fn take(&self) -> R {
+        self.0
+            .lock()
+            .expect("reply slot")
+            .take()
+            .expect("a reply taken once")
+    }
+
+    /// The filled reply for `run_as`'s success path, or the error with the
+    /// reply back in its slot.
+    fn answered(&self, reply: R, result: Result<(), FsError>) -> Result<R, FsError> {
+        match result {
+            Ok(()) => Ok(reply),
+            Err(e) => {
+                *self.0.lock().expect("reply slot") = Some(reply);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R: ReplyError> ReplyError for Filled<R> {
+    fn error_to(self, err: Errno) {
+        if let Some(reply) = self.0.lock().expect("reply slot").take() {
+            reply.error_to(err);
+        }
+    }
+}
+
 /// Reads up to this size are answered on the request loop when their bytes
 /// are in memory (small files); larger ones are copied to the kernel from
 /// the runtime's threads, in parallel.
@@ -497,22 +538,25 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let fs = self.fs.clone();
-        let (stats, started) = (self.stats.clone(), std::time::Instant::now());
-        self.rt.spawn(async move {
-            let result = fs
-                .readdir(ino.0, fh.0, offset, false, |e| {
-                    reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), e.name)
-                })
-                .await;
-            stats.record("readdir", started.elapsed(), result.is_err());
-            match result {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("readdir", ino.0, &e)),
-            }
-        });
+        let (slot, back) = Filled::new(reply);
+        self.run_as(
+            Where::Runtime,
+            "readdir",
+            ino.0,
+            slot,
+            move |fs| async move {
+                let mut reply = back.take();
+                let result = fs
+                    .readdir(ino.0, fh.0, offset, false, |e| {
+                        reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), e.name)
+                    })
+                    .await;
+                back.answered(reply, result)
+            },
+            |_, reply| reply.ok(),
+        );
     }
 
     fn readdirplus(
@@ -521,31 +565,34 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let fs = self.fs.clone();
         let ttl = self.ttl();
-        let (stats, started) = (self.stats.clone(), std::time::Instant::now());
-        self.rt.spawn(async move {
-            let result = fs
-                .readdir(ino.0, fh.0, offset, true, |e| {
-                    let attr = e.attr.as_ref().map(file_attr).expect("plus has attrs");
-                    reply.add(
-                        INodeNo(e.ino),
-                        e.next_offset,
-                        e.name,
-                        &ttl,
-                        &attr,
-                        Generation(0),
-                    )
-                })
-                .await;
-            stats.record("readdirplus", started.elapsed(), result.is_err());
-            match result {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("readdirplus", ino.0, &e)),
-            }
-        });
+        let (slot, back) = Filled::new(reply);
+        self.run_as(
+            Where::Runtime,
+            "readdirplus",
+            ino.0,
+            slot,
+            move |fs| async move {
+                let mut reply = back.take();
+                let result = fs
+                    .readdir(ino.0, fh.0, offset, true, |e| {
+                        let attr = e.attr.as_ref().map(file_attr).expect("plus has attrs");
+                        reply.add(
+                            INodeNo(e.ino),
+                            e.next_offset,
+                            e.name,
+                            &ttl,
+                            &attr,
+                            Generation(0),
+                        )
+                    })
+                    .await;
+                back.answered(reply, result)
+            },
+            |_, reply| reply.ok(),
+        );
     }
 
     fn releasedir(

@@ -945,7 +945,9 @@ async fn renaming_a_file_leaves_an_open_neighbour_whose_name_it_prefixes() {
     let c = core();
     let root = c.fs.root_ino();
     let (_, ab) = c.fs.create(root, OsStr::new("ab")).await.expect("create");
-    c.fs.write(ab, 0, b"neighbour".to_vec()).await.expect("write");
+    c.fs.write(ab, 0, b"neighbour".to_vec())
+        .await
+        .expect("write");
     c.mem.put(BUCKET, "a", b"moved".to_vec());
     c.fs.rename(root, OsStr::new("a"), root, OsStr::new("b"), false)
         .await

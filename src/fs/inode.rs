@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+pub use super::attr::Overrides;
+use super::attr::SetAttr;
+
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
@@ -189,16 +192,6 @@ impl Inode {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Overrides {
-    pub perm: Option<u16>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub atime: Option<SystemTime>,
-    pub mtime: Option<SystemTime>,
-    pub ctime: Option<SystemTime>,
-}
-
 #[derive(Debug)]
 pub struct InodeTable {
     inodes: HashMap<Ino, Inode>,
@@ -242,8 +235,83 @@ impl InodeTable {
         self.inodes.get(&ino)
     }
 
-    pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Inode> {
-        self.inodes.get_mut(&ino)
+    /// The store confirmed (or changed) what `ino` is, just now.
+    pub fn refreshed(&mut self, ino: Ino, stat: Stat) {
+        if let Some(n) = self.inodes.get_mut(&ino) {
+            n.stat = n.stat.updated(stat);
+            n.stat_at = Instant::now();
+        }
+    }
+
+    /// `ino` was written through a handle.
+    pub fn written(&mut self, ino: Ino) {
+        if let Some(n) = self.inodes.get_mut(&ino) {
+            n.overrides.written();
+        }
+    }
+
+    /// `ino`'s content is now the object `stat` (or, without, stayed what
+    /// it was). Returns the time set since its last write, for its entry.
+    pub fn saved(&mut self, ino: Ino, stat: Option<Stat>) -> Option<SystemTime> {
+        let n = self.inodes.get_mut(&ino)?;
+        if let Some(stat) = stat {
+            n.stat = stat;
+            n.stat_at = Instant::now();
+        }
+        n.overrides.saved()
+    }
+
+    /// Names in directories `dirs` were added or removed at `now`.
+    pub fn entries_changed(&mut self, dirs: &[Ino], now: SystemTime) {
+        for ino in dirs {
+            if let Some(n) = self.inodes.get_mut(ino) {
+                n.overrides.entries_changed(now);
+            }
+        }
+    }
+
+    /// `set` applied to `ino` at `now` (see [`Overrides::set`]); returns
+    /// what its attributes are now computed from.
+    pub fn set_attrs(
+        &mut self,
+        ino: Ino,
+        set: &SetAttr,
+        homeless: bool,
+        mtime_here: bool,
+        now: SystemTime,
+    ) -> Option<(Stat, Overrides)> {
+        let n = self.inodes.get_mut(&ino)?;
+        n.overrides.set(set, homeless, mtime_here, now);
+        Some((n.stat.clone(), n.overrides.clone()))
+    }
+
+    /// The kernel is about to cache `ino`'s pages for the object `etag`:
+    /// whether the pages it kept from an earlier open are that object's.
+    pub fn keep_pages(&mut self, ino: Ino, etag: &Option<String>) -> bool {
+        let Some(n) = self.inodes.get_mut(&ino) else {
+            return false;
+        };
+        let keep = etag.is_some() && n.cached_etag == *etag;
+        n.cached_etag.clone_from(etag);
+        keep
+    }
+
+    /// The object of `name` in `parent` was copied: `before` became
+    /// `after` (see [`Inode::restamp`]).
+    pub fn restamp_child(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        before: &Option<String>,
+        after: &Option<String>,
+    ) {
+        if let Some(n) = self
+            .children
+            .get(&(parent, Arc::from(name)))
+            .and_then(|ino| self.inodes.get_mut(ino))
+        {
+            n.restamp(before, after);
+        }
     }
 
     /// The inode of `name` in `parent`, if the kernel knows it.
@@ -251,12 +319,6 @@ impl InodeTable {
         self.children
             .get(&(parent, Arc::from(name)))
             .and_then(|ino| self.inodes.get(ino))
-    }
-
-    pub fn child_mut(&mut self, parent: Ino, name: &str) -> Option<&mut Inode> {
-        self.children
-            .get(&(parent, Arc::from(name)))
-            .and_then(|ino| self.inodes.get_mut(ino))
     }
 
     /// Records that the kernel now holds one more reference to `name` in
@@ -321,12 +383,20 @@ impl InodeTable {
         ino
     }
 
-    /// `ino` is now `new_name` in `new_parent`, at `new_loc`; an inode that
-    /// had that name loses it.
-    pub fn rename(&mut self, ino: Ino, new_parent: Ino, new_name: &str, new_loc: Location) {
+    /// `ino` is now `new_name` in `new_parent`, at `new_loc`, since `now`;
+    /// an inode that had that name loses it.
+    pub fn rename(
+        &mut self,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &str,
+        new_loc: Location,
+        now: SystemTime,
+    ) {
         let Some(inode) = self.inodes.get_mut(&ino) else {
             return;
         };
+        inode.overrides.changed(now);
         let old_key = (inode.parent, inode.name.clone());
         let new_key = (new_parent, Arc::<str>::from(new_name));
         inode.parent = new_parent;
@@ -474,7 +544,7 @@ mod tests {
         let b = t.remember(ROOT_INO, "a", Kind::File, loc("a"), stat(2));
         assert_ne!(a, b, "a new file of that name is a new inode");
         let c = t.remember(ROOT_INO, "c", Kind::File, loc("c"), stat(3));
-        t.rename(c, ROOT_INO, "a", loc("a"));
+        t.rename(c, ROOT_INO, "a", loc("a"), SystemTime::UNIX_EPOCH);
         assert!(t.get(b).unwrap().unlinked, "replaced by the rename");
         assert!(!t.get(c).unwrap().unlinked);
     }

@@ -20,14 +20,14 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
+use super::attr::{Overrides, described};
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
-use super::inode::Overrides;
 use super::inode::{Copies, Inode, Kind, Location, NAME_MAX, Stat, View, valid_name};
 use super::meta::{EntryType, MetaEntry, Table, has_room, is_meta_name, parse, render, to_ns};
 use super::multipart::{Multipart, PartSource};
 use super::upload::DirtyFile;
-use super::{Attr, Fs, described, split_key};
+use super::{Attr, Fs, split_key};
 
 /// Who makes a new name: the calling process's ids, and the mode the
 /// kernel passes (umask applied); `None` for the mount's default.
@@ -574,14 +574,10 @@ impl Fs {
                 self.moved(parent, name, new_parent, new_name, &to);
                 // What this mount says of the file (and the entry a chmod
                 // records) names the copy now.
-                if let Some(n) = self
-                    .inodes
+                self.inodes
                     .lock()
                     .expect("inode lock")
-                    .child_mut(new_parent, new_name)
-                {
-                    n.restamp(&head.etag, &new_etag);
-                }
+                    .restamp_child(new_parent, new_name, &head.etag, &new_etag);
                 drop(paused);
                 self.client
                     .delete_object(&from.bucket, &from.key, None)
@@ -650,12 +646,7 @@ impl Fs {
         self.entries_changed(&[parent, new_parent]);
         let mut inodes = self.inodes.lock().expect("inode lock");
         match inodes.child(parent, name).map(|n| n.ino) {
-            Some(ino) => {
-                inodes.rename(ino, new_parent, new_name, to.clone());
-                if let Some(n) = inodes.get_mut(ino) {
-                    n.overrides.ctime = Some(SystemTime::now());
-                }
-            }
+            Some(ino) => inodes.rename(ino, new_parent, new_name, to.clone(), SystemTime::now()),
             // The kernel did not hold the source: the target's name is
             // gone from whatever inode had it all the same.
             None => {
