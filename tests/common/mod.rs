@@ -199,18 +199,29 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    if let Err(e) = listening(addr, child, what) {
+        panic!("{e}");
+    }
+}
+
+/// Waits until something listens on `addr`, or `child` exits, or the
+/// startup deadline passes.
+fn listening(addr: SocketAddr, child: &mut Child, what: &str) -> Result<(), String> {
     let start = Instant::now();
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {addr}: {status}");
+            return Err(format!(
+                "{what} exited before listening on {addr}: {status}"
+            ));
         }
-        assert!(
-            start.elapsed() < STARTUP_DEADLINE,
-            "{what} did not listen on {addr} within {STARTUP_DEADLINE:?}"
-        );
+        if start.elapsed() >= STARTUP_DEADLINE {
+            return Err(format!(
+                "{what} did not listen on {addr} within {STARTUP_DEADLINE:?}"
+            ));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -248,6 +259,21 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
         .iter()
         .map(|a| a.replace("{port}", &port.to_string()))
         .collect();
+    if kind == Kind::Garage {
+        let (child, port) = start_garage(data.path(), &access_key, &secret_key);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let server = Server {
+            kind,
+            endpoint: format!("http://{addr}"),
+            addr,
+            access_key,
+            secret_key,
+            process: Process::Child(child),
+            _data: data,
+        };
+        server.wait_ready();
+        return server;
+    }
     if kind == Kind::CephRgw {
         let process = start_ceph(data.path(), port, &access_key, &secret_key);
         return Server {
@@ -297,13 +323,9 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
                 .expect("start moto_server");
             (child, "moto_server")
         }
-        Kind::Garage => start_garage(data.path(), port, &access_key, &secret_key),
-        Kind::CephRgw => unreachable!("started above"),
+        Kind::Garage | Kind::CephRgw => unreachable!("started above"),
     };
     wait_listening(addr, &mut child, what);
-    if kind == Kind::Garage {
-        configure_garage(data.path(), &access_key, &secret_key);
-    }
     let server = Server {
         kind,
         endpoint: format!("http://{addr}"),
@@ -329,12 +351,36 @@ fn garage_bin() -> PathBuf {
     )
 }
 
-fn start_garage(
-    dir: &std::path::Path,
-    port: u16,
-    _key: &str,
-    secret: &str,
-) -> (Child, &'static str) {
+/// Starts a one-node Garage with its layout applied and our key allowed
+/// to create buckets; returns it and its S3 port. Its ports are picked
+/// free, but another test's server may take one before Garage binds it
+/// (Garage then exits, or never answers its CLI): such a node is stopped
+/// and a new one started, in a new directory on new ports, up to three
+/// times.
+fn start_garage(dir: &std::path::Path, key: &str, secret: &str) -> (Child, u16) {
+    let mut attempt = 0;
+    loop {
+        let node = dir.join(format!("node{attempt}"));
+        std::fs::create_dir_all(&node).unwrap();
+        let port = free_port_for_ceph();
+        let mut child = spawn_garage(&node, port, secret);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = listening(addr, &mut child, "garage")
+            .and_then(|()| configure_garage(&node, &mut child, key, secret));
+        match up {
+            Ok(()) => return (child, port),
+            Err(why) if attempt < 2 => {
+                eprintln!("garage failed to start ({why}); starting another");
+                let _ = child.kill();
+                let _ = child.wait();
+                attempt += 1;
+            }
+            Err(why) => panic!("garage did not start: {why}"),
+        }
+    }
+}
+
+fn spawn_garage(dir: &std::path::Path, port: u16, secret: &str) -> Child {
     let rpc = free_port();
     let admin = free_port();
     let config = format!(
@@ -347,7 +393,7 @@ fn start_garage(
         d = dir.display()
     );
     std::fs::write(dir.join("garage.toml"), config).unwrap();
-    let child = Command::new(garage_bin())
+    Command::new(garage_bin())
         .arg("-c")
         .arg(dir.join("garage.toml"))
         .arg("server")
@@ -356,14 +402,17 @@ fn start_garage(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start garage");
-    (child, "garage")
+        .expect("start garage")
 }
+
+/// How long the CLI may fail against a running node before the node is
+/// taken for one that will never answer.
+const GARAGE_CLI_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs the garage CLI against the node in `dir`. Right after the node
 /// starts, its RPC may not take connections yet: the command is tried
-/// again until it succeeds or 60 s have passed.
-fn garage_cli(dir: &std::path::Path, args: &[&str]) -> String {
+/// again until it succeeds, the node exits, or the deadline passes.
+fn garage_cli(dir: &std::path::Path, child: &mut Child, args: &[&str]) -> Result<String, String> {
     let start = Instant::now();
     loop {
         let out = Command::new(garage_bin())
@@ -374,25 +423,41 @@ fn garage_cli(dir: &std::path::Path, args: &[&str]) -> String {
             .output()
             .expect("run garage");
         if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        assert!(
-            start.elapsed() < STARTUP_DEADLINE,
-            "garage {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let why = || format!("garage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the node exited ({status}); {}", why()));
+        }
+        if start.elapsed() >= GARAGE_CLI_DEADLINE {
+            return Err(why());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// One node holding everything, and our key allowed to create buckets.
-fn configure_garage(dir: &std::path::Path, key: &str, secret: &str) {
-    let id = garage_cli(dir, &["node", "id", "-q"]);
+fn configure_garage(
+    dir: &std::path::Path,
+    child: &mut Child,
+    key: &str,
+    secret: &str,
+) -> Result<(), String> {
+    let id = garage_cli(dir, child, &["node", "id", "-q"])?;
     let id = id.trim().split('@').next().expect("node id").to_string();
-    garage_cli(dir, &["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
-    garage_cli(dir, &["layout", "apply", "--version", "1"]);
-    garage_cli(dir, &["key", "import", "--yes", key, secret, "-n", "test"]);
-    garage_cli(dir, &["key", "allow", "--create-bucket", "test"]);
+    garage_cli(
+        dir,
+        child,
+        &["layout", "assign", "-z", "dc1", "-c", "1G", &id],
+    )?;
+    garage_cli(dir, child, &["layout", "apply", "--version", "1"])?;
+    garage_cli(
+        dir,
+        child,
+        &["key", "import", "--yes", key, secret, "-n", "test"],
+    )?;
+    garage_cli(dir, child, &["key", "allow", "--create-bucket", "test"])?;
+    Ok(())
 }
 
 impl Server {

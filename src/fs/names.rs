@@ -1,0 +1,550 @@
+//! The namespace part of the core: names and inodes, the caches of names
+//! and listings, the POSIX metadata of each directory, the history of
+//! versioned buckets, and the root (one bucket, a prefix, or every bucket).
+//!
+//! [`Names`] owns that state and answers what a name is (lookup, getattr,
+//! the attributes shown); the jobs that change names borrow it: `Changes`
+//! (`fs/changes.rs`: create, mkdir, unlink, rmdir, symlink, mknod,
+//! setattr), `Renames` (`fs/rename.rs`) and `Directories`
+//! (`fs/readdir.rs`). It reaches file data only through [`Files`]: whether
+//! a file is being written here, and a file's upload at commit.
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::attr::{self, Attr, Defaults, Sources, described, shown_kind};
+use super::cache::{Entry, MetaCache, Ttl};
+use super::error::{FsError, FsResult};
+use super::files::Files;
+use super::inode::{
+    self, Ino, Inode, InodeTable, Kind, Location, NAME_MAX, SHOWN_NAME_MAX, Stat, View, valid_name,
+};
+use super::meta::{self, MetaEntry, MetaStore, Table, is_meta_name};
+use super::open::OpenFiles;
+use super::resolve::Resolver;
+use super::upload::{self, DirtyFile};
+use super::versions::{HistEntry, History};
+use super::{FsConfig, split_key};
+use crate::s3::{ErrorKind, ObjectClient, limits};
+
+pub struct Names {
+    pub(super) client: Arc<dyn ObjectClient>,
+    pub(super) cfg: FsConfig,
+    pub(super) inodes: Mutex<InodeTable>,
+    /// What names are in the store, and the caches that remember it.
+    pub(super) resolver: Resolver,
+    pub(super) mount_time: SystemTime,
+    /// The key of the mount's root in its bucket (of each bucket's
+    /// directory with all buckets): where the history directories are.
+    pub(super) root_key: String,
+    pub(super) history: History,
+    /// Modes, owners, times and special kinds, per directory.
+    pub(super) meta: Arc<MetaStore>,
+    pub(super) files: Arc<Files>,
+}
+
+impl Names {
+    pub fn new(
+        client: Arc<dyn ObjectClient>,
+        root: Location,
+        cfg: FsConfig,
+        files: Arc<Files>,
+    ) -> Self {
+        let mount_time = SystemTime::now();
+        let meta = MetaStore::new(client.clone(), cfg.metadata_ttl);
+        let cache = MetaCache::new(
+            cfg.metadata_ttl,
+            cfg.max_cached_names,
+            cfg.max_cached_listings,
+            cfg.max_cached_listing_len,
+        );
+        Names {
+            root_key: root.key.clone(),
+            history: History::new(
+                cfg.versions_dir.clone(),
+                cfg.snapshots_dir.clone(),
+                cfg.metadata_ttl,
+            ),
+            resolver: Resolver::new(
+                client.clone(),
+                cache,
+                meta.clone(),
+                files.clone(),
+                mount_time,
+            ),
+            meta,
+            inodes: Mutex::new(InodeTable::new(root, mount_time)),
+            client,
+            cfg,
+            mount_time,
+            files,
+        }
+    }
+
+    /// `ino` was written through a handle.
+    pub(super) fn written(&self, ino: Ino) {
+        self.inodes.lock().expect("inode lock").written(ino);
+    }
+
+    /// Whether the kernel may keep the pages it cached of `ino` for an
+    /// open of the object `etag` (see [`InodeTable::keep_pages`]).
+    pub(super) fn keep_pages(&self, ino: Ino, etag: &Option<String>) -> bool {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .keep_pages(ino, etag)
+    }
+
+    /// The metadata of `ino`'s entry is in the bucket (fsync).
+    pub(super) async fn sync_entry(&self, ino: Ino) -> FsResult<()> {
+        let node = self.inode(ino)?;
+        if let Some((dir, _)) = self.meta_home(&node.loc) {
+            self.meta.flush(&dir).await?;
+        }
+        Ok(())
+    }
+
+    /// The open files (`Files`' own), asked whether a file is written here.
+    pub(super) fn open(&self) -> &OpenFiles {
+        self.files.open_files()
+    }
+
+    /// Makes the content of `name` in `parent` local if the file is open,
+    /// so its handles keep reading it once its object is deleted or
+    /// replaced (POSIX keeps an unlinked file until its last close). The
+    /// buffer returned is then unlinked by the caller.
+    pub(super) async fn keep_open_content(
+        &self,
+        parent: Ino,
+        name: &str,
+    ) -> FsResult<Option<Arc<DirtyFile>>> {
+        let node = self
+            .inodes
+            .lock()
+            .expect("inode lock")
+            .child(parent, name)
+            .cloned();
+        match node {
+            Some(node) => self.files.keep_open_content(&node).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn dir_stat(&self) -> Stat {
+        self.resolver.dir_stat()
+    }
+
+    pub(super) fn defaults(&self) -> Defaults {
+        Defaults {
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            file_mode: self.cfg.file_mode,
+            dir_mode: self.cfg.dir_mode,
+        }
+    }
+
+    pub(super) fn default_perm(&self, kind: Kind) -> u16 {
+        self.defaults().perm(kind)
+    }
+
+    /// Attributes by `fs/attr.rs`'s precedence; a file being written here
+    /// is as big as its buffer says (read without waiting for the file's
+    /// own lock: see `DirtyFile::size`).
+    pub(super) fn attr(
+        &self,
+        ino: Ino,
+        kind: Kind,
+        stat: &Stat,
+        meta: Option<&MetaEntry>,
+        overrides: &attr::Overrides,
+        unlinked: bool,
+    ) -> Attr {
+        let src = Sources {
+            stat,
+            meta,
+            overrides,
+            unlinked,
+            written_size: self.open().buffer(ino).map(|f| f.size()),
+        };
+        attr::shown(ino, kind, &src, &self.defaults())
+    }
+
+    /// Records a kernel reference to `name` in `parent` and returns its
+    /// attributes. `kind` is what the store holds (file or directory); the
+    /// metadata entry, if it applies, may make a file another kind.
+    pub(super) fn remember(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        stat: Stat,
+        table: &Table,
+    ) -> Attr {
+        let writing = kind != Kind::Dir && self.open().written_at(&loc).is_some();
+        let meta = described(table, name, kind, stat.etag.as_deref(), writing);
+        let kind = meta.map_or(kind, |m| shown_kind(kind, m));
+        let (ino, stat, ov) = {
+            let mut inodes = self.inodes.lock().expect("inode lock");
+            let ino = inodes.remember(parent, name, kind, loc, stat.clone());
+            let (stat, ov) = inodes
+                .get(ino)
+                .map(|n| (n.stat.clone(), n.overrides.clone()))
+                .unwrap_or((stat, attr::Overrides::default()));
+            (ino, stat, ov)
+        };
+        self.attr(ino, kind, &stat, meta, &ov, false)
+    }
+
+    /// The directory holding the metadata of `loc`, and its name there
+    /// (`None` for a mount's root and for buckets: nothing holds theirs).
+    pub(super) fn meta_home<'a>(&self, loc: &'a Location) -> Option<(Location, &'a str)> {
+        if loc.bucket.is_empty() || loc.key.is_empty() || loc.key == self.root_key {
+            return None;
+        }
+        let (parent, path) = split_key(&loc.key);
+        Some((
+            Location {
+                bucket: loc.bucket.clone(),
+                key: parent.to_string(),
+            },
+            &path[parent.len()..],
+        ))
+    }
+
+    /// Records a kernel reference to an entry of history.
+    pub(super) fn remember_history(&self, parent: Ino, bucket: &Arc<str>, e: HistEntry) -> Attr {
+        let ino = self.inodes.lock().expect("inode lock").remember_in(
+            parent,
+            &e.name,
+            e.kind,
+            e.location(bucket),
+            e.view,
+            e.stat.clone(),
+        );
+        self.history_attr(ino, e.kind, &e.stat)
+    }
+
+    pub(super) fn history_attr(&self, ino: Ino, kind: Kind, stat: &Stat) -> Attr {
+        attr::history(ino, kind, stat, &self.defaults())
+    }
+
+    pub(super) fn inode(&self, ino: Ino) -> FsResult<inode::Inode> {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<Attr> {
+        let name = name.to_str().ok_or(FsError::NotFound)?;
+        if name.len() > SHOWN_NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if !valid_name(name) || meta::is_meta_name(name) {
+            return Err(FsError::NotFound);
+        }
+        let p = self.inode(parent)?;
+        if p.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if p.view != View::Live {
+            let e = self
+                .history
+                .lookup(self.client.as_ref(), &p.loc, &p.view, name, self.mount_time)
+                .await?;
+            return Ok(self.remember_history(parent, &p.loc.bucket, e));
+        }
+        if !p.loc.bucket.is_empty()
+            && p.loc.key == self.root_key
+            && let Some(e) = self.history.root_entry(&p.loc, name, self.mount_time)
+            && self
+                .history
+                .versioned(self.client.as_ref(), &p.loc.bucket)
+                .await
+        {
+            return Ok(self.remember_history(parent, &p.loc.bucket, e));
+        }
+        // The directory's metadata is read while the name is resolved.
+        let (entry, table) =
+            tokio::join!(self.resolver.resolve(&p.loc, name), self.table_of(&p.loc));
+        let (kind, stat) = match entry? {
+            // Only an existing file can have a name this long; a new one
+            // could not (creating it would fail the same way).
+            Entry::Missing if name.len() > NAME_MAX => return Err(FsError::NameTooLong),
+            Entry::Missing => return Err(FsError::NotFound),
+            Entry::Dir => (Kind::Dir, self.dir_stat()),
+            Entry::File(stat) => (Kind::File, stat),
+        };
+        let table = table?;
+        let loc = p.loc.child(name, kind);
+        Ok(self.remember(parent, name, kind, loc, stat, &table))
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.inodes.lock().expect("inode lock").forget(ino, n);
+    }
+
+    /// Re-reads a file's attributes when they are older than the TTL, or
+    /// whatever their age when `always` (an open, close-to-open): one HEAD,
+    /// none for a file this mount is writing. A change found goes to the
+    /// inode and to the cached name; a name gone, from the cache too.
+    pub(super) async fn refresh(&self, node: &inode::Inode, always: bool) -> FsResult<Stat> {
+        if node.kind == Kind::Dir
+            || node.view != View::Live
+            || node.unlinked
+            || (!always && self.ttl().fresh(node.stat_at))
+            || self.open().buffer(node.ino).is_some()
+        {
+            return Ok(node.stat.clone());
+        }
+        let (parent, path) = split_key(&node.loc.key);
+        let h = match self
+            .client
+            .head_object(&node.loc.bucket, &node.loc.key, None)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                if e.kind() == ErrorKind::NotFound {
+                    self.resolver
+                        .cache
+                        .invalidate(&node.loc.bucket, path, parent);
+                }
+                return Err(e.into());
+            }
+        };
+        let stat = node.stat.updated(Stat {
+            size: h.size,
+            mtime: inode::object_mtime(h.last_modified, self.mount_time),
+            etag: h.etag,
+        });
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .refreshed(node.ino, stat.clone());
+        if stat.etag != node.stat.etag || stat.size != node.stat.size {
+            self.resolver.cache.changed(
+                &node.loc.bucket,
+                path,
+                parent,
+                Entry::File(stat.clone()),
+                &self.dir_stat(),
+            );
+        }
+        Ok(stat)
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let node = self.inode(ino)?;
+        if node.view != View::Live {
+            return Ok(self.history_attr(ino, node.kind, &node.stat));
+        }
+        let stat = self.refresh(&node, false).await?;
+        let meta = self.meta_of(&node).await?;
+        Ok(self.attr(
+            ino,
+            node.kind,
+            &stat,
+            meta.as_ref(),
+            &node.overrides,
+            node.unlinked,
+        ))
+    }
+
+    /// Names were added to or removed from directories `dirs`: their mtime
+    /// and ctime are now. Kept in memory only: persisting them would cost a
+    /// metadata write in the parent for every change of a name.
+    pub(super) fn entries_changed(&self, dirs: &[Ino]) -> SystemTime {
+        let now = SystemTime::now();
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .entries_changed(dirs, now);
+        now
+    }
+
+    /// The metadata table of a live directory (empty for the all-buckets
+    /// root).
+    pub(super) async fn table_of(&self, dir: &Location) -> FsResult<Arc<Table>> {
+        if dir.bucket.is_empty() {
+            return Ok(Arc::default());
+        }
+        self.meta.table(dir).await
+    }
+
+    /// The metadata entry that applies to a live inode, if any.
+    pub(super) async fn meta_of(&self, node: &inode::Inode) -> FsResult<Option<MetaEntry>> {
+        if node.unlinked {
+            return Ok(None);
+        }
+        let Some((dir, name)) = self.meta_home(&node.loc) else {
+            return Ok(None);
+        };
+        let table = self.meta.table(&dir).await?;
+        let storage = if node.kind == Kind::Dir {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
+        let writing = self.open().buffer(node.ino).is_some();
+        Ok(
+            described(&table, name, storage, node.stat.etag.as_deref(), writing)
+                .filter(|m| shown_kind(storage, m) == node.kind)
+                .cloned(),
+        )
+    }
+
+    /// Puts a file's changes in the bucket (close, fsync): returns once the
+    /// object is complete there.
+    pub(super) async fn commit(&self, ino: Ino, file: &Arc<DirtyFile>) -> FsResult<()> {
+        let Some(done) = self.files.upload(file).await? else {
+            // Nothing to upload: the object stays, and the entry naming it
+            // holds any time set meanwhile.
+            if self.meta_home(&file.location()).is_some() {
+                self.inodes.lock().expect("inode lock").saved(ino, None);
+            }
+            return Ok(());
+        };
+        self.saved(ino, &file.location(), done).await
+    }
+
+    /// A file's content is now the object `done` at `loc`.
+    pub(super) async fn saved(
+        &self,
+        ino: Ino,
+        loc: &Location,
+        done: upload::Committed,
+    ) -> FsResult<()> {
+        self.history.changed();
+        let stat = Stat {
+            size: done.size,
+            mtime: SystemTime::now(),
+            etag: done.etag.clone(),
+        };
+        // A time set while the file was being written, after its last write.
+        let set_mtime = self
+            .inodes
+            .lock()
+            .expect("inode lock")
+            .saved(ino, Some(stat.clone()));
+        let (parent, path) = split_key(&loc.key);
+        self.resolver.cache.changed(
+            &loc.bucket,
+            path,
+            parent,
+            Entry::File(stat),
+            &self.dir_stat(),
+        );
+        // An entry now describes the new object; its time is the upload's
+        // unless one was set since the last write.
+        if let Some((dir, name)) = self.meta_home(loc) {
+            let etag = done.etag;
+            self.meta
+                .update(&dir, name, move |e| {
+                    if let Some(m) = e {
+                        m.etag.clone_from(&etag);
+                        m.mtime_ns = set_mtime.map(meta::to_ns);
+                    }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// readlink(2): the target kept in the directory's metadata.
+    pub async fn readlink(&self, ino: Ino) -> FsResult<String> {
+        let node = self.inode(ino)?;
+        if node.kind != Kind::Symlink {
+            return Err(FsError::InvalidName("not a symbolic link".to_string()));
+        }
+        self.meta_of(&node)
+            .await?
+            .and_then(|m| m.target)
+            .ok_or(FsError::Stale)
+    }
+
+    /// fsync(2) of a directory: the metadata of its entries is in the
+    /// bucket.
+    pub async fn fsyncdir(&self, ino: Ino) -> FsResult<()> {
+        let node = self.inode(ino)?;
+        if node.view == View::Live && !node.loc.bucket.is_empty() {
+            self.meta.flush(&node.loc).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every directory's pending metadata (unmount).
+    pub async fn flush_metadata(&self) -> FsResult<()> {
+        self.meta.flush_all().await
+    }
+
+    /// What `ino` is, for logs: `bucket/key` (or the inode number of one
+    /// the kernel no longer holds).
+    pub fn path_of(&self, ino: Ino) -> String {
+        match self.inodes.lock().expect("inode lock").get(ino) {
+            Some(n) if n.loc.bucket.is_empty() => "/".to_string(),
+            Some(n) => format!("{}/{}", n.loc.bucket, n.loc.key),
+            None => format!("inode {ino}"),
+        }
+    }
+
+    /// Inodes the table holds (the kernel's references), for tests.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.lock().expect("inode lock").len()
+    }
+
+    pub fn ttl(&self) -> Ttl {
+        self.resolver.cache.ttl()
+    }
+
+    pub(super) fn changed(&self, loc: &Location, entry: Entry) {
+        self.history.changed();
+        let (parent, path) = split_key(&loc.key);
+        self.resolver
+            .cache
+            .changed(&loc.bucket, path, parent, entry, &self.dir_stat());
+    }
+
+    pub(super) fn writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// A directory whose names may change: live, not history.
+    pub(super) fn dir_inode(&self, ino: u64) -> FsResult<Inode> {
+        let node = self.inode(ino)?;
+        if node.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if node.view != View::Live {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(node)
+    }
+
+    pub(super) fn name<'a>(&self, name: &'a OsStr) -> FsResult<&'a str> {
+        let name = name
+            .to_str()
+            .ok_or_else(|| FsError::InvalidName("not UTF-8".to_string()))?;
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if !valid_name(name) || is_meta_name(name) {
+            return Err(FsError::InvalidName(name.to_string()));
+        }
+        Ok(name)
+    }
+
+    pub(super) fn key_fits(loc: &Location) -> FsResult<()> {
+        if loc.key.len() > limits::MAX_KEY_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(())
+    }
+}

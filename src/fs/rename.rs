@@ -1,0 +1,381 @@
+//! Renaming. [`Renames`] borrows the namespace's state from `Names`.
+//!
+//! - rename of a file is a copy (PUT Object Copy up to 5 GiB, multipart
+//!   UploadPartCopy above, guarded by If-Match on the source ETag) then a
+//!   delete of the source. Rename of a directory copies every key under
+//!   its prefix in parallel, then deletes the sources in DeleteObjects
+//!   batches of 1000. The source is never deleted before every copy
+//!   succeeded. Not atomic: another client may see both names, or a
+//!   directory half copied, while it runs.
+//! - open files follow their objects (`OpenFiles::relocate`), and the
+//!   metadata follows the names, naming the copies' ETags.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::attr::described;
+use super::cache::Entry;
+use super::error::{FsError, FsResult};
+use super::inode::{Copies, Kind, Location, Stat};
+use super::meta::{is_meta_name, parse, render, to_ns};
+use super::multipart::{Multipart, PartSource};
+use super::names::Names;
+use crate::s3::{CopySource, ErrorKind, ListObjectsParams, ObjectIdentifier, limits};
+
+/// Part size of multipart copies: 5 TiB fits in 5120 parts.
+const COPY_PART: u64 = 1024 * 1024 * 1024;
+/// Keys copied at once when a directory is renamed.
+const RENAME_PARALLEL: usize = 32;
+/// Parts of one large object copied at once.
+const COPY_PARALLEL: usize = 4;
+
+pub struct Renames {
+    names: Arc<Names>,
+}
+
+impl Renames {
+    pub fn new(names: Arc<Names>) -> Self {
+        Renames { names }
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.names.writable()?;
+        let p = self.names.dir_inode(parent)?;
+        let np = self.names.dir_inode(new_parent)?;
+        let name = self.names.name(name)?;
+        let new_name = self.names.name(new_name)?;
+        if p.loc.bucket.is_empty() || np.loc.bucket.is_empty() {
+            // Buckets cannot be renamed.
+            return Err(FsError::NotPermitted);
+        }
+        let src = self.names.resolver.resolve(&p.loc, name).await?;
+        let dst = self.names.resolver.resolve(&np.loc, new_name).await?;
+        if no_replace && dst != Entry::Missing {
+            return Err(FsError::Exists);
+        }
+        match src {
+            Entry::Missing => Err(FsError::NotFound),
+            Entry::File(_) => {
+                if dst == Entry::Dir {
+                    return Err(FsError::IsDir);
+                }
+                let from = p.loc.child(name, Kind::File);
+                let to = np.loc.child(new_name, Kind::File);
+                Names::key_fits(&to)?;
+                let source = self.names.open().written_under(&from);
+                for (ino, file) in &source {
+                    self.names.commit(*ino, file).await?;
+                }
+                // The file replaced keeps its content for its open handles.
+                let replaced = if matches!(dst, Entry::File(_)) {
+                    self.names.keep_open_content(new_parent, new_name).await?
+                } else {
+                    None
+                };
+                // No commit of either file may land between the copy and
+                // the moves below (it would write to a name that is gone).
+                let mut paused = Vec::new();
+                for f in source.iter().map(|(_, f)| f).chain(&replaced) {
+                    paused.push(f.pause_commits().await);
+                }
+                let head = self
+                    .names
+                    .client
+                    .head_object(&from.bucket, &from.key, None)
+                    .await?;
+                let new_etag = self
+                    .copy_object(&from, &to, head.size, head.etag.clone())
+                    .await?;
+                if let Some(f) = &replaced {
+                    f.unlink();
+                }
+                self.names.open().relocate(
+                    &from,
+                    &to,
+                    &[(from.key.clone(), head.etag.clone(), new_etag.clone())],
+                );
+                self.moved(parent, name, new_parent, new_name, &to);
+                // What this mount says of the file (and the entry a chmod
+                // records) names the copy now.
+                self.names
+                    .inodes
+                    .lock()
+                    .expect("inode lock")
+                    .restamp_child(new_parent, new_name, &head.etag, &new_etag);
+                drop(paused);
+                self.names
+                    .client
+                    .delete_object(&from.bucket, &from.key, None)
+                    .await?;
+                self.names.changed(&from, Entry::Missing);
+                self.names.changed(
+                    &to,
+                    Entry::File(Stat {
+                        size: head.size,
+                        mtime: SystemTime::now(),
+                        etag: new_etag.clone(),
+                    }),
+                );
+                // The entry follows the object (a link stays a link), and
+                // the time is the source's, as rename(2) keeps it.
+                let table = self.names.meta.table(&p.loc).await?;
+                let mut entry = described(&table, name, Kind::File, head.etag.as_deref(), false)
+                    .cloned()
+                    .unwrap_or_default();
+                entry.etag = new_etag;
+                if entry.mtime_ns.is_none() {
+                    entry.mtime_ns = head.last_modified.map(to_ns);
+                }
+                self.names.meta.update(&p.loc, name, |e| *e = None).await?;
+                self.names
+                    .meta
+                    .update(&np.loc, new_name, move |e| *e = Some(entry.clone()))
+                    .await?;
+                Ok(())
+            }
+            Entry::Dir => {
+                if matches!(dst, Entry::File(_)) {
+                    return Err(FsError::NotDir);
+                }
+                let from = p.loc.child(name, Kind::Dir);
+                let to = np.loc.child(new_name, Kind::Dir);
+                if from.bucket == to.bucket && to.key.starts_with(&from.key) {
+                    return Err(FsError::InvalidName(
+                        "a directory cannot move into itself".to_string(),
+                    ));
+                }
+                if dst == Entry::Dir {
+                    // The target's metadata goes with it: its removals must
+                    // not win over the entries moved in.
+                    let metas = self.names.resolver.ensure_empty(&to).await?;
+                    self.names.meta.remove_dir(&to, &metas).await?;
+                }
+                let table = self.names.meta.table(&p.loc).await?;
+                let entry = described(&table, name, Kind::Dir, None, false).cloned();
+                let copies = self.rename_dir(&from, &to).await?;
+                self.names.meta.update(&p.loc, name, |e| *e = None).await?;
+                self.names
+                    .meta
+                    .update(&np.loc, new_name, move |e| *e = entry.clone())
+                    .await?;
+                self.moved(parent, name, new_parent, new_name, &to);
+                let mut inodes = self.names.inodes.lock().expect("inode lock");
+                inodes.rebase(&from, &to, &copies);
+                drop(inodes);
+                self.names.resolver.cache.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// The inode of `name` now lives at `to`.
+    pub(super) fn moved(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        to: &Location,
+    ) {
+        self.names.entries_changed(&[parent, new_parent]);
+        let mut inodes = self.names.inodes.lock().expect("inode lock");
+        match inodes.child(parent, name).map(|n| n.ino) {
+            Some(ino) => inodes.rename(ino, new_parent, new_name, to.clone(), SystemTime::now()),
+            // The kernel did not hold the source: the target's name is
+            // gone from whatever inode had it all the same.
+            None => {
+                inodes.unlink(new_parent, new_name);
+            }
+        }
+    }
+
+    /// Copies every key under `from` to `to`, moves the open files along,
+    /// then deletes the sources. Returns what was copied.
+    pub(super) async fn rename_dir(&self, from: &Location, to: &Location) -> FsResult<Copies> {
+        for (ino, file) in self.names.open().written_under(from) {
+            self.names.commit(ino, &file).await?;
+        }
+        self.names.meta.flush_under(&from.bucket, &from.key).await?;
+        let mut keys = Vec::new();
+        let mut params = ListObjectsParams {
+            prefix: from.key.clone(),
+            ..Default::default()
+        };
+        loop {
+            let page = self
+                .names
+                .client
+                .list_objects(&from.bucket, &params)
+                .await?;
+            keys.extend(page.objects);
+            match page.next_continuation_token {
+                Some(t) => params.continuation_token = Some(t),
+                None => break,
+            }
+        }
+        // Nothing is copied unless everything fits under the new name.
+        let at = |key: &str| Location {
+            bucket: from.bucket.clone(),
+            key: key.to_string(),
+        };
+        let moved = |key: &str| at(key).rebased(from, to).expect("listed under the prefix");
+        for o in &keys {
+            Names::key_fits(&moved(&o.key))?;
+        }
+        let (metas, objects): (Vec<_>, Vec<_>) = keys
+            .iter()
+            .cloned()
+            .partition(|o| o.key.rsplit('/').next().is_some_and(is_meta_name));
+        let copied = futures::stream::iter(objects)
+            .map(|o| {
+                let src = at(&o.key);
+                let dst = moved(&o.key);
+                async move {
+                    let new = self.copy_object(&src, &dst, o.size, o.etag.clone()).await?;
+                    Ok::<_, FsError>((o.key, o.etag, new))
+                }
+            })
+            .buffer_unordered(RENAME_PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        // Metadata after the objects it describes, naming the copies.
+        let by_key: HashMap<&str, _> = copied
+            .iter()
+            .map(|(k, before, after)| (k.as_str(), (before, after)))
+            .collect();
+        futures::stream::iter(metas)
+            .map(|o| self.move_meta(from, to, o.key, &by_key))
+            .buffer_unordered(RENAME_PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.names.meta.forget_under(&from.bucket, &from.key);
+        self.names.meta.forget_under(&to.bucket, &to.key);
+        // Open files follow their objects before the sources go.
+        self.names.open().relocate(from, to, &copied);
+        // Every copy is in place: only now do the sources go.
+        let ids: Vec<ObjectIdentifier> =
+            keys.iter().map(|o| ObjectIdentifier::key(&o.key)).collect();
+        for batch in ids.chunks(limits::MAX_DELETE_OBJECTS) {
+            let out = self
+                .names
+                .client
+                .delete_objects(&from.bucket, batch)
+                .await?;
+            if let Some(e) = out.errors.first() {
+                return Err(FsError::Partial(format!(
+                    "{} of {} keys not deleted after the copy, first {}: {} {}",
+                    out.errors.len(),
+                    batch.len(),
+                    e.key,
+                    e.code,
+                    e.message
+                )));
+            }
+        }
+        Ok(copied
+            .into_iter()
+            .map(|(key, before, after)| (key, (before, after)))
+            .collect())
+    }
+
+    /// Writes the metadata object `key` under `from` to its place under
+    /// `to`, its entries naming the ETags of the copies (a copy of a
+    /// multipart object has another ETag).
+    pub(super) async fn move_meta(
+        &self,
+        from: &Location,
+        to: &Location,
+        key: String,
+        copied: &HashMap<&str, (&Option<String>, &Option<String>)>,
+    ) -> FsResult<()> {
+        let new_key = Location {
+            bucket: from.bucket.clone(),
+            key: key.clone(),
+        }
+        .rebased(from, to)
+        .expect("listed under the prefix")
+        .key;
+        let name_len = key.rsplit('/').next().map_or(0, str::len);
+        let dir = &key[..key.len() - name_len];
+        let got = match self
+            .names
+            .client
+            .get_object(&from.bucket, &key, &Default::default())
+            .await
+        {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let body = match parse(&got.body) {
+            Ok(mut table) => {
+                table.edit_entries(|name, e| {
+                    if let Some((before, after)) = copied.get(format!("{dir}{name}").as_str())
+                        && e.etag == **before
+                    {
+                        e.etag.clone_from(after);
+                    }
+                });
+                render(&table)
+            }
+            // Not ours to fix: moved as it is.
+            Err(_) => got.body,
+        };
+        self.names
+            .client
+            .put_object_typed(&to.bucket, &new_key, body, "application/json")
+            .await?;
+        Ok(())
+    }
+
+    /// Server-side copy, guarded by the source ETag: PUT Object Copy up to
+    /// 5 GiB, multipart UploadPartCopy above. Returns the copy's ETag.
+    pub(super) async fn copy_object(
+        &self,
+        from: &Location,
+        to: &Location,
+        size: u64,
+        etag: Option<String>,
+    ) -> FsResult<Option<String>> {
+        let source = CopySource {
+            bucket: from.bucket.to_string(),
+            key: from.key.clone(),
+            version_id: None,
+            if_match: etag,
+        };
+        if size <= limits::MAX_PART_SIZE {
+            let out = self
+                .names
+                .client
+                .copy_object(&to.bucket, &to.key, &source)
+                .await?;
+            return Ok(out.etag);
+        }
+        let pieces = (0..size.div_ceil(COPY_PART))
+            .map(|i| PartSource::Copy(i * COPY_PART..((i + 1) * COPY_PART).min(size)))
+            .collect();
+        let upload = Multipart::create(
+            self.names.client.clone(),
+            &self.names.files.uploads().open,
+            to.bucket.clone(),
+            to.key.clone(),
+        )
+        .await?;
+        upload
+            .run(pieces, Some(&source), COPY_PARALLEL, |_| async {
+                Err::<(bytes::Bytes, ()), _>(FsError::Internal("a copy uploads nothing"))
+            })
+            .await
+    }
+}
