@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::attr::{Overrides, SetAttr, described, shown_kind};
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
-use super::inode::{Ino, Inode, Kind, Location, Stat, View};
+use super::inode::{Ino, Inode, Kind, Location, Stat, Tree};
 use super::meta::{self, EntryType, MetaEntry, Table, has_room, to_ns};
 use super::names::Names;
 use super::open::Target;
@@ -183,7 +183,7 @@ impl Changes {
         self.names.writable()?;
         let p = self.names.dir_inode(parent)?;
         let name = self.names.name(name)?;
-        if p.loc.bucket.is_empty() {
+        if p.tree() == Tree::Buckets {
             // Only buckets live at the root of an all-buckets mount.
             return Err(FsError::NotPermitted);
         }
@@ -239,7 +239,7 @@ impl Changes {
         let p = self.names.dir_inode(parent)?;
         let name = self.names.name(name)?;
         let loc = p.loc.child(name, Kind::Dir);
-        if p.loc.bucket.is_empty() {
+        if p.tree() == Tree::Buckets {
             self.names
                 .client
                 .create_bucket(name)
@@ -398,7 +398,7 @@ impl Changes {
         self.names.writable()?;
         let p = self.names.dir_inode(parent)?;
         let name = self.names.name(name)?;
-        if p.loc.bucket.is_empty() {
+        if p.tree() == Tree::Buckets {
             self.names
                 .client
                 .delete_bucket(name)
@@ -449,7 +449,7 @@ impl Changes {
             return Err(FsError::ReadOnly);
         }
         let node = self.names.inode(ino)?;
-        if node.view != View::Live {
+        if node.tree() == Tree::History {
             return Err(FsError::ReadOnly);
         }
         if let Some(new_size) = size {

@@ -107,6 +107,15 @@ impl Location {
         }
     }
 
+    /// Where a live location is: the all-buckets root has no bucket.
+    pub fn tree(&self) -> Tree {
+        if self.bucket.is_empty() {
+            Tree::Buckets
+        } else {
+            Tree::Live
+        }
+    }
+
     /// Whether this is a directory's location (a prefix: empty, or ending
     /// in `/`).
     pub fn is_dir(&self) -> bool {
@@ -129,6 +138,22 @@ impl Location {
             key: format!("{}{rest}", to.key),
         })
     }
+}
+
+/// The trees a mount shows, told apart by [`Inode::tree`] (and
+/// [`Location::tree`]) so that a `match` says which of them a function
+/// handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// The root of an all-buckets mount: its entries are the buckets, and
+    /// nothing is stored in it (its location has no bucket).
+    Buckets,
+    /// The live names of a bucket: the mount's root, each bucket of an
+    /// all-buckets mount, and every file and directory below.
+    Live,
+    /// The read-only history of a versioned bucket (`.versions`,
+    /// `.snapshots` and below), answered by `fs/versions.rs`.
+    History,
 }
 
 /// Which tree an inode belongs to: the live one, or the read-only history
@@ -183,6 +208,13 @@ pub struct Inode {
 pub type Copies = HashMap<String, (Option<String>, Option<String>)>;
 
 impl Inode {
+    pub fn tree(&self) -> Tree {
+        match self.view {
+            View::Live => self.loc.tree(),
+            _ => Tree::History,
+        }
+    }
+
     /// Its object was copied to where it now lives: `before` was copied,
     /// its copy is `after`. A stat of another object is left alone.
     pub fn restamp(&mut self, before: &Option<String>, after: &Option<String>) {

@@ -18,7 +18,8 @@ use super::cache::{Entry, MetaCache, Ttl};
 use super::error::{FsError, FsResult};
 use super::files::Files;
 use super::inode::{
-    self, Ino, Inode, InodeTable, Kind, Location, NAME_MAX, SHOWN_NAME_MAX, Stat, View, valid_name,
+    self, Ino, Inode, InodeTable, Kind, Location, NAME_MAX, SHOWN_NAME_MAX, Stat, Tree, View,
+    valid_name,
 };
 use super::meta::{self, MetaEntry, MetaStore, Table, is_meta_name};
 use super::open::OpenFiles;
@@ -200,7 +201,7 @@ impl Names {
     /// The directory holding the metadata of `loc`, and its name there
     /// (`None` for a mount's root and for buckets: nothing holds theirs).
     pub(super) fn meta_home<'a>(&self, loc: &'a Location) -> Option<(Location, &'a str)> {
-        if loc.bucket.is_empty() || loc.key.is_empty() || loc.key == self.root_key {
+        if loc.tree() == Tree::Buckets || loc.key.is_empty() || loc.key == self.root_key {
             return None;
         }
         let (parent, path) = split_key(&loc.key);
@@ -213,17 +214,34 @@ impl Names {
         ))
     }
 
-    /// Records a kernel reference to an entry of history.
-    pub(super) fn remember_history(&self, parent: Ino, bucket: &Arc<str>, e: HistEntry) -> Attr {
+    /// Records a kernel reference to an entry of history (looked up).
+    fn remember_found(&self, parent: Ino, bucket: &Arc<str>, e: HistEntry) -> Attr {
+        let loc = e.location(bucket);
+        self.remember_history(parent, &e.name, e.kind, loc, e.view, &e.stat)
+    }
+
+    /// Records a kernel reference to `name` of history in `parent` (at
+    /// `loc`, in `view`) and returns its attributes: the one place history
+    /// inodes are made.
+    pub(super) fn remember_history(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        view: View,
+        stat: &Stat,
+    ) -> Attr {
+        debug_assert!(view != View::Live);
         let ino = self.inodes.lock().expect("inode lock").remember_in(
             parent,
-            &e.name,
-            e.kind,
-            e.location(bucket),
-            e.view,
-            e.stat.clone(),
+            name,
+            kind,
+            loc,
+            view,
+            stat.clone(),
         );
-        self.history_attr(ino, e.kind, &e.stat)
+        self.history_attr(ino, kind, stat)
     }
 
     pub(super) fn history_attr(&self, ino: Ino, kind: Kind, stat: &Stat) -> Attr {
@@ -251,14 +269,15 @@ impl Names {
         if p.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        if p.view != View::Live {
+        let tree = p.tree();
+        if tree == Tree::History {
             let e = self
                 .history
                 .lookup(self.client.as_ref(), &p.loc, &p.view, name, self.mount_time)
                 .await?;
-            return Ok(self.remember_history(parent, &p.loc.bucket, e));
+            return Ok(self.remember_found(parent, &p.loc.bucket, e));
         }
-        if !p.loc.bucket.is_empty()
+        if tree == Tree::Live
             && p.loc.key == self.root_key
             && let Some(e) = self.history.root_entry(&p.loc, name, self.mount_time)
             && self
@@ -266,7 +285,7 @@ impl Names {
                 .versioned(self.client.as_ref(), &p.loc.bucket)
                 .await
         {
-            return Ok(self.remember_history(parent, &p.loc.bucket, e));
+            return Ok(self.remember_found(parent, &p.loc.bucket, e));
         }
         // The directory's metadata is read while the name is resolved.
         let (entry, table) =
@@ -294,7 +313,7 @@ impl Names {
     /// inode and to the cached name; a name gone, from the cache too.
     pub(super) async fn refresh(&self, node: &inode::Inode, always: bool) -> FsResult<Stat> {
         if node.kind == Kind::Dir
-            || node.view != View::Live
+            || node.tree() != Tree::Live
             || node.unlinked
             || (!always && self.ttl().fresh(node.stat_at))
             || self.open().buffer(node.ino).is_some()
@@ -340,7 +359,7 @@ impl Names {
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let node = self.inode(ino)?;
-        if node.view != View::Live {
+        if node.tree() == Tree::History {
             return Ok(self.history_attr(ino, node.kind, &node.stat));
         }
         let stat = self.refresh(&node, false).await?;
@@ -370,10 +389,10 @@ impl Names {
     /// The metadata table of a live directory (empty for the all-buckets
     /// root).
     pub(super) async fn table_of(&self, dir: &Location) -> FsResult<Arc<Table>> {
-        if dir.bucket.is_empty() {
-            return Ok(Arc::default());
+        match dir.tree() {
+            Tree::Buckets | Tree::History => Ok(Arc::default()),
+            Tree::Live => self.meta.table(dir).await,
         }
-        self.meta.table(dir).await
     }
 
     /// The metadata entry that applies to a live inode, if any.
@@ -471,10 +490,10 @@ impl Names {
     /// bucket.
     pub async fn fsyncdir(&self, ino: Ino) -> FsResult<()> {
         let node = self.inode(ino)?;
-        if node.view == View::Live && !node.loc.bucket.is_empty() {
-            self.meta.flush(&node.loc).await?;
+        match node.tree() {
+            Tree::Live => self.meta.flush(&node.loc).await,
+            Tree::Buckets | Tree::History => Ok(()),
         }
-        Ok(())
     }
 
     /// Writes every directory's pending metadata (unmount).
@@ -486,7 +505,7 @@ impl Names {
     /// the kernel no longer holds).
     pub fn path_of(&self, ino: Ino) -> String {
         match self.inodes.lock().expect("inode lock").get(ino) {
-            Some(n) if n.loc.bucket.is_empty() => "/".to_string(),
+            Some(n) if n.tree() == Tree::Buckets => "/".to_string(),
             Some(n) => format!("{}/{}", n.loc.bucket, n.loc.key),
             None => format!("inode {ino}"),
         }
@@ -522,10 +541,10 @@ impl Names {
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        if node.view != View::Live {
-            return Err(FsError::ReadOnly);
+        match node.tree() {
+            Tree::History => Err(FsError::ReadOnly),
+            Tree::Buckets | Tree::Live => Ok(node),
         }
-        Ok(node)
     }
 
     pub(super) fn name<'a>(&self, name: &'a OsStr) -> FsResult<&'a str> {

@@ -9,7 +9,7 @@ use super::ReaddirEntry;
 use super::attr::{self, described, shown_kind};
 use super::dir::DirHandle;
 use super::error::{FsError, FsResult};
-use super::inode::{self, Ino, Kind, View};
+use super::inode::{self, Ino, Kind, Tree, View};
 use super::meta::Table;
 use super::names::Names;
 
@@ -34,34 +34,39 @@ impl Directories {
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let handle = if node.view != View::Live {
-            let entries = self
-                .names
-                .history
-                .list(
-                    self.names.client.as_ref(),
-                    &node.loc,
-                    &node.view,
-                    self.names.mount_time,
-                )
-                .await?;
-            DirHandle::history(ino, node.loc, &entries)
-        } else if node.loc.bucket.is_empty() {
-            DirHandle::complete(
+        let handle = match node.tree() {
+            Tree::History => {
+                let entries = self
+                    .names
+                    .history
+                    .list(
+                        self.names.client.as_ref(),
+                        &node.loc,
+                        &node.view,
+                        self.names.mount_time,
+                    )
+                    .await?;
+                DirHandle::history(ino, node.loc, &entries)
+            }
+            Tree::Buckets => DirHandle::complete(
                 ino,
                 node.loc,
                 self.names.resolver.bucket_listing().await?.to_vec(),
-            )
-        } else if let Some(listing) = self
-            .names
-            .resolver
-            .cache
-            .listing(&node.loc.bucket, &node.loc.key)
-        {
-            DirHandle::complete(ino, node.loc, listing.to_vec())
-        } else {
-            let local = self.names.resolver.local_files_in(&node.loc);
-            DirHandle::streaming(ino, node.loc, local)
+            ),
+            Tree::Live => {
+                let cached = self
+                    .names
+                    .resolver
+                    .cache
+                    .listing(&node.loc.bucket, &node.loc.key);
+                match cached {
+                    Some(listing) => DirHandle::complete(ino, node.loc, listing.to_vec()),
+                    None => {
+                        let local = self.names.resolver.local_files_in(&node.loc);
+                        DirHandle::streaming(ino, node.loc, local)
+                    }
+                }
+            }
         };
         let fh = self.names.open().next_handle();
         self.handles
@@ -128,17 +133,9 @@ impl Directories {
                             self.names
                                 .remember(ino, &e.name, e.kind, loc, e.stat.clone(), &table)
                         }
-                        (loc, view) => {
-                            let n = self.names.inodes.lock().expect("inode lock").remember_in(
-                                ino,
-                                &e.name,
-                                e.kind,
-                                loc,
-                                view,
-                                e.stat.clone(),
-                            );
-                            self.names.history_attr(n, e.kind, &e.stat)
-                        }
+                        (loc, view) => self
+                            .names
+                            .remember_history(ino, &e.name, e.kind, loc, view, &e.stat),
                     };
                     (attr.ino, Some(attr))
                 } else {
@@ -207,7 +204,7 @@ impl Directories {
         node: &inode::Inode,
         dir: &DirHandle,
     ) -> FsResult<Arc<Table>> {
-        if node.view != View::Live || node.loc.bucket.is_empty() {
+        if node.tree() != Tree::Live {
             return Ok(Arc::default());
         }
         if let Some(seen) = dir.meta_seen() {

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::attr::described;
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
-use super::inode::{Copies, Kind, Location, Stat};
+use super::inode::{Copies, Kind, Location, Stat, Tree};
 use super::meta::{is_meta_name, parse, render, to_ns};
 use super::multipart::{Multipart, PartSource};
 use super::names::Names;
@@ -55,7 +55,7 @@ impl Renames {
         let np = self.names.dir_inode(new_parent)?;
         let name = self.names.name(name)?;
         let new_name = self.names.name(new_name)?;
-        if p.loc.bucket.is_empty() || np.loc.bucket.is_empty() {
+        if p.tree() == Tree::Buckets || np.tree() == Tree::Buckets {
             // Buckets cannot be renamed.
             return Err(FsError::NotPermitted);
         }

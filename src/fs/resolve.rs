@@ -12,7 +12,7 @@ use super::cache::{DirEntry, Entry, MetaCache};
 use super::dir::DirHandle;
 use super::error::{FsError, FsResult};
 use super::files::Files;
-use super::inode::{self, Kind, Location, Stat, valid_name};
+use super::inode::{self, Kind, Location, Stat, Tree, valid_name};
 use super::meta::{MetaStore, is_meta_name};
 use crate::s3::{ErrorKind, HeadObjectOutput, ListObjectsParams, ObjectClient, S3Error, limits};
 
@@ -138,7 +138,7 @@ impl Resolver {
     /// parent, from the name cache, or asking the store with a HEAD of the
     /// key and a one-key listing of `name/` at once (at most 2 requests).
     pub(super) async fn resolve(&self, parent: &Location, name: &str) -> FsResult<Entry> {
-        if parent.bucket.is_empty() {
+        if parent.tree() == Tree::Buckets {
             let buckets = self.bucket_listing().await?;
             return Ok(
                 match buckets.binary_search_by(|e| e.name.as_ref().cmp(name)) {
