@@ -68,11 +68,37 @@ pub struct Multipart {
 }
 
 /// What a part is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartSource {
     /// Bytes of the source object, copied by the server.
     Copy(Range<u64>),
     /// Bytes sent by us (produced when the part is sent).
     Upload(Range<u64>),
+}
+
+impl PartSource {
+    pub fn range(&self) -> &Range<u64> {
+        match self {
+            PartSource::Copy(r) | PartSource::Upload(r) => r,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        let r = self.range();
+        r.end - r.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same kind of part over `range`.
+    pub fn with_range(&self, range: Range<u64>) -> PartSource {
+        match self {
+            PartSource::Copy(_) => PartSource::Copy(range),
+            PartSource::Upload(_) => PartSource::Upload(range),
+        }
+    }
 }
 
 impl Multipart {
