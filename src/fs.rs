@@ -28,6 +28,7 @@
 pub mod attr;
 pub mod cache;
 mod changes;
+pub mod config;
 pub mod data_cache;
 pub mod dir;
 pub mod error;
@@ -57,120 +58,15 @@ pub use attr::{Attr, SetAttr};
 use cache::Ttl;
 use changes::Changes;
 pub use changes::{Creator, DIR_MARKER_TYPE};
+pub use config::{FsConfig, Gauges, MountSource};
 pub use error::{FsError, FsResult};
 use files::Files;
 use inode::{Ino, Kind, Location, ROOT_INO, View};
 use memory::Memory;
 use names::Names;
-use prefetch::PrefetchConfig;
 use readdir::Directories;
+pub use readdir::ReaddirEntry;
 use rename::Renames;
-use upload::WriteConfig;
-
-/// What a mount shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountSource {
-    /// One bucket, or the keys under `prefix` (empty, or ending in `/`).
-    Bucket { bucket: String, prefix: String },
-    /// Every bucket of the store, each a directory of the root.
-    AllBuckets,
-}
-
-#[derive(Debug, Clone)]
-pub struct FsConfig {
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits of files. Default 0644.
-    pub file_mode: u16,
-    /// Permission bits of directories. Default 0755.
-    pub dir_mode: u16,
-    pub metadata_ttl: Ttl,
-    /// An open for reading asks the store what the file is now, unless
-    /// this mount is writing it or a walk just listed it (default), so
-    /// that it reads what another host closed before it.
-    pub close_to_open: bool,
-    pub read_only: bool,
-    pub prefetch: PrefetchConfig,
-    /// Read-ahead across the files of a directory being walked.
-    pub walk: walk::WalkConfig,
-    pub write: WriteConfig,
-    /// Names whose kind and attributes are cached. Default 100 000.
-    pub max_cached_names: usize,
-    /// Complete directory listings cached. Default 256.
-    pub max_cached_listings: usize,
-    /// Longest listing kept in the cache, in entries. Default 100 000.
-    pub max_cached_listing_len: usize,
-    /// Names of the history directories at each versioned bucket's root
-    /// (`None`: not shown). Defaults `.versions` and `.snapshots`.
-    pub versions_dir: Option<String>,
-    pub snapshots_dir: Option<String>,
-}
-
-impl Default for FsConfig {
-    fn default() -> Self {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FsConfig {
-            uid,
-            gid,
-            file_mode: 0o644,
-            dir_mode: 0o755,
-            metadata_ttl: Ttl(Some(std::time::Duration::from_secs(1))),
-            close_to_open: true,
-            read_only: false,
-            prefetch: PrefetchConfig::default(),
-            walk: walk::WalkConfig::default(),
-            write: WriteConfig::default(),
-            max_cached_names: 100_000,
-            max_cached_listings: 256,
-            max_cached_listing_len: 100_000,
-            versions_dir: Some(versions::DEFAULT_VERSIONS_DIR.to_string()),
-            snapshots_dir: Some(versions::DEFAULT_SNAPSHOTS_DIR.to_string()),
-        }
-    }
-}
-
-/// What the mount holds now, and how its metadata cache has done.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Gauges {
-    pub inodes: u64,
-    pub open_handles: u64,
-    /// Files open here with changes not yet in the bucket.
-    pub dirty_files: u64,
-    /// Bytes of those changes in staging files.
-    pub staged_bytes: u64,
-    pub multipart_uploads: u64,
-    pub read_ahead_bytes: u64,
-    pub transfer_bytes: u64,
-    pub memory_peak_bytes: u64,
-    pub name_hits: u64,
-    pub name_misses: u64,
-    pub listing_hits: u64,
-    pub listing_misses: u64,
-    /// Files fetched ahead of a directory walk, and those then opened.
-    pub walk_fetched: u64,
-    pub walk_used: u64,
-    /// The local data cache (zeros without one): blocks served and not,
-    /// bytes served, stored and on disk, blocks evicted and found invalid.
-    pub data_cache_hits: u64,
-    pub data_cache_misses: u64,
-    pub data_cache_hit_bytes: u64,
-    pub data_cache_stored_bytes: u64,
-    pub data_cache_evicted: u64,
-    pub data_cache_invalid: u64,
-    pub data_cache_used_bytes: u64,
-}
-
-/// One entry handed to the kernel by [`Fs::readdir`].
-pub struct ReaddirEntry<'a> {
-    pub ino: Ino,
-    /// The offset the kernel passes back to continue after this entry.
-    pub next_offset: u64,
-    pub name: &'a str,
-    pub kind: Kind,
-    /// Present for readdirplus.
-    pub attr: Option<Attr>,
-}
 
 pub struct Fs {
     names: Arc<Names>,
@@ -562,11 +458,4 @@ impl Fs {
             .rename(parent, name, new_parent, new_name, no_replace)
             .await
     }
-}
-
-/// The parent prefix and the path (without trailing slash) of a key.
-fn split_key(key: &str) -> (&str, &str) {
-    let path = key.strip_suffix('/').unwrap_or(key);
-    let parent = path.rfind('/').map_or("", |i| &path[..=i]);
-    (parent, path)
 }

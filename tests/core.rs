@@ -959,3 +959,41 @@ async fn renaming_a_file_leaves_an_open_neighbour_whose_name_it_prefixes() {
     assert_eq!(objects.get("b").map(|o| &o[..]), Some(&b"moved"[..]));
     assert!(!objects.contains_key("bb"), "{:?}", objects.keys());
 }
+
+/// A file open for reading follows a rename into another bucket (an
+/// all-buckets mount): its handle reads the copy, not a key of the same
+/// name in the bucket it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_file_moved_to_another_bucket_reads_on() {
+    let mem = Arc::new(MemoryClient::with_bucket("a"));
+    mem.put("a", "f", data(3 * MIB, 9));
+    mem.put("b", "keep", b"x".to_vec());
+    let staging = tempfile::tempdir().expect("temp dir");
+    let fs = bladefs::fs::Fs::new(
+        mem.clone(),
+        bladefs::fs::MountSource::AllBuckets,
+        FsConfig {
+            write: bladefs::fs::upload::WriteConfig {
+                cache_dir: staging.path().to_path_buf(),
+                ..Default::default()
+            },
+            ..FsConfig::default()
+        },
+    );
+    let root = fs.root_ino();
+    let a = fs.lookup(root, OsStr::new("a")).await.expect("bucket a").ino;
+    let b = fs.lookup(root, OsStr::new("b")).await.expect("bucket b").ino;
+    let f = fs.lookup(a, OsStr::new("f")).await.expect("f").ino;
+    let (fh, _) = fs.open(f, false, false).await.expect("open");
+    let head = fs.read(fh, 0, 4096).await.expect("read");
+    assert_eq!(&head[..], &data(3 * MIB, 9)[..4096]);
+    fs.rename(a, OsStr::new("f"), b, OsStr::new("f"), false)
+        .await
+        .expect("rename across buckets");
+    assert!(!mem.objects("a").contains_key("f"));
+    // Someone puts another f where the file was.
+    mem.put("a", "f", b"another".to_vec());
+    let all = fs.read(fh, 0, (4 * MIB) as u32).await.expect("read on");
+    assert!(all[..] == data(3 * MIB, 9)[..], "the moved file's bytes");
+    fs.release(fh).await;
+}

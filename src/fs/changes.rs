@@ -17,15 +17,15 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::attr::Attr;
 use super::attr::{Overrides, SetAttr, described, shown_kind};
 use super::cache::Entry;
 use super::error::{FsError, FsResult};
-use super::inode::{Ino, Inode, Kind, Location, Stat, Tree};
+use super::inode::{Ino, Inode, Kind, Location, Stat, Tree, split_key};
 use super::meta::{self, EntryType, MetaEntry, Table, has_room, to_ns};
 use super::names::Names;
 use super::open::Target;
 use super::upload::DirtyFile;
-use super::{Attr, split_key};
 use crate::s3::{ErrorKind, S3Error};
 
 /// Who makes a new name: the calling process's ids, and the mode the

@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 
+use super::config::{FsConfig, Gauges};
 use super::data_cache::{self, DataCache};
 use super::error::{FsError, FsResult};
 use super::inode::{Ino, Inode, Location, Stat};
@@ -21,7 +22,6 @@ use super::open::{OpenFiles, Target};
 use super::prefetch::FileReader;
 use super::upload::{self, DirtyFile, Uploads};
 use super::walk::{Fetched, Walk};
-use super::{FsConfig, Gauges};
 use crate::s3::ObjectClient;
 
 pub struct Files {

@@ -500,6 +500,13 @@ impl InodeTable {
     }
 }
 
+/// The parent prefix and the path (without trailing slash) of a key.
+pub fn split_key(key: &str) -> (&str, &str) {
+    let path = key.strip_suffix('/').unwrap_or(key);
+    let parent = path.rfind('/').map_or("", |i| &path[..=i]);
+    (parent, path)
+}
+
 /// Whether a key component can be shown as a file name: not empty, not `.`
 /// or `..`, at most [`SHOWN_NAME_MAX`] bytes, no NUL.
 pub fn valid_name(name: &str) -> bool {

@@ -15,18 +15,18 @@ use std::time::SystemTime;
 
 use super::attr::{self, Attr, Defaults, Sources, described, shown_kind};
 use super::cache::{Entry, MetaCache, Ttl};
+use super::config::FsConfig;
 use super::error::{FsError, FsResult};
 use super::files::Files;
 use super::inode::{
     self, Ino, Inode, InodeTable, Kind, Location, NAME_MAX, SHOWN_NAME_MAX, Stat, Tree, View,
-    valid_name,
+    split_key, valid_name,
 };
 use super::meta::{self, MetaEntry, MetaStore, Table, is_meta_name};
 use super::open::OpenFiles;
 use super::resolve::Resolver;
 use super::upload::{self, DirtyFile};
 use super::versions::{HistEntry, History};
-use super::{FsConfig, split_key};
 use crate::s3::{ErrorKind, ObjectClient, limits};
 
 pub struct Names {

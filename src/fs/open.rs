@@ -259,7 +259,7 @@ impl OpenFiles {
         }
         for (reader, new, (_, old, new_etag)) in readers {
             if reader.etag() == old {
-                reader.relocate(new.key, new_etag);
+                reader.relocate(new, new_etag);
             }
         }
     }

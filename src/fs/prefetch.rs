@@ -40,6 +40,7 @@ use futures::future::{BoxFuture, Shared};
 
 use super::data_cache::{self, BLOCK, DataCache, ObjectId};
 use super::error::{FsError, FsResult};
+use super::inode::Location;
 use super::memory::{Memory, Permit, Use};
 use crate::s3::{ErrorKind, GetObjectParams, ListVersionsParams, ObjectClient, S3Error};
 
@@ -144,6 +145,7 @@ struct ReadState {
 /// The object a reader reads: it moves when the file is renamed.
 #[derive(Clone)]
 struct Source {
+    bucket: Arc<str>,
     key: String,
     etag: Option<String>,
     /// The version read, once known (never S3's "null" version, which a
@@ -153,7 +155,6 @@ struct Source {
 
 pub struct FileReader {
     client: Arc<dyn ObjectClient>,
-    bucket: Arc<str>,
     /// Shared with the fetches, which record the version they learn.
     source: Arc<Mutex<Source>>,
     size: u64,
@@ -179,8 +180,8 @@ impl FileReader {
         let window = cfg.initial_window;
         FileReader {
             client,
-            bucket,
             source: Arc::new(Mutex::new(Source {
+                bucket,
                 key,
                 etag,
                 version_id: None,
@@ -247,8 +248,8 @@ impl FileReader {
         self
     }
 
-    pub fn bucket(&self) -> &Arc<str> {
-        &self.bucket
+    pub fn bucket(&self) -> Arc<str> {
+        self.source().bucket
     }
 
     pub fn version_id(&self) -> Option<String> {
@@ -259,12 +260,13 @@ impl FileReader {
         self.source.lock().expect("source lock").clone()
     }
 
-    /// The file was renamed: the same bytes are now at `key`, with `etag`
-    /// (a copy may change the ETag). Parts in flight from the old key are
-    /// dropped, so later reads ask the new one.
-    pub fn relocate(&self, key: String, etag: Option<String>) {
+    /// The file was renamed: the same bytes are now at `loc` (another
+    /// bucket, maybe), with `etag` (a copy may change the ETag). Parts in
+    /// flight from the old key are dropped, so later reads ask the new one.
+    pub fn relocate(&self, loc: Location, etag: Option<String>) {
         *self.source.lock().expect("source lock") = Source {
-            key,
+            bucket: loc.bucket,
+            key: loc.key,
             etag,
             version_id: None,
         };
@@ -292,7 +294,7 @@ impl FileReader {
             // Nothing to key blocks by: nothing is cached.
             return false;
         };
-        let id = cache.object(self.bucket.clone(), s.key, etag);
+        let id = cache.object(s.bucket, s.key, etag);
         data_cache::touched(&range, self.size).any(|b| !cache.has(&id, b))
     }
 
@@ -321,7 +323,6 @@ impl FileReader {
     /// (for a part a read waits for) taken by the fetch itself.
     fn spawn_part(&self, range: Range<u64>, held: Option<Permit>) -> Part {
         let client = self.client.clone();
-        let bucket = self.bucket.clone();
         let source = self.source.clone();
         let memory = self.memory.clone();
         let len = range.end - range.start;
@@ -335,14 +336,14 @@ impl FileReader {
             };
             let Some((cache, id)) = cache.and_then(|c| {
                 let s = source.lock().expect("source lock");
-                let id = c.object(bucket.clone(), s.key.clone(), s.etag.as_deref()?);
+                let id = c.object(s.bucket.clone(), s.key.clone(), s.etag.as_deref()?);
                 Some((c, id))
             }) else {
-                let body = get_exact(client.as_ref(), &bucket, &source, wanted).await?;
+                let body = get_exact(client.as_ref(), &source, wanted).await?;
                 return Ok(Arc::new(Chunk::new(body, permit)));
             };
             let (bytes, fetched) =
-                read_through(client.as_ref(), &bucket, &source, &cache, &id, size, wanted).await?;
+                read_through(client.as_ref(), &source, &cache, &id, size, wanted).await?;
             let chunk = Arc::new(Chunk::new(bytes, permit));
             // The part's memory stays counted until its blocks are on disk.
             cache.store(id, fetched, chunk.clone());
@@ -396,7 +397,14 @@ impl FileReader {
             // A random read with a data cache fetches whole blocks, to fill
             // it, unless the cache has them (then it reads just its bytes).
             let fill = !sequential && self.cache_lacks(offset..end);
-            tracing::trace!(bucket = %self.bucket, offset, len, sequential, fetched_to = st.fetched_to, next = st.next, "read");
+            tracing::trace!(
+                offset,
+                len,
+                sequential,
+                fetched_to = st.fetched_to,
+                next = st.next,
+                "read"
+            );
             if sequential {
                 st.window = (st.window * 2).min(self.cfg.max_window);
             } else {
@@ -489,12 +497,11 @@ impl FileReader {
 /// Exactly the bytes `range` of the reader's object (see [`get_pinned`]).
 async fn get_exact(
     client: &dyn ObjectClient,
-    bucket: &str,
     source: &Mutex<Source>,
     range: Range<u64>,
 ) -> FsResult<Bytes> {
     let len = range.end - range.start;
-    let out = get_pinned(client, bucket, source, range).await?;
+    let out = get_pinned(client, source, range).await?;
     if out.body.len() as u64 != len {
         return Err(FsError::S3(S3Error::InvalidResponse {
             operation: "GetObject",
@@ -510,7 +517,6 @@ async fn get_exact(
 /// brought, for the cache.
 async fn read_through(
     client: &dyn ObjectClient,
-    bucket: &str,
     source: &Mutex<Source>,
     cache: &Arc<DataCache>,
     id: &ObjectId,
@@ -536,7 +542,7 @@ async fn read_through(
     let body = if span.is_empty() {
         Bytes::new()
     } else {
-        get_exact(client, bucket, source, span.clone()).await?
+        get_exact(client, source, span.clone()).await?
     };
     let mut fetched = Vec::new();
     for (r, b, got) in &mut pieces {
@@ -569,11 +575,11 @@ async fn read_through(
 /// only: elsewhere nothing matches and the read fails as before).
 async fn get_pinned(
     client: &dyn ObjectClient,
-    bucket: &str,
     source: &Mutex<Source>,
     range: Range<u64>,
 ) -> FsResult<crate::s3::GetObjectOutput> {
     let Source {
+        bucket,
         key,
         etag,
         version_id,
@@ -584,7 +590,7 @@ async fn get_pinned(
         version_id: version_id.clone(),
         ..Default::default()
     };
-    let err = match client.get_object(bucket, &key, &params).await {
+    let err = match client.get_object(&bucket, &key, &params).await {
         Ok(out) => {
             if version_id.is_none()
                 && let Some(v) = out.version_id.as_deref().filter(|v| *v != "null")
@@ -608,7 +614,7 @@ async fn get_pinned(
     if !changed {
         return Err(err.into());
     }
-    let Some(found) = version_with_etag(client, bucket, &key, etag).await else {
+    let Some(found) = version_with_etag(client, &bucket, &key, etag).await else {
         return Err(err.into());
     };
     {
@@ -623,7 +629,7 @@ async fn get_pinned(
         version_id: Some(found),
         ..Default::default()
     };
-    Ok(client.get_object(bucket, &key, &params).await?)
+    Ok(client.get_object(&bucket, &key, &params).await?)
 }
 
 /// The newest version of `key` whose ETag is `etag`, from the first page

@@ -5,13 +5,23 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::ReaddirEntry;
-use super::attr::{self, described, shown_kind};
+use super::attr::{self, Attr, described, shown_kind};
 use super::dir::DirHandle;
 use super::error::{FsError, FsResult};
 use super::inode::{self, Ino, Kind, Tree, View};
 use super::meta::Table;
 use super::names::Names;
+
+/// One entry handed to the kernel by `Fs::readdir`.
+pub struct ReaddirEntry<'a> {
+    pub ino: Ino,
+    /// The offset the kernel passes back to continue after this entry.
+    pub next_offset: u64,
+    pub name: &'a str,
+    pub kind: Kind,
+    /// Present for readdirplus.
+    pub attr: Option<Attr>,
+}
 
 /// Entries taken from a directory handle per round of filling a reply.
 const READDIR_BATCH: usize = 256;
