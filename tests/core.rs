@@ -981,8 +981,16 @@ async fn an_open_file_moved_to_another_bucket_reads_on() {
         },
     );
     let root = fs.root_ino();
-    let a = fs.lookup(root, OsStr::new("a")).await.expect("bucket a").ino;
-    let b = fs.lookup(root, OsStr::new("b")).await.expect("bucket b").ino;
+    let a = fs
+        .lookup(root, OsStr::new("a"))
+        .await
+        .expect("bucket a")
+        .ino;
+    let b = fs
+        .lookup(root, OsStr::new("b"))
+        .await
+        .expect("bucket b")
+        .ino;
     let f = fs.lookup(a, OsStr::new("f")).await.expect("f").ino;
     let (fh, _) = fs.open(f, false, false).await.expect("open");
     let head = fs.read(fh, 0, 4096).await.expect("read");

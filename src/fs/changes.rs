@@ -240,15 +240,8 @@ impl Changes {
         let name = self.names.name(name)?;
         let loc = p.loc.child(name, Kind::Dir);
         if p.tree() == Tree::Buckets {
-            self.names
-                .client
-                .create_bucket(name)
-                .await
-                .map_err(|e| bucket_error(&e, name).unwrap_or(FsError::S3(e)))?;
-            self.names
-                .resolver
-                .cache
-                .invalidate(&p.loc.bucket, name, "");
+            let made = self.names.client.create_bucket(name).await;
+            self.bucket_changed(&p, name, made)?;
             return Ok(self.names.remember(
                 parent,
                 name,
@@ -269,7 +262,7 @@ impl Changes {
         self.names.changed(&loc, Entry::Dir);
         // Nothing was under the new name: its listing is assumed empty, so
         // that filling it (cp -r) asks nothing per name; a name it lacks is
-        // checked once in the store (see `Fs::resolve`).
+        // checked once in the store (see `Resolver::resolve`).
         self.names
             .resolver
             .cache
@@ -394,21 +387,25 @@ impl Changes {
         ))
     }
 
+    /// A bucket made or removed at the root `p` of an all-buckets mount:
+    /// what the store's answer means for the name, and the root's listing
+    /// forgotten.
+    fn bucket_changed(&self, p: &Inode, name: &str, result: Result<(), S3Error>) -> FsResult<()> {
+        result.map_err(|e| bucket_error(&e, name).unwrap_or(FsError::S3(e)))?;
+        self.names
+            .resolver
+            .cache
+            .invalidate(&p.loc.bucket, name, "");
+        Ok(())
+    }
+
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.names.writable()?;
         let p = self.names.dir_inode(parent)?;
         let name = self.names.name(name)?;
         if p.tree() == Tree::Buckets {
-            self.names
-                .client
-                .delete_bucket(name)
-                .await
-                .map_err(|e| bucket_error(&e, name).unwrap_or(FsError::S3(e)))?;
-            self.names
-                .resolver
-                .cache
-                .invalidate(&p.loc.bucket, name, "");
-            return Ok(());
+            let removed = self.names.client.delete_bucket(name).await;
+            return self.bucket_changed(&p, name, removed);
         }
         match self.names.resolver.resolve(&p.loc, name).await? {
             Entry::Missing => return Err(FsError::NotFound),

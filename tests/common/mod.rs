@@ -253,39 +253,52 @@ pub fn start(kind: Kind) -> Server {
 pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
     let data = tempfile::tempdir().expect("temp dir");
     let (access_key, secret_key) = fresh_keys();
-    let port = free_port_for_ceph();
+    let (port, process) = match kind {
+        Kind::Garage => {
+            let (child, port) = start_garage(data.path(), &access_key, &secret_key);
+            (port, Process::Child(child))
+        }
+        Kind::CephRgw => {
+            let port = free_port_for_ceph();
+            let process = start_ceph(data.path(), port, &access_key, &secret_key);
+            (port, process)
+        }
+        Kind::S3sFs | Kind::Moto => {
+            let port = free_port_for_ceph();
+            let extra: Vec<String> = extra
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string()))
+                .collect();
+            let child = start_light(kind, data.path(), port, &access_key, &secret_key, &extra);
+            (port, Process::Child(child))
+        }
+    };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let extra: Vec<String> = extra
-        .iter()
-        .map(|a| a.replace("{port}", &port.to_string()))
-        .collect();
+    let server = Server {
+        kind,
+        endpoint: format!("http://{addr}"),
+        addr,
+        access_key,
+        secret_key,
+        process,
+        _data: data,
+    };
     if kind == Kind::Garage {
-        let (child, port) = start_garage(data.path(), &access_key, &secret_key);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let server = Server {
-            kind,
-            endpoint: format!("http://{addr}"),
-            addr,
-            access_key,
-            secret_key,
-            process: Process::Child(child),
-            _data: data,
-        };
         server.wait_ready();
-        return server;
     }
-    if kind == Kind::CephRgw {
-        let process = start_ceph(data.path(), port, &access_key, &secret_key);
-        return Server {
-            kind,
-            endpoint: format!("http://{addr}"),
-            addr,
-            access_key,
-            secret_key,
-            process,
-            _data: data,
-        };
-    }
+    server
+}
+
+/// Starts s3s-fs or moto on `port`, returning once it listens.
+fn start_light(
+    kind: Kind,
+    dir: &std::path::Path,
+    port: u16,
+    access_key: &str,
+    secret_key: &str,
+    extra: &[String],
+) -> Child {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (mut child, what) = match kind {
         Kind::S3sFs => {
             let bin = find_binary(
@@ -297,9 +310,9 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
             );
             let child = Command::new(bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", &access_key, "--secret-key", &secret_key])
-                .args(&extra)
-                .arg(data.path())
+                .args(["--access-key", access_key, "--secret-key", secret_key])
+                .args(extra)
+                .arg(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -314,8 +327,8 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
             );
             let child = Command::new(bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .args(&extra)
-                .current_dir(data.path())
+                .args(extra)
+                .current_dir(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -323,22 +336,10 @@ pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
                 .expect("start moto_server");
             (child, "moto_server")
         }
-        Kind::Garage | Kind::CephRgw => unreachable!("started above"),
+        Kind::Garage | Kind::CephRgw => unreachable!("not a light server"),
     };
     wait_listening(addr, &mut child, what);
-    let server = Server {
-        kind,
-        endpoint: format!("http://{addr}"),
-        addr,
-        access_key,
-        secret_key,
-        process: Process::Child(child),
-        _data: data,
-    };
-    if kind == Kind::Garage {
-        server.wait_ready();
-    }
-    server
+    child
 }
 
 fn garage_bin() -> PathBuf {
