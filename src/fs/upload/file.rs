@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::Committed;
 use super::Uploads;
-use super::plan::plan;
+use super::plan::{Planned, upload_planned};
 use super::staging::{Held, Staging, blocking};
 use super::stream::Stream;
 use crate::fs::error::{FsError, FsResult};
@@ -522,6 +522,18 @@ impl DirtyFile {
             )
         };
         let loc = self.location();
+        let planned = Planned {
+            loc: &loc,
+            size,
+            base_etag: base.as_ref().and_then(|b| b.etag.clone()),
+            base_len: base.as_ref().map_or(0, |b| b.len),
+            dirty: &dirty,
+        };
+        // A part's bytes: what the staging file lacks is fetched first.
+        let bytes = |r: Range<u64>| async move {
+            self.ensure_present(r.clone()).await?;
+            self.read_staging(r).await
+        };
         let result = match stream {
             // A stream started under another name (renamed since), or whose
             // last part would not fit in memory (it ran out of part numbers),
@@ -535,9 +547,9 @@ impl DirtyFile {
             }
             Some(stream) => {
                 stream.abandon();
-                self.upload_planned(&loc, size, base.as_ref(), &dirty).await
+                upload_planned(&self.up, planned, bytes).await
             }
-            None => self.upload_planned(&loc, size, base.as_ref(), &dirty).await,
+            None => upload_planned(&self.up, planned, bytes).await,
         };
         let etag = result?;
         let mut st = self.state.lock().expect("dirty lock");
@@ -611,48 +623,6 @@ impl DirtyFile {
             etag: out.etag,
             staged: None,
         })
-    }
-
-    async fn upload_planned(
-        self: &Arc<Self>,
-        loc: &Location,
-        size: u64,
-        base: Option<&Base>,
-        dirty: &RangeSet,
-    ) -> FsResult<Option<String>> {
-        let client = &self.up.client;
-        let base_len = base.map_or(0, |b| b.len);
-        let part_len = self.up.planned_part_len(size);
-        if size <= part_len {
-            self.ensure_present(0..size).await?;
-            let (body, _memory) = self.read_staging(0..size).await?;
-            return Ok(client.put_object(&loc.bucket, &loc.key, body).await?.etag);
-        }
-        let pieces = plan(size, base_len, dirty, part_len);
-        let source = CopySource {
-            bucket: loc.bucket.to_string(),
-            key: loc.key.clone(),
-            version_id: None,
-            if_match: base.and_then(|b| b.etag.clone()),
-        };
-        let upload = Multipart::create(
-            client.clone(),
-            &self.up.open,
-            loc.bucket.clone(),
-            loc.key.clone(),
-        )
-        .await?;
-        upload
-            .run(
-                pieces,
-                Some(&source),
-                self.up.cfg.parts_in_flight,
-                |r: Range<u64>| async move {
-                    self.ensure_present(r.clone()).await?;
-                    self.read_staging(r).await
-                },
-            )
-            .await
     }
 }
 

@@ -1,10 +1,75 @@
 //! The commit plan: which parts of a file's new object are copied from
 //! its base object on the server and which are uploaded, within S3's part
-//! rules. A pure function, tested by its shapes.
+//! rules ([`plan`], a pure function tested by its shapes), and its upload
+//! ([`upload_planned`]).
 
-use crate::fs::multipart::PartSource;
+use std::future::Future;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::Uploads;
+use crate::fs::error::FsResult;
+use crate::fs::inode::Location;
+use crate::fs::memory::Permit;
+use crate::fs::multipart::{Multipart, PartSource};
 use crate::fs::ranges::RangeSet;
-use crate::s3::limits;
+use crate::s3::{CopySource, limits};
+
+/// What a planned commit starts from.
+pub(super) struct Planned<'a> {
+    pub loc: &'a Location,
+    pub size: u64,
+    /// The base object's ETag (guarding its copied parts) and how many of
+    /// its bytes are still the file's.
+    pub base_etag: Option<String>,
+    pub base_len: u64,
+    /// What was written here since the base.
+    pub dirty: &'a RangeSet,
+}
+
+/// Uploads a file's content as planned: one PUT when it fits in one part,
+/// else one multipart upload whose unchanged ranges are copied from the
+/// base on the server (If-Match on its ETag) and the rest sent, `bytes`
+/// producing each sent part. Returns the new object's ETag once it is
+/// complete; a failure aborts the upload (`Multipart::run`).
+pub(super) async fn upload_planned<F, Fut>(
+    up: &Uploads,
+    p: Planned<'_>,
+    bytes: F,
+) -> FsResult<Option<String>>
+where
+    F: Fn(Range<u64>) -> Fut,
+    Fut: Future<Output = FsResult<(Bytes, Permit)>>,
+{
+    let loc = p.loc;
+    let part_len = up.planned_part_len(p.size);
+    if p.size <= part_len {
+        let (body, _memory) = bytes(0..p.size).await?;
+        return Ok(up
+            .client
+            .put_object(&loc.bucket, &loc.key, body)
+            .await?
+            .etag);
+    }
+    let pieces = plan(p.size, p.base_len, p.dirty, part_len);
+    let source = CopySource {
+        bucket: loc.bucket.to_string(),
+        key: loc.key.clone(),
+        version_id: None,
+        if_match: p.base_etag,
+    };
+    let upload = Multipart::create(
+        up.client.clone(),
+        &up.open,
+        loc.bucket.clone(),
+        loc.key.clone(),
+    )
+    .await?;
+    upload
+        .run(pieces, Some(&source), up.cfg.parts_in_flight, bytes)
+        .await
+}
 
 /// Splits `0..size` into parts: unchanged bytes of the base (below
 /// `base_len`, outside `dirty`) are copied, the rest uploaded; no part but
