@@ -81,11 +81,7 @@ impl Changes {
         file.hold_empty();
         self.names.changed(&loc, Entry::File(stat.clone()));
         // A created file is a new inode, whatever had the name before.
-        self.names
-            .inodes
-            .lock()
-            .expect("inode lock")
-            .unlink(parent, name);
+        self.names.inodes.unlink(parent, name);
         let entry = self.new_entry(&p, Kind::File, who);
         self.set_entry(&p.loc, name, entry.clone()).await?;
         self.names.entries_changed(&[parent]);
@@ -223,11 +219,7 @@ impl Changes {
             }
             return Err(e.into());
         }
-        self.names
-            .inodes
-            .lock()
-            .expect("inode lock")
-            .unlink(parent, name);
+        self.names.inodes.unlink(parent, name);
         self.names.changed(&loc, Entry::Missing);
         self.names.entries_changed(&[parent]);
         self.names.meta.update(&p.loc, name, |e| *e = None).await
@@ -371,11 +363,7 @@ impl Changes {
         entry.mtime_ns = Some(to_ns(stat.mtime));
         self.names.changed(&loc, Entry::File(stat.clone()));
         self.set_entry(&p.loc, name, entry.clone()).await?;
-        self.names
-            .inodes
-            .lock()
-            .expect("inode lock")
-            .unlink(parent, name);
+        self.names.inodes.unlink(parent, name);
         self.names.entries_changed(&[parent]);
         Ok(self.names.remember(
             parent,
@@ -538,8 +526,6 @@ impl Changes {
         let (stat, ov) = self
             .names
             .inodes
-            .lock()
-            .expect("inode lock")
             .set_attrs(ino, &set, homeless, mtime_here, now)
             .ok_or(FsError::NotFound)?;
         let meta = self.names.meta_of(&node).await?;

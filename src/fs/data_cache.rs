@@ -189,10 +189,18 @@ pub struct DataCache {
     _lock: File,
     temp_seq: AtomicU64,
     disk_error_logged: AtomicBool,
-    /// Stores running in the background, and a signal when one ends.
+    background: Arc<Background>,
+    pub stats: DataCacheStats,
+}
+
+/// Stores running in the background, and a signal when one ends. Apart
+/// from the cache, so that a store lets go of the cache before it counts
+/// itself done: once [`DataCache::idle`] returns, no background work holds
+/// the cache, and its lock goes with its last owner.
+#[derive(Default)]
+struct Background {
     pending: AtomicU64,
     settled: tokio::sync::Notify,
-    pub stats: DataCacheStats,
 }
 
 impl std::fmt::Debug for DataCache {
@@ -279,8 +287,7 @@ impl DataCache {
             _lock: lock,
             temp_seq: AtomicU64::new(0),
             disk_error_logged: AtomicBool::new(false),
-            pending: AtomicU64::new(0),
-            settled: tokio::sync::Notify::new(),
+            background: Arc::default(),
             stats: DataCacheStats::default(),
         };
         let gone = cache.index().evict(limit);
@@ -477,22 +484,24 @@ impl DataCache {
 
     /// Runs `work` (stores) in a blocking task that [`Self::idle`] waits for.
     pub fn in_background(self: &Arc<Self>, work: impl FnOnce(&DataCache) + Send + 'static) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        let bg = self.background.clone();
+        bg.pending.fetch_add(1, Ordering::SeqCst);
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             work(&this);
-            this.pending.fetch_sub(1, Ordering::SeqCst);
-            this.settled.notify_waiters();
+            drop(this);
+            bg.pending.fetch_sub(1, Ordering::SeqCst);
+            bg.settled.notify_waiters();
         });
     }
 
     /// Waits until no store runs in the background (unmount, tests).
     pub async fn idle(&self) {
         loop {
-            let settled = self.settled.notified();
+            let settled = self.background.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.pending.load(Ordering::SeqCst) == 0 {
+            if self.background.pending.load(Ordering::SeqCst) == 0 {
                 return;
             }
             settled.await;

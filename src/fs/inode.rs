@@ -3,7 +3,7 @@
 //! a million keys does not grow memory without bound.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 pub use super::attr::Overrides;
@@ -505,6 +505,146 @@ pub fn split_key(key: &str) -> (&str, &str) {
     let path = key.strip_suffix('/').unwrap_or(key);
     let parent = path.rfind('/').map_or("", |i| &path[..=i]);
     (parent, path)
+}
+
+/// The inode table behind its lock: the one owner of inodes. Each method
+/// takes the lock for one step and lets go; no caller holds it, and
+/// nothing under it waits.
+pub struct Inodes(Mutex<InodeTable>);
+
+impl Inodes {
+    pub fn new(root: Location, mount_time: SystemTime) -> Self {
+        Inodes(Mutex::new(InodeTable::new(root, mount_time)))
+    }
+
+    fn table(&self) -> MutexGuard<'_, InodeTable> {
+        self.0.lock().expect("inode lock")
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<Inode> {
+        self.table().get(ino).cloned()
+    }
+
+    /// The inode of `name` in `parent`, if the kernel knows it.
+    pub fn child(&self, parent: Ino, name: &str) -> Option<Inode> {
+        self.table().child(parent, name).cloned()
+    }
+
+    pub fn child_ino(&self, parent: Ino, name: &str) -> Option<Ino> {
+        self.table().child(parent, name).map(|n| n.ino)
+    }
+
+    /// [`InodeTable::remember`]; also returns what the inode's attributes
+    /// are computed from now.
+    pub fn remember(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        stat: Stat,
+    ) -> (Ino, Stat, Overrides) {
+        let mut t = self.table();
+        let ino = t.remember(parent, name, kind, loc, stat.clone());
+        match t.get(ino) {
+            Some(n) => (ino, n.stat.clone(), n.overrides.clone()),
+            None => (ino, stat, Overrides::default()),
+        }
+    }
+
+    pub fn remember_in(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        view: View,
+        stat: Stat,
+    ) -> Ino {
+        self.table()
+            .remember_in(parent, name, kind, loc, view, stat)
+    }
+
+    pub fn refreshed(&self, ino: Ino, stat: Stat) {
+        self.table().refreshed(ino, stat);
+    }
+
+    pub fn written(&self, ino: Ino) {
+        self.table().written(ino);
+    }
+
+    pub fn saved(&self, ino: Ino, stat: Option<Stat>) -> Option<SystemTime> {
+        self.table().saved(ino, stat)
+    }
+
+    pub fn entries_changed(&self, dirs: &[Ino], now: SystemTime) {
+        self.table().entries_changed(dirs, now);
+    }
+
+    pub fn set_attrs(
+        &self,
+        ino: Ino,
+        set: &SetAttr,
+        homeless: bool,
+        mtime_here: bool,
+        now: SystemTime,
+    ) -> Option<(Stat, Overrides)> {
+        self.table().set_attrs(ino, set, homeless, mtime_here, now)
+    }
+
+    pub fn keep_pages(&self, ino: Ino, etag: &Option<String>) -> bool {
+        self.table().keep_pages(ino, etag)
+    }
+
+    pub fn restamp_child(
+        &self,
+        parent: Ino,
+        name: &str,
+        before: &Option<String>,
+        after: &Option<String>,
+    ) {
+        self.table().restamp_child(parent, name, before, after);
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &str) -> Option<Ino> {
+        self.table().unlink(parent, name)
+    }
+
+    /// `name` in `parent` is now `new_name` in `new_parent`, at `to`, since
+    /// `now`: its inode follows (one step, so no lookup sees it half
+    /// moved); if the kernel did not hold it, the target's name is gone
+    /// from whatever inode had it all the same.
+    pub fn moved(
+        &self,
+        (parent, name): (Ino, &str),
+        (new_parent, new_name): (Ino, &str),
+        to: &Location,
+        now: SystemTime,
+    ) {
+        let mut t = self.table();
+        match t.child(parent, name).map(|n| n.ino) {
+            Some(ino) => t.rename(ino, new_parent, new_name, to.clone(), now),
+            None => {
+                t.unlink(new_parent, new_name);
+            }
+        }
+    }
+
+    pub fn rebase(&self, from: &Location, to: &Location, copies: &Copies) {
+        self.table().rebase(from, to, copies);
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.table().forget(ino, n);
+    }
+
+    pub fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table().is_empty()
+    }
 }
 
 /// Whether a key component can be shown as a file name: not empty, not `.`

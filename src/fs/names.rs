@@ -10,7 +10,7 @@
 //! a file is being written here, and a file's upload at commit.
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::attr::{self, Attr, Defaults, Sources, described, shown_kind};
@@ -19,7 +19,7 @@ use super::config::FsConfig;
 use super::error::{FsError, FsResult};
 use super::files::Files;
 use super::inode::{
-    self, Ino, Inode, InodeTable, Kind, Location, NAME_MAX, SHOWN_NAME_MAX, Stat, Tree, View,
+    self, Ino, Inode, Inodes, Kind, Location, NAME_MAX, SHOWN_NAME_MAX, Stat, Tree, View,
     split_key, valid_name,
 };
 use super::meta::{self, MetaEntry, MetaStore, Table, is_meta_name};
@@ -32,7 +32,7 @@ use crate::s3::{ErrorKind, ObjectClient, limits};
 pub struct Names {
     pub(super) client: Arc<dyn ObjectClient>,
     pub(super) cfg: FsConfig,
-    pub(super) inodes: Mutex<InodeTable>,
+    pub(super) inodes: Inodes,
     /// What names are in the store, and the caches that remember it.
     pub(super) resolver: Resolver,
     pub(super) mount_time: SystemTime,
@@ -75,7 +75,7 @@ impl Names {
                 mount_time,
             ),
             meta,
-            inodes: Mutex::new(InodeTable::new(root, mount_time)),
+            inodes: Inodes::new(root, mount_time),
             client,
             cfg,
             mount_time,
@@ -85,16 +85,13 @@ impl Names {
 
     /// `ino` was written through a handle.
     pub(super) fn written(&self, ino: Ino) {
-        self.inodes.lock().expect("inode lock").written(ino);
+        self.inodes.written(ino);
     }
 
     /// Whether the kernel may keep the pages it cached of `ino` for an
     /// open of the object `etag` (see [`InodeTable::keep_pages`]).
     pub(super) fn keep_pages(&self, ino: Ino, etag: &Option<String>) -> bool {
-        self.inodes
-            .lock()
-            .expect("inode lock")
-            .keep_pages(ino, etag)
+        self.inodes.keep_pages(ino, etag)
     }
 
     /// The metadata of `ino`'s entry is in the bucket (fsync).
@@ -120,12 +117,7 @@ impl Names {
         parent: Ino,
         name: &str,
     ) -> FsResult<Option<Arc<DirtyFile>>> {
-        let node = self
-            .inodes
-            .lock()
-            .expect("inode lock")
-            .child(parent, name)
-            .cloned();
+        let node = self.inodes.child(parent, name);
         match node {
             Some(node) => self.files.keep_open_content(&node).await,
             None => Ok(None),
@@ -186,15 +178,7 @@ impl Names {
         let writing = kind != Kind::Dir && self.open().written_at(&loc).is_some();
         let meta = described(table, name, kind, stat.etag.as_deref(), writing);
         let kind = meta.map_or(kind, |m| shown_kind(kind, m));
-        let (ino, stat, ov) = {
-            let mut inodes = self.inodes.lock().expect("inode lock");
-            let ino = inodes.remember(parent, name, kind, loc, stat.clone());
-            let (stat, ov) = inodes
-                .get(ino)
-                .map(|n| (n.stat.clone(), n.overrides.clone()))
-                .unwrap_or((stat, attr::Overrides::default()));
-            (ino, stat, ov)
-        };
+        let (ino, stat, ov) = self.inodes.remember(parent, name, kind, loc, stat);
         self.attr(ino, kind, &stat, meta, &ov, false)
     }
 
@@ -233,14 +217,9 @@ impl Names {
         stat: &Stat,
     ) -> Attr {
         debug_assert!(view != View::Live);
-        let ino = self.inodes.lock().expect("inode lock").remember_in(
-            parent,
-            name,
-            kind,
-            loc,
-            view,
-            stat.clone(),
-        );
+        let ino = self
+            .inodes
+            .remember_in(parent, name, kind, loc, view, stat.clone());
         self.history_attr(ino, kind, stat)
     }
 
@@ -249,12 +228,7 @@ impl Names {
     }
 
     pub(super) fn inode(&self, ino: Ino) -> FsResult<inode::Inode> {
-        self.inodes
-            .lock()
-            .expect("inode lock")
-            .get(ino)
-            .cloned()
-            .ok_or(FsError::NotFound)
+        self.inodes.get(ino).ok_or(FsError::NotFound)
     }
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<Attr> {
@@ -304,7 +278,7 @@ impl Names {
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.lock().expect("inode lock").forget(ino, n);
+        self.inodes.forget(ino, n);
     }
 
     /// Re-reads a file's attributes when they are older than the TTL, or
@@ -341,10 +315,7 @@ impl Names {
             mtime: inode::object_mtime(h.last_modified, self.mount_time),
             etag: h.etag,
         });
-        self.inodes
-            .lock()
-            .expect("inode lock")
-            .refreshed(node.ino, stat.clone());
+        self.inodes.refreshed(node.ino, stat.clone());
         if stat.etag != node.stat.etag || stat.size != node.stat.size {
             self.resolver.cache.changed(
                 &node.loc.bucket,
@@ -379,10 +350,7 @@ impl Names {
     /// metadata write in the parent for every change of a name.
     pub(super) fn entries_changed(&self, dirs: &[Ino]) -> SystemTime {
         let now = SystemTime::now();
-        self.inodes
-            .lock()
-            .expect("inode lock")
-            .entries_changed(dirs, now);
+        self.inodes.entries_changed(dirs, now);
         now
     }
 
@@ -424,7 +392,7 @@ impl Names {
             // Nothing to upload: the object stays, and the entry naming it
             // holds any time set meanwhile.
             if self.meta_home(&file.location()).is_some() {
-                self.inodes.lock().expect("inode lock").saved(ino, None);
+                self.inodes.saved(ino, None);
             }
             return Ok(());
         };
@@ -445,11 +413,7 @@ impl Names {
             etag: done.etag.clone(),
         };
         // A time set while the file was being written, after its last write.
-        let set_mtime = self
-            .inodes
-            .lock()
-            .expect("inode lock")
-            .saved(ino, Some(stat.clone()));
+        let set_mtime = self.inodes.saved(ino, Some(stat.clone()));
         let (parent, path) = split_key(&loc.key);
         self.resolver.cache.changed(
             &loc.bucket,
@@ -504,7 +468,7 @@ impl Names {
     /// What `ino` is, for logs: `bucket/key` (or the inode number of one
     /// the kernel no longer holds).
     pub fn path_of(&self, ino: Ino) -> String {
-        match self.inodes.lock().expect("inode lock").get(ino) {
+        match self.inodes.get(ino) {
             Some(n) if n.tree() == Tree::Buckets => "/".to_string(),
             Some(n) => format!("{}/{}", n.loc.bucket, n.loc.key),
             None => format!("inode {ino}"),
@@ -513,7 +477,7 @@ impl Names {
 
     /// Inodes the table holds (the kernel's references), for tests.
     pub fn inode_count(&self) -> usize {
-        self.inodes.lock().expect("inode lock").len()
+        self.inodes.len()
     }
 
     pub fn ttl(&self) -> Ttl {

@@ -149,13 +149,7 @@ impl Directories {
                     };
                     (attr.ino, Some(attr))
                 } else {
-                    let known = self
-                        .names
-                        .inodes
-                        .lock()
-                        .expect("inode lock")
-                        .child(ino, &e.name)
-                        .map(|n| n.ino);
+                    let known = self.names.inodes.child_ino(ino, &e.name);
                     // An inode number for display only; lookups assign the real one.
                     (known.unwrap_or(u64::MAX - offset), None)
                 };

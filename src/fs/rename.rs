@@ -110,8 +110,6 @@ impl Renames {
                 // records) names the copy now.
                 self.names
                     .inodes
-                    .lock()
-                    .expect("inode lock")
                     .restamp_child(new_parent, new_name, &head.etag, &new_etag);
                 drop(paused);
                 self.names
@@ -170,9 +168,7 @@ impl Renames {
                     .update(&np.loc, new_name, move |e| *e = entry.clone())
                     .await?;
                 self.moved(parent, name, new_parent, new_name, &to);
-                let mut inodes = self.names.inodes.lock().expect("inode lock");
-                inodes.rebase(&from, &to, &copies);
-                drop(inodes);
+                self.names.inodes.rebase(&from, &to, &copies);
                 self.names.resolver.cache.clear();
                 Ok(())
             }
@@ -189,15 +185,12 @@ impl Renames {
         to: &Location,
     ) {
         self.names.entries_changed(&[parent, new_parent]);
-        let mut inodes = self.names.inodes.lock().expect("inode lock");
-        match inodes.child(parent, name).map(|n| n.ino) {
-            Some(ino) => inodes.rename(ino, new_parent, new_name, to.clone(), SystemTime::now()),
-            // The kernel did not hold the source: the target's name is
-            // gone from whatever inode had it all the same.
-            None => {
-                inodes.unlink(new_parent, new_name);
-            }
-        }
+        self.names.inodes.moved(
+            (parent, name),
+            (new_parent, new_name),
+            to,
+            SystemTime::now(),
+        );
     }
 
     /// Copies every key under `from` to `to`, moves the open files along,
