@@ -1,10 +1,17 @@
-//! Open files: the one owner of what is open, per inode and per handle.
+//! Open files: the one owner of what is open, per inode and per handle,
+//! and of where each open file is.
 //!
 //! Design:
 //! - Each inode with open handles has one entry. Its write-back buffer
-//!   ([`DirtyFile`]) is created at most once, under this table's lock with
-//!   no await between looking and inserting, so two opens racing for one
-//!   inode share one buffer.
+//!   ([`DirtyFile`]) is set at most once, under this table's lock with no
+//!   await between looking and inserting, so two opens racing for one
+//!   inode share one buffer (a candidate built outside the lock, because
+//!   it creates a staging file, is dropped unused).
+//! - Each live entry has the file's one current location, indexed by
+//!   location: "is this file being written here?" ([`OpenFiles::written_at`])
+//!   and "which files are open under this directory?" are lookups, not
+//!   scans. A rename moves them with one [`OpenFiles::relocate`], which is
+//!   also the only thing that tells buffers and readers their new place.
 //! - A handle opened read-only reads through its own [`FileReader`]
 //!   (read-ahead, ETag-guarded) until the inode gets a buffer; from then on
 //!   every handle of the inode reads the buffer, so all of them see the
@@ -13,6 +20,7 @@
 //! - The buffer lives until the inode's last handle is released.
 //! - The lock guards only maps and counters: no I/O and no await under it,
 //!   and callers take what they need (`Arc`s) and let go before working.
+//! - Handle numbers, files' and directories', come from one counter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
