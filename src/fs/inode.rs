@@ -267,85 +267,6 @@ impl InodeTable {
         self.inodes.get(&ino)
     }
 
-    /// The store confirmed (or changed) what `ino` is, just now.
-    pub fn refreshed(&mut self, ino: Ino, stat: Stat) {
-        if let Some(n) = self.inodes.get_mut(&ino) {
-            n.stat = n.stat.updated(stat);
-            n.stat_at = Instant::now();
-        }
-    }
-
-    /// `ino` was written through a handle.
-    pub fn written(&mut self, ino: Ino) {
-        if let Some(n) = self.inodes.get_mut(&ino) {
-            n.overrides.written();
-        }
-    }
-
-    /// `ino`'s content is now the object `stat` (or, without, stayed what
-    /// it was). Returns the time set since its last write, for its entry.
-    pub fn saved(&mut self, ino: Ino, stat: Option<Stat>) -> Option<SystemTime> {
-        let n = self.inodes.get_mut(&ino)?;
-        if let Some(stat) = stat {
-            n.stat = stat;
-            n.stat_at = Instant::now();
-        }
-        n.overrides.saved()
-    }
-
-    /// Names in directories `dirs` were added or removed at `now`.
-    pub fn entries_changed(&mut self, dirs: &[Ino], now: SystemTime) {
-        for ino in dirs {
-            if let Some(n) = self.inodes.get_mut(ino) {
-                n.overrides.entries_changed(now);
-            }
-        }
-    }
-
-    /// `set` applied to `ino` at `now` (see [`Overrides::set`]); returns
-    /// what its attributes are now computed from.
-    pub fn set_attrs(
-        &mut self,
-        ino: Ino,
-        set: &SetAttr,
-        homeless: bool,
-        mtime_here: bool,
-        now: SystemTime,
-    ) -> Option<(Stat, Overrides)> {
-        let n = self.inodes.get_mut(&ino)?;
-        n.overrides.set(set, homeless, mtime_here, now);
-        Some((n.stat.clone(), n.overrides.clone()))
-    }
-
-    /// The kernel is about to cache `ino`'s pages for the object `etag`:
-    /// whether the pages it kept from an earlier open are that object's.
-    pub fn keep_pages(&mut self, ino: Ino, etag: &Option<String>) -> bool {
-        let Some(n) = self.inodes.get_mut(&ino) else {
-            return false;
-        };
-        let keep = etag.is_some() && n.cached_etag == *etag;
-        n.cached_etag.clone_from(etag);
-        keep
-    }
-
-    /// The object of `name` in `parent` was copied: `before` became
-    /// `after` (see [`Inode::restamp`]).
-    pub fn restamp_child(
-        &mut self,
-        parent: Ino,
-        name: &str,
-        before: &Option<String>,
-        after: &Option<String>,
-    ) {
-        if let Some(n) = self
-            .children
-            .get(&(parent, Arc::from(name)))
-            .and_then(|ino| self.inodes.get_mut(ino))
-        {
-            n.restamp(before, after);
-        }
-    }
-
     /// The inode of `name` in `parent`, if the kernel knows it.
     pub fn child(&self, parent: Ino, name: &str) -> Option<&Inode> {
         self.children
@@ -534,53 +455,64 @@ impl Inodes {
         self.table().child(parent, name).map(|n| n.ino)
     }
 
-    /// [`InodeTable::remember`]; also returns what the inode's attributes
-    /// are computed from now.
+    /// A kernel reference to `name` in `parent` ([`InodeTable::remember_in`]:
+    /// `what` it is, where, in which view); also returns what the inode's
+    /// attributes are computed from now.
     pub fn remember(
         &self,
-        parent: Ino,
-        name: &str,
-        kind: Kind,
-        loc: Location,
+        (parent, name): (Ino, &str),
+        (kind, loc, view): (Kind, Location, View),
         stat: Stat,
     ) -> (Ino, Stat, Overrides) {
         let mut t = self.table();
-        let ino = t.remember(parent, name, kind, loc, stat.clone());
+        let ino = t.remember_in(parent, name, kind, loc, view, stat.clone());
         match t.get(ino) {
             Some(n) => (ino, n.stat.clone(), n.overrides.clone()),
             None => (ino, stat, Overrides::default()),
         }
     }
 
-    pub fn remember_in(
-        &self,
-        parent: Ino,
-        name: &str,
-        kind: Kind,
-        loc: Location,
-        view: View,
-        stat: Stat,
-    ) -> Ino {
-        self.table()
-            .remember_in(parent, name, kind, loc, view, stat)
-    }
-
+    /// The store confirmed (or changed) what `ino` is, just now.
     pub fn refreshed(&self, ino: Ino, stat: Stat) {
-        self.table().refreshed(ino, stat);
+        let mut t = self.table();
+        if let Some(n) = t.inodes.get_mut(&ino) {
+            n.stat = n.stat.updated(stat);
+            n.stat_at = Instant::now();
+        }
     }
 
+    /// `ino` was written through a handle.
     pub fn written(&self, ino: Ino) {
-        self.table().written(ino);
+        let mut t = self.table();
+        if let Some(n) = t.inodes.get_mut(&ino) {
+            n.overrides.written();
+        }
     }
 
+    /// `ino`'s content is now the object `stat` (or, without, stayed what
+    /// it was). Returns the time set since its last write, for its entry.
     pub fn saved(&self, ino: Ino, stat: Option<Stat>) -> Option<SystemTime> {
-        self.table().saved(ino, stat)
+        let mut t = self.table();
+        let n = t.inodes.get_mut(&ino)?;
+        if let Some(stat) = stat {
+            n.stat = stat;
+            n.stat_at = Instant::now();
+        }
+        n.overrides.saved()
     }
 
+    /// Names in directories `dirs` were added or removed at `now`.
     pub fn entries_changed(&self, dirs: &[Ino], now: SystemTime) {
-        self.table().entries_changed(dirs, now);
+        let mut t = self.table();
+        for ino in dirs {
+            if let Some(n) = t.inodes.get_mut(ino) {
+                n.overrides.entries_changed(now);
+            }
+        }
     }
 
+    /// `set` applied to `ino` at `now` (see [`Overrides::set`]); returns
+    /// what its attributes are now computed from.
     pub fn set_attrs(
         &self,
         ino: Ino,
@@ -589,13 +521,26 @@ impl Inodes {
         mtime_here: bool,
         now: SystemTime,
     ) -> Option<(Stat, Overrides)> {
-        self.table().set_attrs(ino, set, homeless, mtime_here, now)
+        let mut t = self.table();
+        let n = t.inodes.get_mut(&ino)?;
+        n.overrides.set(set, homeless, mtime_here, now);
+        Some((n.stat.clone(), n.overrides.clone()))
     }
 
+    /// The kernel is about to cache `ino`'s pages for the object `etag`:
+    /// whether the pages it kept from an earlier open are that object's.
     pub fn keep_pages(&self, ino: Ino, etag: &Option<String>) -> bool {
-        self.table().keep_pages(ino, etag)
+        let mut t = self.table();
+        let Some(n) = t.inodes.get_mut(&ino) else {
+            return false;
+        };
+        let keep = etag.is_some() && n.cached_etag == *etag;
+        n.cached_etag.clone_from(etag);
+        keep
     }
 
+    /// The object of `name` in `parent` was copied: `before` became
+    /// `after` (see [`Inode::restamp`]).
     pub fn restamp_child(
         &self,
         parent: Ino,
@@ -603,7 +548,11 @@ impl Inodes {
         before: &Option<String>,
         after: &Option<String>,
     ) {
-        self.table().restamp_child(parent, name, before, after);
+        let mut t = self.table();
+        let ino = t.children.get(&(parent, Arc::from(name))).copied();
+        if let Some(n) = ino.and_then(|ino| t.inodes.get_mut(&ino)) {
+            n.restamp(before, after);
+        }
     }
 
     pub fn unlink(&self, parent: Ino, name: &str) -> Option<Ino> {

@@ -178,7 +178,9 @@ impl Names {
         let writing = kind != Kind::Dir && self.open().written_at(&loc).is_some();
         let meta = described(table, name, kind, stat.etag.as_deref(), writing);
         let kind = meta.map_or(kind, |m| shown_kind(kind, m));
-        let (ino, stat, ov) = self.inodes.remember(parent, name, kind, loc, stat);
+        let (ino, stat, ov) = self
+            .inodes
+            .remember((parent, name), (kind, loc, View::Live), stat);
         self.attr(ino, kind, &stat, meta, &ov, false)
     }
 
@@ -217,9 +219,9 @@ impl Names {
         stat: &Stat,
     ) -> Attr {
         debug_assert!(view != View::Live);
-        let ino = self
+        let (ino, _, _) = self
             .inodes
-            .remember_in(parent, name, kind, loc, view, stat.clone());
+            .remember((parent, name), (kind, loc, view), stat.clone());
         self.history_attr(ino, kind, stat)
     }
 
