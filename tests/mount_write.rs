@@ -49,8 +49,14 @@ fn cp_rsync_tar_round_trips_and_rm_r() {
     let mnt = m.path.to_str().unwrap().to_string();
     let s = src.path().to_str().unwrap();
 
-    // cp -r in, and back out.
+    // cp -r in, and back out. Its empty files are published when the
+    // kernel releases them, a moment after cp's close (docs/SEMANTICS.md,
+    // "Emptied at open").
     sh(&format!("cp -r '{s}' '{mnt}/cp'"));
+    common::wait_for("every copied file in the bucket", || {
+        let keys = store.keys();
+        files.keys().all(|k| keys.contains_key(&format!("cp/{k}")))
+    });
     let keys = store.keys();
     for (k, v) in &files {
         assert_eq!(keys.get(&format!("cp/{k}")), Some(&(v.len() as u64)), "{k}");
