@@ -199,6 +199,10 @@ impl OpenFiles {
     /// this mount, not the store, knows what the file is.
     pub fn written_at(&self, loc: &Location) -> Option<Arc<DirtyFile>> {
         let t = self.table();
+        if t.by_loc.is_empty() {
+            // Nothing open: no key to build (asked per listed name).
+            return None;
+        }
         let ino = t.by_loc.get(&(loc.bucket.clone(), loc.key.clone()))?;
         t.inodes
             .get(ino)?
