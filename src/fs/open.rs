@@ -195,6 +195,12 @@ impl OpenFiles {
         self.table().inodes.get(&ino).and_then(|e| e.buffer.clone())
     }
 
+    /// Whether any file of a bucket is open here: when none is, no name is
+    /// being written here and a listing need not ask name by name.
+    pub fn any_live(&self) -> bool {
+        !self.table().by_loc.is_empty()
+    }
+
     /// The buffer of the file being written here at `loc`, if any: whether
     /// this mount, not the store, knows what the file is.
     pub fn written_at(&self, loc: &Location) -> Option<Arc<DirtyFile>> {

@@ -136,6 +136,9 @@ impl Directories {
                 table = Some(self.listing_table(&node, &dir).await?);
             }
             let table = table.clone().unwrap_or_default();
+            // Asked once per batch: with nothing open, no entry's location
+            // is built just to learn that it is not being written here.
+            let any_live = self.names.open().any_live();
             for e in &batch {
                 let (entry_ino, attr) = if plus {
                     let attr = match dir.place((offset - 2) as usize, &e.name, e.kind) {
@@ -156,9 +159,13 @@ impl Directories {
                 let kind = match &attr {
                     Some(a) => a.kind,
                     None => {
-                        let loc = node.loc.child(&e.name, e.kind);
-                        let writing =
-                            e.kind != Kind::Dir && self.names.open().written_at(&loc).is_some();
+                        let writing = any_live
+                            && e.kind != Kind::Dir
+                            && self
+                                .names
+                                .open()
+                                .written_at(&node.loc.child(&e.name, e.kind))
+                                .is_some();
                         described(&table, &e.name, e.kind, e.stat.etag.as_deref(), writing)
                             .map_or(e.kind, |m| shown_kind(e.kind, m))
                     }
