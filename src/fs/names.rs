@@ -35,7 +35,6 @@ pub struct Names {
     pub(super) inodes: Inodes,
     /// What names are in the store, and the caches that remember it.
     pub(super) resolver: Resolver,
-    pub(super) mount_time: SystemTime,
     /// The key of the mount's root in its bucket (of each bucket's
     /// directory with all buckets): where the history directories are.
     pub(super) root_key: String,
@@ -78,7 +77,6 @@ impl Names {
             inodes: Inodes::new(root, mount_time),
             client,
             cfg,
-            mount_time,
             files,
         }
     }
@@ -249,13 +247,21 @@ impl Names {
         if tree == Tree::History {
             let e = self
                 .history
-                .lookup(self.client.as_ref(), &p.loc, &p.view, name, self.mount_time)
+                .lookup(
+                    self.client.as_ref(),
+                    &p.loc,
+                    &p.view,
+                    name,
+                    self.resolver.mount_time(),
+                )
                 .await?;
             return Ok(self.remember_found(parent, &p.loc.bucket, e));
         }
         if tree == Tree::Live
             && p.loc.key == self.root_key
-            && let Some(e) = self.history.root_entry(&p.loc, name, self.mount_time)
+            && let Some(e) = self
+                .history
+                .root_entry(&p.loc, name, self.resolver.mount_time())
             && self
                 .history
                 .versioned(self.client.as_ref(), &p.loc.bucket)
@@ -314,7 +320,7 @@ impl Names {
         };
         let stat = node.stat.updated(Stat {
             size: h.size,
-            mtime: inode::object_mtime(h.last_modified, self.mount_time),
+            mtime: inode::object_mtime(h.last_modified, self.resolver.mount_time()),
             etag: h.etag,
         });
         self.inodes.refreshed(node.ino, stat.clone());

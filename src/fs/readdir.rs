@@ -53,7 +53,7 @@ impl Directories {
                         self.names.client.as_ref(),
                         &node.loc,
                         &node.view,
-                        self.names.mount_time,
+                        self.names.resolver.mount_time(),
                     )
                     .await?;
                 DirHandle::history(ino, node.loc, &entries)

@@ -57,6 +57,11 @@ impl Resolver {
         }
     }
 
+    /// When the mount started: the time of what nothing stored dates.
+    pub(super) fn mount_time(&self) -> SystemTime {
+        self.mount_time
+    }
+
     /// A directory's stat: nothing stored says more than the mount time.
     pub(super) fn dir_stat(&self) -> Stat {
         Stat {
