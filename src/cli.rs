@@ -30,7 +30,8 @@ pub struct S3Args {
     /// Address buckets as bucket.endpoint instead of endpoint/bucket.
     #[arg(long)]
     pub virtual_hosted: bool,
-    /// Send object bodies as UNSIGNED-PAYLOAD (Content-MD5 still checked).
+    /// Send object bodies as UNSIGNED-PAYLOAD: no SHA-256 of each body. Over
+    /// https TLS guards them; over http they carry Content-MD5 instead.
     #[arg(long, conflicts_with = "chunked_signing")]
     pub unsigned_payload: bool,
     /// Send object bodies as aws-chunked, each 64 KiB chunk signed.

@@ -244,13 +244,28 @@ impl Fs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        self.files.read(fh, offset, size).await
+        match self.files.read(fh, offset, size).await {
+            Err(FsError::SaveFirst) => {
+                let (ino, file) = self.files.buffer(fh)?;
+                let read = || self.files.read(fh, offset, size);
+                self.names.saving(ino, &file, read).await
+            }
+            done => done,
+        }
     }
 
     /// Takes the bytes by value: they move on to the staging write without
     /// another copy.
     pub async fn write(&self, fh: u64, offset: u64, data: impl Into<Bytes>) -> FsResult<u32> {
-        let (ino, n) = self.files.write(fh, offset, data.into()).await?;
+        let data = data.into();
+        let (ino, n) = match self.files.write(fh, offset, data.clone()).await {
+            Err(FsError::SaveFirst) => {
+                let (ino, file) = self.files.buffer(fh)?;
+                let write = || self.files.write(fh, offset, data.clone());
+                self.names.saving(ino, &file, write).await?
+            }
+            done => done?,
+        };
         self.names.written(ino);
         Ok(n)
     }

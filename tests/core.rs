@@ -1005,3 +1005,146 @@ async fn an_open_file_moved_to_another_bucket_reads_on() {
     assert!(all[..] == data(3 * MIB, 9)[..], "the moved file's bytes");
     fs.release(fh).await;
 }
+
+/// Writes `content` through `fh` from its start, 1 MiB at a time (as `cp`
+/// and `dd` do).
+async fn write_in_order(c: &Core, fh: u64, content: &[u8]) {
+    for (i, chunk) in content.chunks(MIB).enumerate() {
+        c.fs.write(fh, (i * MIB) as u64, chunk.to_vec())
+            .await
+            .expect("write");
+    }
+}
+
+/// A new file written in order streams from memory: its parts go up while
+/// it is written and nothing is staged on disk; the memory bound holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_order_streams_from_memory_and_stages_nothing() {
+    let c = core();
+    let content = data(23 * MIB + 7, 3);
+    let (_, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
+            .await
+            .expect("create");
+    write_in_order(&c, fh, &content).await;
+    let g = c.fs.gauges();
+    assert_eq!(g.staged_bytes, 0, "nothing staged");
+    assert_eq!(g.multipart_uploads, 1);
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh).await;
+    assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
+    // Four 5 MiB parts before the close, the last at it.
+    assert_eq!(c.requests(Op::UploadPart), 5);
+    let cfg = FsConfig::default();
+    assert!(c.fs.gauges().memory_peak_bytes <= cfg.prefetch.max_memory + cfg.write.max_memory);
+}
+
+/// What went up from memory is needed again (a read or a write below it,
+/// a truncation into it): the file is saved as it stands first, and then
+/// read and changed like any file; the close saves the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_went_up_from_memory_is_saved_before_it_is_read_or_changed() {
+    let c = core();
+    let content = data(12 * MIB + 5, 4);
+    let (attr, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
+            .await
+            .expect("create");
+    write_in_order(&c, fh, &content).await;
+    assert!(!c.mem.objects(BUCKET).contains_key("f"), "still streaming");
+    let head = c.fs.read(fh, 100, 1000).await.expect("read back");
+    assert_eq!(&head[..], &content[100..1100]);
+    assert!(
+        c.mem.objects(BUCKET)["f"][..] == content[..],
+        "saved as it stood"
+    );
+    // A header patched at the start, after the fact (zip, mp4).
+    c.fs.write(fh, 0, b"HEAD".to_vec()).await.expect("write");
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh).await;
+    let mut want = content.clone();
+    want[..4].copy_from_slice(b"HEAD");
+    assert!(c.mem.objects(BUCKET)["f"][..] == want[..]);
+
+    // A truncation into what went up.
+    let (fh, _) = c.fs.open(attr.ino, true, true).await.expect("open O_TRUNC");
+    write_in_order(&c, fh, &content).await;
+    let set = SetAttr {
+        size: Some(7 * MIB as u64),
+        ..Default::default()
+    };
+    c.fs.setattr(attr.ino, Some(fh), set)
+        .await
+        .expect("ftruncate");
+    let tail =
+        c.fs.read(fh, (7 * MIB - 10) as u64, 100)
+            .await
+            .expect("read");
+    assert_eq!(&tail[..], &content[7 * MIB - 10..7 * MIB]);
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh).await;
+    assert!(c.mem.objects(BUCKET)["f"][..] == content[..7 * MIB]);
+    c.fs.settle().await;
+    assert_eq!(c.mem.open_uploads(BUCKET), 0);
+}
+
+/// A file unlinked while it streams from memory stays readable through
+/// its handle, and nothing of it is left in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_unlinked_while_streaming_from_memory_stays_readable() {
+    let c = core();
+    let content = data(11 * MIB, 5);
+    let (_, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
+            .await
+            .expect("create");
+    write_in_order(&c, fh, &content).await;
+    c.fs.unlink(c.fs.root_ino(), OsStr::new("f"))
+        .await
+        .expect("unlink");
+    let all = c.fs.read(fh, 0, (12 * MIB) as u32).await.expect("read");
+    assert!(all[..] == content[..]);
+    c.fs.flush(fh).await.expect("close");
+    c.fs.release(fh).await;
+    c.fs.settle().await;
+    assert!(!c.mem.objects(BUCKET).contains_key("f"));
+    assert_eq!(c.mem.open_uploads(BUCKET), 0);
+}
+
+/// A part sent from memory fails for good: its bytes are nowhere else, so
+/// the close and every later fsync report EIO, and nothing partial is
+/// stored; emptying the file starts it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_sent_from_memory_fails_every_save_until_emptied() {
+    let c = core();
+    c.mem.put(BUCKET, "f", b"old".to_vec());
+    let ino = c.ino("f").await;
+    let (fh, _) = c.fs.open(ino, true, true).await.expect("open O_TRUNC");
+    c.faults.on_call(
+        Op::UploadPart,
+        1,
+        Fault::Fail(internal_error(Op::UploadPart)),
+    );
+    let content = data(17 * MIB, 6);
+    // The writes after the failure is seen may already report it.
+    for (i, chunk) in content.chunks(MIB).enumerate() {
+        if let Err(e) = c.fs.write(fh, (i * MIB) as u64, chunk.to_vec()).await {
+            assert_eq!(e.errno(), libc::EIO);
+            break;
+        }
+    }
+    assert_eq!(c.fs.flush(fh).await.expect_err("close").errno(), libc::EIO);
+    assert_eq!(c.fs.fsync(fh).await.expect_err("fsync").errno(), libc::EIO);
+    assert_eq!(&c.mem.objects(BUCKET)["f"][..], b"old");
+    let set = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    c.fs.setattr(ino, Some(fh), set).await.expect("ftruncate 0");
+    write_in_order(&c, fh, &content).await;
+    c.fs.flush(fh).await.expect("close after emptying");
+    c.fs.release(fh).await;
+    c.fs.settle().await;
+    assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
+    assert_eq!(c.mem.open_uploads(BUCKET), 0);
+}

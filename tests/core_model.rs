@@ -59,6 +59,20 @@ enum Racer {
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// A write at the file's end: runs of them stream (from memory when the
+    /// file started empty), and the other operations meet them mid-stream.
+    Append {
+        h: usize,
+        len: u32,
+        seed: u8,
+    },
+    /// `len` bytes appended 1 MiB at a time (as `cp` or `dd` write): enough
+    /// to send parts, so that what follows meets a stream mid-way.
+    Stream {
+        h: usize,
+        len: u32,
+        seed: u8,
+    },
     Open {
         path: usize,
         write: bool,
@@ -182,6 +196,10 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (h.clone(), offset(), length()).prop_map(|(h, off, len)| Op::Read { h, off, len }),
         4 => (h.clone(), offset(), length(), any::<u8>())
             .prop_map(|(h, off, len, seed)| Op::Write { h, off, len, seed }),
+        4 => (h.clone(), (MIB / 2) as u32..(3 * MIB / 2) as u32, any::<u8>())
+            .prop_map(|(h, len, seed)| Op::Append { h, len, seed }),
+        3 => (h.clone(), (5 * MIB) as u32..(13 * MIB) as u32, any::<u8>())
+            .prop_map(|(h, len, seed)| Op::Stream { h, len, seed }),
         2 => (h.clone(), size()).prop_map(|(h, size)| Op::Ftruncate { h, size }),
         1 => (path.clone(), size()).prop_map(|(path, size)| Op::Truncate { path, size }),
         2 => h.clone().prop_map(|h| Op::Fsync { h }),
@@ -365,6 +383,7 @@ fn config(dir: &std::path::Path) -> FsConfig {
             part_size: 5 * MIB,
             parts_in_flight: 3,
             max_memory: 32 * MIB,
+            from_memory: true,
         },
         ..FsConfig::default()
     }
@@ -540,6 +559,21 @@ impl Harness {
                         want.len(),
                         got.iter().zip(&want).position(|(a, b)| a != b)
                     ));
+                }
+            }
+            Op::Append { h, len, seed } => {
+                let Some((_, inode, _)) = self.writable_handle(h) else {
+                    return Ok(());
+                };
+                let off = self.model.contents[inode].len() as u64;
+                Box::pin(self.step(&Op::Write { h, off, len, seed })).await?
+            }
+            Op::Stream { h, len, seed } => {
+                let mut left = len;
+                while left > 0 {
+                    let len = left.min(MIB as u32);
+                    Box::pin(self.step(&Op::Append { h, len, seed })).await?;
+                    left -= len;
                 }
             }
             Op::Write { h, off, len, seed } => {

@@ -448,10 +448,13 @@ impl Changes {
                 |fh| matches!(self.names.open().target(fh), Ok((i, Target::Buffer(_), true)) if i == ino),
             );
             match self.names.open().buffer(ino) {
-                Some(file) if through_writer => file.set_size(new_size).await?,
                 Some(file) => {
-                    file.set_size(new_size).await?;
-                    self.names.commit(ino, &file).await?;
+                    self.names
+                        .saving(ino, &file, || file.set_size(new_size))
+                        .await?;
+                    if !through_writer {
+                        self.names.commit(ino, &file).await?;
+                    }
                 }
                 None => {
                     let stat = self.names.refresh(&node, false).await?;

@@ -39,6 +39,18 @@ pub enum FsError {
     /// Larger than the parts memory allows can carry (see `Uploads::max_file_size`).
     #[error("file too large for the upload memory (raise --upload-memory-mib)")]
     FileTooBig,
+    /// Parts of the file went up straight from memory and their upload
+    /// failed for good: those bytes are nowhere else, so the file can no
+    /// longer be saved.
+    #[error(
+        "an upload of this file failed after its bytes left memory; it cannot be saved, write it again"
+    )]
+    WriteLost,
+    /// Bytes a file sent from memory are needed again: the file must be
+    /// saved first (`Names::saving` does, and tries again). Never reaches
+    /// an application.
+    #[error("internal: the file must be saved first")]
+    SaveFirst,
     /// The local disk failed (staging files): what was being done, and why.
     #[error("local I/O error {what}: {source}")]
     LocalIo {
@@ -100,6 +112,7 @@ impl FsError {
             FsError::NotPermitted => libc::EPERM,
             FsError::NoSpace => libc::ENOSPC,
             FsError::FileTooBig => libc::EFBIG,
+            FsError::WriteLost | FsError::SaveFirst => libc::EIO,
             FsError::LocalIo { .. } | FsError::Partial(_) | FsError::TimedOut { .. } => libc::EIO,
             FsError::Internal(_) => libc::EIO,
             FsError::S3(e) => match e.kind() {

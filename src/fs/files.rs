@@ -53,7 +53,14 @@ impl Files {
                 cfg.walk.clone(),
                 data_cache.clone(),
             ),
-            uploads: Uploads::new(client.clone(), cfg.write.clone(), memory.clone()),
+            uploads: Uploads::new(
+                client.clone(),
+                crate::fs::upload::WriteConfig {
+                    from_memory: cfg.write.from_memory && data_cache.is_none(),
+                    ..cfg.write.clone()
+                },
+                memory.clone(),
+            ),
             memory,
             open: OpenFiles::default(),
             client,
@@ -203,6 +210,14 @@ impl Files {
         }
     }
 
+    /// The buffer behind handle `fh`, and its inode.
+    pub fn buffer(&self, fh: u64) -> FsResult<(Ino, Arc<DirtyFile>)> {
+        match self.open.target(fh)? {
+            (ino, Target::Buffer(file), _) => Ok((ino, file)),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
     /// The buffer handle `fh` writes to, if it is open for writing.
     pub fn writer(&self, fh: u64) -> FsResult<Option<(Ino, Arc<DirtyFile>)>> {
         Ok(match self.open.target(fh)? {
@@ -304,21 +319,19 @@ impl Files {
         }
     }
 
-    /// Makes the content of open inode `node` local, so its handles keep
-    /// reading it once its object is deleted or replaced (POSIX keeps an
-    /// unlinked file until its last close). `None` when it is not open.
-    pub async fn keep_open_content(&self, node: &Inode) -> FsResult<Option<Arc<DirtyFile>>> {
+    /// The buffer of open inode `node`, made for it if its handles only
+    /// read, so that its content can be made local ([`DirtyFile::keep_all`])
+    /// and its handles keep reading it once its object is deleted or
+    /// replaced (POSIX keeps an unlinked file until its last close). `None`
+    /// when it is not open.
+    pub fn open_content(&self, node: &Inode) -> FsResult<Option<Arc<DirtyFile>>> {
         // The handles read the version they opened.
         let base = match self.open.any_reader(node.ino) {
             Some(r) => (r.etag(), r.size()),
             None => (node.stat.etag.clone(), node.stat.size),
         };
         let make = || self.new_buffer(node.loc.clone(), Some(base.clone()));
-        let Some(file) = self.open.buffer_or_insert(node.ino, make)? else {
-            return Ok(None);
-        };
-        file.keep_all().await?;
-        Ok(Some(file))
+        self.open.buffer_or_insert(node.ino, make)
     }
 
     /// Waits until every multipart upload is completed or aborted, and the
@@ -351,7 +364,8 @@ impl Files {
         g.staged_bytes = self.uploads.staged();
         g.multipart_uploads = self.uploads.open.open_count() as u64;
         g.read_ahead_bytes = self.memory.in_use_for(memory::Use::ReadAhead);
-        g.transfer_bytes = self.memory.in_use_for(memory::Use::Transfer);
+        g.transfer_bytes = self.memory.in_use_for(memory::Use::Transfer)
+            + self.memory.in_use_for(memory::Use::Tail);
         g.memory_peak_bytes = self.memory.peak();
         g.walk_fetched = walk_fetched;
         g.walk_used = walk_used;

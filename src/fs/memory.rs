@@ -9,6 +9,13 @@
 //! the file is closed or the window moves on) never leave writers without
 //! memory, and writers never take what read-ahead needs. No single buffer
 //! is larger than its share: parts are sized to fit.
+//!
+//! A quarter of the upload share is for the *tails* of files streamed from
+//! memory (`fs/upload/file.rs`): the part each is filling. A tail lives as
+//! long as its writer pleases, so tails are only ever taken with
+//! [`Memory::try_take`] (a file that finds none free is staged on disk
+//! instead), and nobody waits for tail memory: transfers, which end on
+//! their own, can always be waited for.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +28,22 @@ pub enum Use {
     ReadAhead,
     /// Fills of staging files and upload parts.
     Transfer,
+    /// The parts files streamed from memory are filling.
+    Tail,
 }
+
+/// The smallest upload budget that has tails: three quarters of it still
+/// carry 8 MiB parts several at a time.
+pub const TAILS_FROM: u64 = 32 << 20;
 
 #[derive(Clone)]
 pub struct Memory {
     read_ahead: Arc<Semaphore>,
     transfer: Arc<Semaphore>,
+    tail: Arc<Semaphore>,
     read_ahead_bytes: u64,
     transfer_bytes: u64,
+    tail_bytes: u64,
     /// The most ever held at once.
     peak: Arc<AtomicU64>,
 }
@@ -39,12 +54,22 @@ pub struct Permit {
 }
 
 impl Memory {
-    pub fn new(read_ahead_bytes: u64, transfer_bytes: u64) -> Self {
+    /// `upload_bytes` is shared by transfers and tails; a budget too small
+    /// to spare tails a quarter (below [`TAILS_FROM`]) has none.
+    pub fn new(read_ahead_bytes: u64, upload_bytes: u64) -> Self {
+        let tail_bytes = if upload_bytes >= TAILS_FROM {
+            upload_bytes / 4
+        } else {
+            0
+        };
+        let transfer_bytes = upload_bytes - tail_bytes;
         Memory {
             read_ahead: Arc::new(Semaphore::new(read_ahead_bytes as usize)),
             transfer: Arc::new(Semaphore::new(transfer_bytes as usize)),
+            tail: Arc::new(Semaphore::new(tail_bytes as usize)),
             read_ahead_bytes,
             transfer_bytes,
+            tail_bytes,
             peak: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -64,6 +89,7 @@ impl Memory {
         match use_ {
             Use::ReadAhead => self.read_ahead_bytes,
             Use::Transfer => self.transfer_bytes,
+            Use::Tail => self.tail_bytes,
         }
     }
 
@@ -71,6 +97,7 @@ impl Memory {
         match use_ {
             Use::ReadAhead => &self.read_ahead,
             Use::Transfer => &self.transfer,
+            Use::Tail => &self.tail,
         }
     }
 
@@ -81,9 +108,10 @@ impl Memory {
 
     /// Bytes held now, all uses together.
     pub fn in_use(&self) -> u64 {
-        self.read_ahead_bytes + self.transfer_bytes
+        self.read_ahead_bytes + self.transfer_bytes + self.tail_bytes
             - self.read_ahead.available_permits() as u64
             - self.transfer.available_permits() as u64
+            - self.tail.available_permits() as u64
     }
 
     /// Takes `bytes` for `use_` if they are free now (and nobody queues).
@@ -104,6 +132,7 @@ impl Memory {
     /// [`Memory::largest`] is a bug of the caller (it would wait forever,
     /// or break the bound), so it is refused loudly.
     pub async fn take(&self, use_: Use, bytes: u64) -> Permit {
+        debug_assert_ne!(use_, Use::Tail, "nobody waits for tail memory");
         assert!(
             bytes <= self.largest(use_),
             "a buffer of {bytes} bytes is larger than the memory budget allows ({use_:?})"
@@ -144,5 +173,19 @@ mod tests {
         let _b = m.take(Use::ReadAhead, 10).await;
         assert_eq!(m.in_use(), 30);
         assert_eq!(m.peak(), 30);
+        assert!(m.try_take(Use::Tail, 1).is_none(), "too small for tails");
+    }
+
+    #[tokio::test]
+    async fn tails_have_a_quarter_of_the_upload_share_and_never_wait() {
+        let m = Memory::new(10, TAILS_FROM);
+        let quarter = TAILS_FROM / 4;
+        let tail = m.try_take(Use::Tail, quarter).expect("a quarter");
+        assert!(m.try_take(Use::Tail, 1).is_none());
+        // Transfers keep their whole share while tails are full.
+        let _t = m.take(Use::Transfer, TAILS_FROM - quarter).await;
+        assert_eq!(m.in_use(), TAILS_FROM);
+        drop(tail);
+        assert_eq!(m.in_use(), TAILS_FROM - quarter);
     }
 }

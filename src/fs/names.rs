@@ -115,11 +115,14 @@ impl Names {
         parent: Ino,
         name: &str,
     ) -> FsResult<Option<Arc<DirtyFile>>> {
-        let node = self.inodes.child(parent, name);
-        match node {
-            Some(node) => self.files.keep_open_content(&node).await,
-            None => Ok(None),
-        }
+        let Some(node) = self.inodes.child(parent, name) else {
+            return Ok(None);
+        };
+        let Some(file) = self.files.open_content(&node)? else {
+            return Ok(None);
+        };
+        self.saving(node.ino, &file, || file.keep_all()).await?;
+        Ok(Some(file))
     }
 
     pub(super) fn dir_stat(&self) -> Stat {
@@ -405,6 +408,32 @@ impl Names {
             return Ok(());
         };
         self.saved(ino, &file.location(), done).await
+    }
+
+    /// Runs `op` on open file `ino`; when it needs bytes the file sent from
+    /// memory ([`FsError::SaveFirst`]), saves the file as it stands (as
+    /// fsync would) and runs it again.
+    pub(super) async fn saving<T, F, Fut>(
+        &self,
+        ino: Ino,
+        file: &Arc<DirtyFile>,
+        op: F,
+    ) -> FsResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = FsResult<T>>,
+    {
+        // Saving completes the stream; only a new one, started after an
+        // emptying meanwhile, could ask again.
+        for _ in 0..3 {
+            match op().await {
+                Err(FsError::SaveFirst) => self.commit(ino, file).await?,
+                done => return done,
+            }
+        }
+        Err(FsError::Internal(
+            "a file streamed from memory could not be saved",
+        ))
     }
 
     /// A file's content is now the object `done` at `loc`.

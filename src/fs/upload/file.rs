@@ -3,6 +3,21 @@
 //! one; a commit saves one), its stream (`stream.rs`) and its commits
 //! (`plan.rs` for the parts of a planned one). See `fs/upload` for the
 //! design.
+//!
+//! *Memory mode*: a new or emptied file written from its start, in order,
+//! keeps no staging file. Its *tail* (the bytes after the parts sent, at
+//! most one part) is a buffer in memory, and each part goes up from there
+//! as soon as the next write starts the one after it: no byte is written
+//! to disk and read back. The bytes of parts sent are then nowhere local
+//! (`State::gone_to`): whatever needs them again (a read or a write below
+//! it, a truncation into it, an unlink) fails with [`FsError::SaveFirst`],
+//! and its caller saves the file as it stands (`Names::saving`, as fsync
+//! would) and tries again: the bytes are then in the object, the base. Anything
+//! else that does not fit (a write that leaves a hole, no tail memory free)
+//! moves the tail to the staging file (*spill*), and the file goes on from
+//! there as a staged one. If the upload of such a stream fails for good the
+//! bytes sent are lost: the file cannot be saved any more
+//! ([`FsError::WriteLost`] from then on), and nothing partial is stored.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +37,7 @@ use crate::fs::inode::Location;
 use crate::fs::memory::{Permit, Use};
 use crate::fs::multipart::Multipart;
 use crate::fs::ranges::RangeSet;
+use crate::s3::buffers;
 use crate::s3::{CopySource, GetObjectParams, S3Error, limits};
 
 #[derive(Debug, Clone)]
@@ -31,9 +47,55 @@ struct Base {
     len: u64,
 }
 
+/// Memory mode's buffer: the file's bytes from `start` (where the parts
+/// sent end) to its end, filling the part of `cap` bytes it will become.
+struct Tail {
+    start: u64,
+    buf: Vec<u8>,
+    cap: u64,
+    memory: Permit,
+}
+
+impl Tail {
+    /// Writes `data` at `offset` (inside or at the end of the buffer).
+    fn put(&mut self, offset: u64, data: &[u8]) {
+        let at = (offset - self.start) as usize;
+        let over = data.len().min(self.buf.len() - at);
+        self.buf[at..at + over].copy_from_slice(&data[..over]);
+        self.buf.extend_from_slice(&data[over..]);
+    }
+
+    fn range(&self) -> Range<u64> {
+        self.start..self.start + self.buf.len() as u64
+    }
+}
+
+/// How a write fits memory mode (see [`DirtyFile::write_in_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// The first write of an empty file: a tail of `cap` bytes is needed.
+    Start { cap: u64 },
+    /// Inside the tail's part.
+    InPlace,
+    /// Past the part ending at `part_end`: that part goes up, and a new
+    /// tail of `next_cap` bytes takes the rest.
+    Cross {
+        part_end: u64,
+        next_cap: u64,
+        has_stream: bool,
+    },
+}
+
 struct State {
     /// The staging file's size and ranges, and its charge.
     held: Held,
+    /// Memory mode's buffer (see the module notes).
+    tail: Option<Tail>,
+    /// The bytes below this went up from memory in the stream's parts and
+    /// are nowhere local: the stream must be completed, never given up.
+    gone_to: u64,
+    /// Such a stream failed: the file cannot be saved.
+    lost: bool,
     base: Option<Base>,
     /// Changes whenever the base changes or loses bytes (a truncation, a
     /// commit that makes a new object the base). A fill from the base that
@@ -94,6 +156,9 @@ impl DirtyFile {
             staging,
             state: Mutex::new(State {
                 held: Held::new(size),
+                tail: None,
+                gone_to: 0,
+                lost: false,
                 base: base.map(|(etag, len)| Base { etag, len }),
                 base_epoch: 0,
                 low_water: size,
@@ -134,6 +199,9 @@ impl DirtyFile {
         self.unlinked.store(true, Ordering::SeqCst);
         let mut st = self.state.lock().expect("dirty lock");
         if let Some(stream) = st.stream.take() {
+            // `keep_all` completed any stream sent from memory first; one
+            // started since cannot be read back.
+            st.lost |= st.gone_to > 0;
             stream.abandon();
         }
         // Nothing is ever read from the object again.
@@ -155,6 +223,9 @@ impl DirtyFile {
 
     /// Makes every byte of the file local, so it no longer needs the object.
     pub async fn keep_all(self: &Arc<Self>) -> FsResult<()> {
+        if self.state.lock().expect("dirty lock").gone_to > 0 {
+            return Err(FsError::SaveFirst);
+        }
         let size = self.size();
         self.ensure_present(0..size).await
     }
@@ -186,11 +257,19 @@ impl DirtyFile {
 
     pub async fn write(self: &Arc<Self>, offset: u64, data: Bytes) -> FsResult<u32> {
         let len = data.len() as u64;
+        if self.write_in_memory(offset, &data).await? {
+            return Ok(len as u32);
+        }
         let this = self.clone();
         // The state lock covers the pwrite so a concurrent fill from the
         // base cannot overwrite it.
-        blocking(move || {
+        let done = blocking(move || {
             let mut st = this.state.lock().expect("dirty lock");
+            this.spill(&mut st)?;
+            let behind = st.stream.as_ref().is_some_and(|s| offset < s.uploaded_to);
+            if behind && st.gone_to > 0 {
+                return Ok(false);
+            }
             let end = offset + len;
             let grown = end.max(st.held.size);
             st.held.charge(&this.up, grown)?;
@@ -198,17 +277,185 @@ impl DirtyFile {
             st.held.written(offset..end);
             st.generation += 1;
             this.publish(&st);
-            if let Some(stream) = &st.stream
-                && offset < stream.uploaded_to
-            {
+            if behind {
                 // Rewriting what already went up: plan afresh at commit.
                 st.stream.take().expect("checked").abandon();
             }
-            Ok(())
+            Ok(true)
         })
         .await?;
+        if !done {
+            return Err(FsError::SaveFirst);
+        }
         self.stream_parts().await?;
         Ok(len as u32)
+    }
+
+    /// Memory mode's write (see the module notes); `Ok(false)` when the
+    /// write does not fit it. What a write needs (tail memory, memory and a
+    /// slot for the part it completes, the upload) is taken before the
+    /// lock; if the file changed meanwhile, it is sized up again.
+    async fn write_in_memory(self: &Arc<Self>, offset: u64, data: &[u8]) -> FsResult<bool> {
+        let len = data.len() as u64;
+        loop {
+            let Some(fit) = self.fit(&self.state.lock().expect("dirty lock"), offset, len)? else {
+                return Ok(false);
+            };
+            let mut tail_memory = None;
+            let mut part = None;
+            match fit {
+                Fit::InPlace => {}
+                Fit::Start { cap } => match self.up.memory.try_take(Use::Tail, cap) {
+                    Some(m) => tail_memory = Some(m),
+                    None => return Ok(false),
+                },
+                Fit::Cross {
+                    part_end: _,
+                    next_cap,
+                    has_stream,
+                } => {
+                    // The part leaves the tail's share for the transfers'
+                    // (which end on their own, so waiting is safe); the new
+                    // tail keeps the tail memory, or needs more now (parts
+                    // grow every thousand), or the file is staged.
+                    let cap = {
+                        let st = self.state.lock().expect("dirty lock");
+                        st.tail.as_ref().map_or(0, |t| t.cap)
+                    };
+                    if next_cap != cap {
+                        let Some(m) = self.up.memory.try_take(Use::Tail, next_cap) else {
+                            return Ok(false);
+                        };
+                        tail_memory = Some(m);
+                    }
+                    let memory = self.up.memory.take(Use::Transfer, cap).await;
+                    // Back-pressure: a writer waits while its parts upload.
+                    let slot = self
+                        .part_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("slots never close");
+                    let upload = if has_stream {
+                        None
+                    } else {
+                        let loc = self.location();
+                        Some(
+                            Multipart::create(
+                                self.up.client.clone(),
+                                &self.up.open,
+                                loc.bucket,
+                                loc.key,
+                            )
+                            .await?,
+                        )
+                    };
+                    part = Some((memory, slot, upload));
+                }
+            }
+            let mut st = self.state.lock().expect("dirty lock");
+            if self.fit(&st, offset, len)? != Some(fit) {
+                continue;
+            }
+            let end = offset + len;
+            match fit {
+                Fit::Start { cap } => {
+                    st.tail = Some(Tail {
+                        start: 0,
+                        buf: buffers::take(cap as usize),
+                        cap,
+                        memory: tail_memory.expect("taken for Start"),
+                    });
+                    continue;
+                }
+                Fit::InPlace => st.tail.as_mut().expect("fits").put(offset, data),
+                Fit::Cross {
+                    part_end, next_cap, ..
+                } => {
+                    let (memory, slot, upload) = part.expect("taken for Cross");
+                    let split = (part_end - offset) as usize;
+                    let mut full = st.tail.take().expect("fits");
+                    full.put(offset, &data[..split]);
+                    let range = full.range();
+                    let mut next = Tail {
+                        start: part_end,
+                        buf: buffers::take(next_cap as usize),
+                        cap: next_cap,
+                        memory: tail_memory.unwrap_or(full.memory),
+                    };
+                    next.put(part_end, &data[split..]);
+                    st.tail = Some(next);
+                    let stream = st.stream.get_or_insert_with(|| {
+                        Stream::new(upload.expect("created for a first part"))
+                    });
+                    stream.send(range, buffers::freeze(full.buf), memory, slot);
+                    st.gone_to = part_end;
+                }
+            }
+            st.held.size = st.held.size.max(end);
+            st.generation += 1;
+            self.publish(&st);
+            return Ok(true);
+        }
+    }
+
+    /// How a write of `len` bytes at `offset` fits memory mode, if it does.
+    fn fit(&self, st: &State, offset: u64, len: u64) -> FsResult<Option<Fit>> {
+        if st.lost || st.stream.as_ref().is_some_and(|s| s.failed()) && st.gone_to > 0 {
+            return Err(FsError::WriteLost);
+        }
+        let end = offset + len;
+        if len == 0
+            || !self.up.cfg.from_memory
+            || st.base.is_some()
+            || self.unlinked.load(Ordering::SeqCst)
+            || end > self.up.max_file_size()
+        {
+            return Ok(None);
+        }
+        let Some(tail) = &st.tail else {
+            let empty = st.held.size == 0 && st.stream.is_none() && st.gone_to == 0;
+            return Ok((empty && offset == 0).then(|| Fit::Start {
+                cap: self.up.stream_part_len(1),
+            }));
+        };
+        // In order: inside the tail or at its end, no hole.
+        if offset < tail.start || offset > st.held.size {
+            return Ok(None);
+        }
+        let part_end = tail.start + tail.cap;
+        if end <= part_end {
+            return Ok(Some(Fit::InPlace));
+        }
+        // The part that goes up, and the one the tail becomes, with room
+        // for the rest of the write; the last part number is the commit's.
+        let n = st.stream.as_ref().map_or(1, |s| s.next_number());
+        if n + 1 > limits::MAX_PARTS {
+            return Ok(None);
+        }
+        let next_cap = self.up.stream_part_len(n + 1);
+        Ok((end - part_end <= next_cap).then_some(Fit::Cross {
+            part_end,
+            next_cap,
+            has_stream: st.stream.is_some(),
+        }))
+    }
+
+    /// Leaves memory mode: the tail goes to the staging file, and the file
+    /// goes on as a staged one (its stream, if any, from there). Blocking
+    /// (local disk), under the file's lock.
+    fn spill(&self, st: &mut State) -> FsResult<()> {
+        let Some(tail) = &st.tail else {
+            return Ok(());
+        };
+        let range = tail.range();
+        st.held.charge(&self.up, st.held.size)?;
+        self.staging.set_len(st.held.size)?;
+        self.staging.write_at(&tail.buf, range.start)?;
+        st.held.dirty.insert(range.clone());
+        st.held.present.insert(range);
+        st.tail = None;
+        Ok(())
     }
 
     /// Starts background uploads of the parts that are complete, when the
@@ -218,7 +465,8 @@ impl DirtyFile {
             let (upload, range, number) = {
                 let st = self.state.lock().expect("dirty lock");
                 // An unlinked file is never written back: nothing to stream.
-                if st.base.is_some() || self.unlinked.load(Ordering::SeqCst) {
+                // Memory mode sends its own parts.
+                if st.base.is_some() || st.tail.is_some() || self.unlinked.load(Ordering::SeqCst) {
                     return Ok(());
                 }
                 let (uploaded_to, n) = st
@@ -425,6 +673,25 @@ impl DirtyFile {
     /// (other files never wait for this lock).
     pub async fn read(self: &Arc<Self>, offset: u64, len: u32) -> FsResult<Bytes> {
         loop {
+            {
+                let st = self.state.lock().expect("dirty lock");
+                let end = st.held.size.min(offset + u64::from(len));
+                if offset < st.gone_to {
+                    if st.lost || self.is_unlinked() {
+                        return Err(FsError::WriteLost);
+                    }
+                } else if let Some(tail) = &st.tail {
+                    if offset >= end {
+                        return Ok(Bytes::new());
+                    }
+                    let at = (offset - tail.start) as usize;
+                    let to = (end - tail.start) as usize;
+                    return Ok(Bytes::copy_from_slice(&tail.buf[at..to]));
+                }
+            }
+            if offset < self.state.lock().expect("dirty lock").gone_to {
+                return Err(FsError::SaveFirst);
+            }
             let size = self.size();
             if offset >= size || len == 0 {
                 return Ok(Bytes::new());
@@ -437,6 +704,10 @@ impl DirtyFile {
                 let end = st.held.size.min(offset + u64::from(len));
                 if offset >= end {
                     return Ok(Some(Vec::new()));
+                }
+                // In memory, or sent from there, since: ask again.
+                if st.tail.is_some() || offset < st.gone_to {
+                    return Ok(None);
                 }
                 // Grown since, or a fill given up: fetch what is missing.
                 let base_end = st.base.as_ref().map_or(0, |b| b.len).min(end);
@@ -467,8 +738,31 @@ impl DirtyFile {
     /// Truncates or extends the file to `new_size` (extension reads as zeros).
     pub async fn set_size(self: &Arc<Self>, new_size: u64) -> FsResult<()> {
         let this = self.clone();
-        blocking(move || {
+        match blocking(move || this.resize(new_size)).await? {
+            true => Ok(()),
+            false => Err(FsError::SaveFirst),
+        }
+    }
+
+    /// `set_size` under the lock; `Ok(false)` when it would give up a
+    /// stream sent from memory whose bytes the file still needs. Blocking.
+    fn resize(&self, new_size: u64) -> FsResult<bool> {
+        let this = self;
+        {
             let mut st = this.state.lock().expect("dirty lock");
+            this.spill(&mut st)?;
+            let into_stream = st
+                .stream
+                .as_ref()
+                .is_some_and(|s| new_size <= s.uploaded_to);
+            if into_stream && st.gone_to > 0 && new_size > 0 {
+                return Ok(false);
+            }
+            if new_size == 0 {
+                // Emptied: nothing sent is needed any more, nor lost.
+                st.gone_to = 0;
+                st.lost = false;
+            }
             st.held.charge(&this.up, new_size)?;
             this.staging.set_len(new_size)?;
             if new_size < st.held.size {
@@ -495,23 +789,32 @@ impl DirtyFile {
             st.low_water = st.low_water.min(new_size);
             st.generation += 1;
             this.publish(&st);
-            Ok(())
-        })
-        .await
+            Ok(true)
+        }
     }
 
     /// Puts the file's content in the bucket; returns only when it is
     /// complete there. `Ok(None)`: nothing had changed.
     pub async fn commit(self: &Arc<Self>) -> FsResult<Option<Committed>> {
         let _serial = self.commit_serial.lock().await;
-        let (generation, size, base, dirty, stream, all_staged) = {
+        if self.state.lock().expect("dirty lock").lost {
+            return Err(FsError::WriteLost);
+        }
+        // The last part (or the whole of a small file) is sent from the
+        // staging file, like any commit's.
+        if self.state.lock().expect("dirty lock").tail.is_some() {
+            let this = self.clone();
+            blocking(move || this.spill(&mut this.state.lock().expect("dirty lock"))).await?;
+        }
+        let (generation, size, base, dirty, stream, all_staged, gone) = {
             let mut st = self.state.lock().expect("dirty lock");
             if st.generation == st.committed || self.unlinked.load(Ordering::SeqCst) {
                 return Ok(None);
             }
             st.low_water = st.held.size;
             let base_len = st.base.as_ref().map_or(0, |b| b.len).min(st.held.size);
-            let all_staged = base_len == 0 || st.held.present.covers(0..base_len);
+            let all_staged =
+                (base_len == 0 || st.held.present.covers(0..base_len)) && st.gone_to == 0;
             (
                 st.generation,
                 st.held.size,
@@ -519,6 +822,7 @@ impl DirtyFile {
                 st.held.dirty.clone(),
                 st.stream.take(),
                 all_staged,
+                st.gone_to,
             )
         };
         let loc = self.location();
@@ -545,15 +849,31 @@ impl DirtyFile {
                 let last = stream.uploaded_to..size;
                 stream.finish(self.read_staging(last)).await
             }
+            // Parts sent from memory cannot be planned afresh. (A rename
+            // commits a file before it moves, so this is the part numbers.)
+            Some(stream) if gone > 0 => {
+                stream.abandon();
+                Err(FsError::FileTooBig)
+            }
             Some(stream) => {
                 stream.abandon();
                 upload_planned(&self.up, planned, bytes).await
             }
             None => upload_planned(&self.up, planned, bytes).await,
         };
-        let etag = result?;
+        let etag = match result {
+            Ok(etag) => etag,
+            Err(e) => {
+                if gone > 0 {
+                    self.state.lock().expect("dirty lock").lost = true;
+                    tracing::warn!(key = %loc.key, error = %e, "a file streamed from memory could not be saved; its bytes are lost");
+                }
+                return Err(e);
+            }
+        };
         let mut st = self.state.lock().expect("dirty lock");
         st.committed = generation;
+        st.gone_to = 0;
         // An empty object is no base: a file written from nothing after it
         // (dd's first close comes before its writes) may still stream.
         // What was cut after the snapshot is not the file's any more, even
@@ -586,7 +906,7 @@ impl DirtyFile {
         size: u64,
     ) -> FsResult<Committed> {
         let _serial = self.commit_serial.lock().await;
-        let empty = |st: &State| st.held.size == 0 && st.stream.is_none();
+        let empty = |st: &State| st.held.size == 0 && st.stream.is_none() && st.tail.is_none();
         if !empty(&self.state.lock().expect("dirty lock")) || self.is_unlinked() {
             return Err(FsError::NotSupported);
         }

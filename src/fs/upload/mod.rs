@@ -15,6 +15,9 @@
 //!   data follows. Part sizes grow with the part number (8 MiB for the
 //!   first thousand, doubling every thousand) so 10 000 parts reach past
 //!   5 TiB without knowing the final size.
+//! - Such a file keeps no staging file at all while it is written in
+//!   order: its parts are filled in memory and sent from there (*memory
+//!   mode*, in `file.rs`).
 //! - Otherwise `commit` plans the object afresh: unchanged ranges of the
 //!   base stay on the server (UploadPartCopy, guarded by If-Match on the
 //!   base ETag), changed ones are uploaded; a piece too small to be a part
@@ -54,6 +57,10 @@ pub struct WriteConfig {
     pub parts_in_flight: usize,
     /// Bytes of parts in memory for all uploads together. Default 128 MiB.
     pub max_memory: u64,
+    /// Whether files written in order stream from memory (see
+    /// `file.rs`). Off with a data cache: it is filled from the staging
+    /// file of what was written.
+    pub from_memory: bool,
 }
 
 impl Default for WriteConfig {
@@ -65,6 +72,7 @@ impl Default for WriteConfig {
             part_size: 8 * MIB,
             parts_in_flight: 8,
             max_memory: 128 * MIB,
+            from_memory: true,
         }
     }
 }

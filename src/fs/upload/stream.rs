@@ -5,10 +5,16 @@
 //! write behind what went up, a truncation into it, or an unlink gives the
 //! stream up ([`Stream::abandon`]): its parts stop and the upload is
 //! aborted, and the commit plans the object afresh.
+//!
+//! Parts come from the staging file, or straight from memory (the file's
+//! *tail*, see `file.rs`): [`Stream::send`] takes such a part's bytes, and
+//! once it is sent they are nowhere else. A stream holding such parts is
+//! never given up: whoever needs its bytes completes it first.
 
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
@@ -17,12 +23,16 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::memory::Permit;
 use crate::fs::multipart::Multipart;
 use crate::s3::CompletedPart;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub(super) struct Stream {
     pub upload: Arc<Multipart>,
     parts: Vec<JoinHandle<FsResult<CompletedPart>>>,
     /// Where the parts sent so far end.
     pub uploaded_to: u64,
+    /// A part failed for good (its error reaches the commit); writers stop
+    /// sending more.
+    failed: Arc<AtomicBool>,
 }
 
 impl Stream {
@@ -31,7 +41,37 @@ impl Stream {
             upload,
             parts: Vec::new(),
             uploaded_to: 0,
+            failed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether a part has failed for good.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Sends `body`, the bytes `range` of the file, as the next part, in the
+    /// background, holding `memory` and `slot` until it is sent.
+    pub fn send(
+        &mut self,
+        range: Range<u64>,
+        body: Bytes,
+        memory: Permit,
+        slot: OwnedSemaphorePermit,
+    ) {
+        debug_assert_eq!(range.start, self.uploaded_to);
+        let number = self.next_number();
+        let upload = self.upload.clone();
+        let failed = self.failed.clone();
+        self.parts.push(tokio::spawn(async move {
+            let _held = (memory, slot);
+            let sent = upload.upload(number, body).await;
+            if sent.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            sent
+        }));
+        self.uploaded_to = range.end;
     }
 
     /// The number of the next part (1-based).
