@@ -270,6 +270,19 @@ impl Fs {
         Ok(n)
     }
 
+    /// [`Fs::write`] done at once on the caller's thread, when it only
+    /// copies `data` into the part a file streaming from memory is filling
+    /// and nobody holds the file (see `DirtyFile::write_now`); `None`
+    /// otherwise: then `write` it.
+    pub fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        let (ino, file) = self.files.writer(fh).ok()??;
+        let result = file.write_now(offset, data)?;
+        if result.is_ok() {
+            self.names.written(ino);
+        }
+        Some(result)
+    }
+
     /// copy_file_range(2) of a whole object into an empty file open for
     /// writing (what `cp` does) is a server-side copy: PUT Object Copy of
     /// the source's version (or ETag), no byte through this machine; for a

@@ -84,18 +84,7 @@ impl FuseAdapter {
         let work = work(self.fs.clone());
         let task = async move {
             let result = work.await;
-            stats.record(op, started.elapsed(), result.is_err());
-            match result {
-                Ok(v) => done(reply, v),
-                Err(e) => {
-                    if e.is_failure() {
-                        // Once per failed operation, with what it was on:
-                        // the application only sees the errno.
-                        tracing::warn!(op, path = %fs.path_of(ino), errno = e.errno(), error = %e, "operation failed");
-                    }
-                    reply.error_to(errno(op, ino, &e))
-                }
-            }
+            answer(&fs, &stats, op, ino, started, result, reply, done);
         };
         if at == Where::Runtime {
             self.rt.spawn(task);
@@ -118,6 +107,32 @@ impl FuseAdapter {
             // The reply, dropped in the unwinding, answered EIO; the loop
             // goes on serving other requests.
             Err(_) => tracing::error!(op, ino, "operation panicked"),
+        }
+    }
+}
+
+/// Sends the reply to `op` on `ino`, counted and, when it failed, logged.
+#[allow(clippy::too_many_arguments)]
+fn answer<R: ReplyError, T>(
+    fs: &Fs,
+    stats: &FuseStats,
+    op: &'static str,
+    ino: u64,
+    started: std::time::Instant,
+    result: Result<T, FsError>,
+    reply: R,
+    done: impl FnOnce(R, T),
+) {
+    stats.record(op, started.elapsed(), result.is_err());
+    match result {
+        Ok(v) => done(reply, v),
+        Err(e) => {
+            if e.is_failure() {
+                // Once per failed operation, with what it was on: the
+                // application only sees the errno.
+                tracing::warn!(op, path = %fs.path_of(ino), errno = e.errno(), error = %e, "operation failed");
+            }
+            reply.error_to(errno(op, ino, &e))
         }
     }
 }
@@ -427,6 +442,17 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
+        // A write into the part a file streaming from memory is filling is
+        // done here, from the kernel's buffer: no copy of our own, no
+        // hand-off (see `Fs::write_now`).
+        let started = std::time::Instant::now();
+        if let Some(result) = self.fs.write_now(fh.0, offset, data) {
+            let (fs, stats) = (&self.fs, &self.stats);
+            answer(fs, stats, "write", ino.0, started, result, reply, |r, n| {
+                r.written(n)
+            });
+            return;
+        }
         let data = crate::s3::buffers::copy(data);
         self.run(
             "write",

@@ -581,7 +581,11 @@ impl Harness {
                     return Ok(());
                 };
                 let data = pattern(seed, off, len);
-                let n = self.fs.write(fh, off, data.clone()).await;
+                // As the FUSE adapter does: at once when it can, else async.
+                let n = match self.fs.write_now(fh, off, &data) {
+                    Some(n) => n,
+                    None => self.fs.write(fh, off, data.clone()).await,
+                };
                 if n.as_ref().ok() != Some(&len) {
                     return Err(format!("write: {n:?}"));
                 }

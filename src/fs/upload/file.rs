@@ -368,7 +368,10 @@ impl DirtyFile {
                     });
                     continue;
                 }
-                Fit::InPlace => st.tail.as_mut().expect("fits").put(offset, data),
+                Fit::InPlace => {
+                    self.put_in_place(&mut st, offset, data);
+                    return Ok(true);
+                }
                 Fit::Cross {
                     part_end, next_cap, ..
                 } => {
@@ -397,6 +400,31 @@ impl DirtyFile {
             self.publish(&st);
             return Ok(true);
         }
+    }
+
+    /// Memory mode's write when it falls inside the tail's part, done at
+    /// once on the caller's thread (the FUSE loop: it copies from the
+    /// kernel's buffer, with no buffer of its own); `None` when it does not
+    /// fit, or the file's lock is held (perhaps across disk I/O, which the
+    /// loop must not wait for).
+    pub fn write_now(&self, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        let mut st = self.state.try_lock().ok()?;
+        let len = data.len() as u64;
+        match self.fit(&st, offset, len) {
+            Ok(Some(Fit::InPlace)) => {}
+            Ok(_) => return None,
+            Err(e) => return Some(Err(e)),
+        }
+        self.put_in_place(&mut st, offset, data);
+        Some(Ok(len as u32))
+    }
+
+    /// A write that fits the tail's part ([`Fit::InPlace`]).
+    fn put_in_place(&self, st: &mut State, offset: u64, data: &[u8]) {
+        st.tail.as_mut().expect("fits").put(offset, data);
+        st.held.size = st.held.size.max(offset + data.len() as u64);
+        st.generation += 1;
+        self.publish(st);
     }
 
     /// How a write of `len` bytes at `offset` fits memory mode, if it does.
