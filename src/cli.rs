@@ -34,6 +34,12 @@ pub struct S3Args {
     /// https TLS guards them; over http they carry Content-MD5 instead.
     #[arg(long, conflicts_with = "chunked_signing")]
     pub unsigned_payload: bool,
+    /// Send object bodies as UNSIGNED-PAYLOAD guarded by
+    /// x-amz-checksum-crc32c: a twentieth of the SHA-256's CPU. Only where
+    /// the server checks it (Garage, AWS; not the FlashBlade contract, not
+    /// Ceph RGW 17): the mount checks that first and refuses otherwise.
+    #[arg(long, conflicts_with_all = ["chunked_signing", "unsigned_payload", "sigv2"])]
+    pub checksum_crc32c: bool,
     /// Send object bodies as aws-chunked, each 64 KiB chunk signed.
     #[arg(long)]
     pub chunked_signing: bool,
@@ -82,6 +88,9 @@ impl S3Args {
         }
         if self.unsigned_payload {
             cfg.payload_signing = PayloadSigning::Unsigned;
+        }
+        if self.checksum_crc32c {
+            cfg.payload_signing = PayloadSigning::Crc32c;
         }
         if self.chunked_signing {
             cfg.payload_signing = PayloadSigning::Chunked {

@@ -14,6 +14,7 @@ use crate::fs::{Fs, MountSource};
 use crate::fuse::FuseAdapter;
 use crate::logging::Destination;
 use crate::metrics::{Exporter, FuseStats};
+use crate::s3::config::PayloadSigning;
 use crate::s3::{ErrorKind, ListObjectsParams, ObjectClient, S3Client, S3Error};
 
 /// The store check at start fails fast: a user waiting for `mount` wants
@@ -81,6 +82,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(e) => return report_fail(ready, e.to_string()),
     };
+    let config_crc32c = config.payload_signing == PayloadSigning::Crc32c;
     let mut check_config = config;
     check_config.retry.max_attempts = CHECK_ATTEMPTS;
     check_config.retry.deadline = CHECK_DEADLINE;
@@ -89,6 +91,9 @@ pub fn run(args: MountArgs) -> ExitCode {
         .and_then(|checker| runtime.block_on(check_store(&checker, &source)));
     if let Err(e) = checked {
         return report_fail(ready, describe_check_failure(&e, &source));
+    }
+    if config_crc32c && let Err(e) = runtime.block_on(check_crc32c(&client, &source)) {
+        return report_fail(ready, e);
     }
 
     let data_cache = match &args.data_cache {
@@ -304,6 +309,24 @@ async fn check_store(client: &S3Client, source: &MountSource) -> Result<(), S3Er
             )
             .await
             .map(drop),
+    }
+}
+
+/// With `--checksum-crc32c`, the checksum is the bodies' only guard: a
+/// server that ignores it (Ceph RGW 17 does) must not be written to so.
+async fn check_crc32c(client: &S3Client, source: &MountSource) -> Result<(), String> {
+    let refuse = |why: String| format!("--checksum-crc32c: {why}; mount without it");
+    let MountSource::Bucket { bucket, prefix } = source else {
+        return Err(refuse("needs a bucket to check the server on".into()));
+    };
+    let key = format!("{prefix}.bladefs-crc32c-probe-{:016x}", fastrand::u64(..));
+    match client.checks_crc32c(bucket, &key).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refuse(
+            "this server ignores x-amz-checksum-crc32c, so nothing would guard the bytes sent"
+                .into(),
+        )),
+        Err(e) => Err(refuse(format!("checking the server failed: {e}"))),
     }
 }
 

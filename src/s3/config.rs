@@ -25,8 +25,13 @@ pub enum PayloadSigning {
     /// integrity on plain HTTP, which FlashBlade prefers).
     #[default]
     Sha256,
-    /// `UNSIGNED-PAYLOAD`: saves hashing CPU; Content-MD5 still guards the body.
+    /// `UNSIGNED-PAYLOAD`: saves hashing CPU; TLS guards the body, or over
+    /// plain HTTP Content-MD5 (which costs more than the SHA-256).
     Unsigned,
+    /// `UNSIGNED-PAYLOAD` with `x-amz-checksum-crc32c`, which the server
+    /// checks: a twentieth of the SHA-256's CPU. Not in the FlashBlade
+    /// contract; for servers that check it (Garage, Ceph RGW, AWS).
+    Crc32c,
     /// `aws-chunked`: the body goes in chunks of this many bytes, each signed.
     Chunked { chunk_size: usize },
 }

@@ -350,15 +350,32 @@ impl S3Client {
             self.config.payload_signing,
             self.endpoint.scheme == "https",
         );
-        let content_md5 = req
-            .body
-            .bytes()
-            .filter(|_| md5_needed)
-            .map(|b| base64::engine::general_purpose::STANDARD.encode(Md5::digest(b.as_ref())));
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let digest = match (&req.body, self.config.payload_signing) {
+            (Body::Data(b), PayloadSigning::Crc32c)
+                if self.config.signature == SignatureVersion::V4
+                    && !req
+                        .headers
+                        .iter()
+                        .any(|(n, _)| n == "x-amz-checksum-crc32c") =>
+            {
+                Some((
+                    "x-amz-checksum-crc32c",
+                    b64(&crc32c::crc32c(b).to_be_bytes()),
+                ))
+            }
+            _ => req
+                .body
+                .bytes()
+                .filter(|_| md5_needed)
+                .map(|b| ("content-md5", b64(&Md5::digest(b.as_ref())))),
+        };
         let payload_hash = match (&req.body, self.config.payload_signing) {
             (Body::Empty, _) => sign::EMPTY_SHA256.to_string(),
             (Body::Xml(b), _) | (Body::Data(b), PayloadSigning::Sha256) => sign::sha256_hex(b),
-            (Body::Data(_), PayloadSigning::Unsigned) => sign::UNSIGNED_PAYLOAD.to_string(),
+            (Body::Data(_), PayloadSigning::Unsigned | PayloadSigning::Crc32c) => {
+                sign::UNSIGNED_PAYLOAD.to_string()
+            }
             (Body::Data(_), PayloadSigning::Chunked { .. }) => sign::STREAMING_PAYLOAD.to_string(),
         };
         let op = req.op;
@@ -372,7 +389,7 @@ impl S3Client {
                     self.stats.retry(op);
                     tracing::debug!(op = op.name(), attempt, error = %err, "retrying");
                 },
-                || self.attempt(&req, content_md5.as_deref(), &payload_hash),
+                || self.attempt(&req, digest.as_ref(), &payload_hash),
             )
             .await;
         if let Err(err) = &result {
@@ -385,7 +402,7 @@ impl S3Client {
     pub(super) async fn attempt(
         &self,
         req: &Request<'_>,
-        content_md5: Option<&str>,
+        digest: Option<&(&'static str, String)>,
         payload_hash: &str,
     ) -> Result<Response, S3Error> {
         let op = req.op;
@@ -398,8 +415,8 @@ impl S3Client {
         };
 
         let mut headers = req.headers.clone();
-        if let Some(md5) = content_md5 {
-            headers.push(("content-md5".to_string(), md5.to_string()));
+        if let Some((name, value)) = digest {
+            headers.push((name.to_string(), value.clone()));
         }
         let chunked = match (
             &req.body,
@@ -706,6 +723,7 @@ fn md5_needed(body: &Body, sig: SignatureVersion, payload: PayloadSigning, tls: 
         (Body::Empty, _) => false,
         (Body::Xml(_), _) | (Body::Data(_), SignatureVersion::V2) => true,
         (Body::Data(_), SignatureVersion::V4) => payload == PayloadSigning::Unsigned && !tls,
+        // SigV2 does not sign the checksum header: MD5, as above.
     }
 }
 

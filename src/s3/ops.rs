@@ -53,6 +53,38 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
 }
 
 impl S3Client {
+    /// Whether the server checks `x-amz-checksum-crc32c` (what
+    /// [`PayloadSigning::Crc32c`](super::config::PayloadSigning) relies
+    /// on): a one-byte PUT to `key` with a wrong checksum must be refused.
+    /// If it is stored instead, it is deleted and the answer is `false`.
+    pub async fn checks_crc32c(&self, bucket: &str, key: &str) -> S3Result<bool> {
+        use base64::Engine;
+        let body = Bytes::from_static(b"?");
+        let wrong = (crc32c::crc32c(&body) ^ 1).to_be_bytes();
+        let sent = self
+            .execute(
+                Request::new(Op::PutObject, Method::PUT, Some(bucket), Some(key))
+                    .header(
+                        "x-amz-checksum-crc32c",
+                        base64::engine::general_purpose::STANDARD.encode(wrong),
+                    )
+                    .body(Body::Data(body)),
+            )
+            .await;
+        match sent {
+            Err(S3Error::Service(e))
+                if matches!(e.code, S3ErrorCode::BadDigest | S3ErrorCode::InvalidDigest) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                self.delete_object(bucket, key, None).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// A single PUT, with a Content-Type when given.
     async fn put(
         &self,

@@ -58,6 +58,10 @@ pub enum Fault {
     Garbage,
     /// 200 OK with no length and a body that never ends.
     Endless,
+    /// The request's body reaches the server with its middle byte changed
+    /// (data, even in aws-chunked framing): what the body's digest is there
+    /// to catch.
+    CorruptBody,
 }
 
 /// What `set_rate` draws from.
@@ -290,12 +294,21 @@ async fn serve(
             | Fault::Garbage
             | Fault::Endless),
         ) => return answer_in_place(client, f, unread).await,
-        Some(Fault::LoseAnswer | Fault::Truncate | Fault::ResetMidAnswer) => {}
+        Some(Fault::LoseAnswer | Fault::Truncate | Fault::ResetMidAnswer | Fault::CorruptBody) => {}
     }
     let mut server = TcpStream::connect(upstream).await?;
     server.write_all(&head).await?;
-    server.write_all(&rest).await?;
-    copy_exact(&mut client, &mut server, unread).await?;
+    if fault == Some(Fault::CorruptBody) && body_len > 0 {
+        let mut body = rest;
+        let have = body.len();
+        body.resize(body_len, 0);
+        client.read_exact(&mut body[have..]).await?;
+        body[body_len / 2] ^= 0x5a;
+        server.write_all(&body).await?;
+    } else {
+        server.write_all(&rest).await?;
+        copy_exact(&mut client, &mut server, unread).await?;
+    }
     let (answer_head, answer_rest) = read_head(&mut server).await?;
     let answer_len = content_length(&answer_head).filter(|_| !is_head);
     match fault {
