@@ -273,6 +273,8 @@ class Bench:
 
     def cold_mount(self, tool, extra=()):
         drop_caches()
+        if tool == "bladefs":
+            extra = (*self.args.bladefs_args.split(), *extra)
         return Mount(tool, self.server, self.bucket, self.work, extra)
 
     def seqread(self, tool):
@@ -666,6 +668,8 @@ def chart(results, path):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--bladefs-args", default="",
+                   help="extra options of every bladefs mount, e.g. '--checksum-crc32c'")
     p.add_argument("--tools", default=",".join(TOOLS))
     p.add_argument("--workloads", default=None, help=f"default: {','.join(WORKLOADS)}")
     p.add_argument("--random-seconds", type=int, default=10)

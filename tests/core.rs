@@ -1017,10 +1017,12 @@ async fn write_in_order(c: &Core, fh: u64, content: &[u8]) {
 }
 
 /// A new file written in order streams from memory: its parts go up while
-/// it is written and nothing is staged on disk; the memory bound holds.
+/// it is written and nothing is staged on disk (a staging space smaller
+/// than the file is enough: only the last part passes through it at the
+/// close); the memory bound holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_in_order_streams_from_memory_and_stages_nothing() {
-    let c = core();
+    let c = core_with(|cfg| cfg.write.max_staged = 6 * MIB as u64);
     let content = data(23 * MIB + 7, 3);
     let (_, fh) =
         c.fs.create(c.fs.root_ino(), OsStr::new("f"))

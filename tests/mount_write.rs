@@ -564,13 +564,23 @@ fn staging_limit_noreplace_and_orphaned_uploads() {
     );
 
     // Writes beyond the staging space fail clearly, and lose nothing else.
-    let mut f = std::fs::File::create(m.join("too-big.bin")).unwrap();
+    // (Written from 1 MiB on: a file written in order from its start
+    // streams from memory and stages nothing, as the next one shows.)
+    let f = std::fs::File::create(m.join("too-big.bin")).unwrap();
     let err = (0..8)
-        .map(|i| f.write_all(&data(MIB, i)))
+        .map(|i| f.write_all_at(&data(MIB, i), (i as u64 + 1) * MIB as u64))
         .find_map(Result::err)
         .expect("ENOSPC before 8 MiB");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
     drop(f);
+    let mut f = std::fs::File::create(m.join("streamed.bin")).unwrap();
+    let streamed: Vec<u8> = (0..12).flat_map(|i| data(MIB, i)).collect();
+    for chunk in streamed.chunks(MIB) {
+        f.write_all(chunk)
+            .expect("in order: no staging space needed");
+    }
+    drop(f);
+    assert!(store.get("streamed.bin") == streamed);
     std::fs::write(m.join("small.txt"), b"fits").unwrap();
     assert_eq!(store.get("small.txt"), b"fits");
 

@@ -477,7 +477,9 @@ impl DirtyFile {
             return Ok(());
         };
         let range = tail.range();
-        st.held.charge(&self.up, st.held.size)?;
+        // What is staged: the bytes sent are not (later changes charge the
+        // whole size again, once the object holds them).
+        st.held.charge(&self.up, st.held.size - st.gone_to)?;
         self.staging.set_len(st.held.size)?;
         self.staging.write_at(&tail.buf, range.start)?;
         st.held.dirty.insert(range.clone());
