@@ -568,7 +568,7 @@ fn staging_limit_noreplace_and_orphaned_uploads() {
     // streams from memory and stages nothing, as the next one shows.)
     let f = std::fs::File::create(m.join("too-big.bin")).unwrap();
     let err = (0..8)
-        .map(|i| f.write_all_at(&data(MIB, i), (i as u64 + 1) * MIB as u64))
+        .map(|i| f.write_all_at(&data(MIB, i), (i + 1) * MIB as u64))
         .find_map(Result::err)
         .expect("ENOSPC before 8 MiB");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
