@@ -37,7 +37,7 @@ pub struct S3Args {
     /// Send object bodies as UNSIGNED-PAYLOAD guarded by
     /// x-amz-checksum-crc32c: a twentieth of the SHA-256's CPU. Only where
     /// the server checks it (Garage, AWS; not the FlashBlade contract, not
-    /// Ceph RGW 17): the mount checks that first and refuses otherwise.
+    /// Ceph RGW 16.2): the mount checks that first and refuses otherwise.
     #[arg(long, conflicts_with_all = ["chunked_signing", "unsigned_payload", "sigv2"])]
     pub checksum_crc32c: bool,
     /// Send object bodies as aws-chunked, each 64 KiB chunk signed.

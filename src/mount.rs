@@ -313,7 +313,7 @@ async fn check_store(client: &S3Client, source: &MountSource) -> Result<(), S3Er
 }
 
 /// With `--checksum-crc32c`, the checksum is the bodies' only guard: a
-/// server that ignores it (Ceph RGW 17 does) must not be written to so.
+/// server that ignores it (Ceph RGW 16.2 does) must not be written to so.
 async fn check_crc32c(client: &S3Client, source: &MountSource) -> Result<(), String> {
     let refuse = |why: String| format!("--checksum-crc32c: {why}; mount without it");
     let MountSource::Bucket { bucket, prefix } = source else {

@@ -221,7 +221,7 @@ async fn a_body_changed_on_the_way_is_refused_whatever_guards_it(kind: Kind) {
         cfg.retry.max_attempts = 1;
         let corrupting = server.client_with(cfg);
         let key = format!("{payload:?}");
-        // Ceph RGW 17 ignores the CRC32C checksum (the mount refuses
+        // Ceph RGW 16.2 ignores the CRC32C checksum (the mount refuses
         // `--checksum-crc32c` there, see below).
         if payload == PayloadSigning::Crc32c && kind == Kind::CephRgw {
             continue;
