@@ -430,6 +430,48 @@ fn git_works_on_the_mount() {
     store.assert_no_uploads_left();
 }
 
+/// The patterns that need back what a file streamed from memory already
+/// sent (docs/SEMANTICS.md, "Streamed from memory"), through the kernel:
+/// a pack writer that reads its file back before it closes it (git's
+/// index-pack), and a muxer that patches its header last (zip, mp4). The
+/// bytes read are the bytes written, and the close saves the whole.
+#[test]
+fn a_file_streamed_from_memory_is_read_back_and_patched_before_its_close() {
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "readback");
+    let m = Mounted::new(&server, "readback", &[]);
+    let content: Vec<u8> = (0..20).flat_map(|i| data(MIB, 40 + i)).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.join("pack"))
+        .unwrap();
+    for chunk in content.chunks(MIB) {
+        f.write_all(chunk).unwrap();
+    }
+    // What the kernel cached of the writes is dropped, so that the read
+    // reaches the daemon (as it would once memory pressure evicts it).
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: advice on a descriptor we hold open.
+    assert_eq!(
+        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) },
+        0
+    );
+    let mut back = vec![0u8; MIB];
+    f.read_exact_at(&mut back, 3 * MIB as u64 + 17).unwrap();
+    assert!(back[..] == content[3 * MIB + 17..4 * MIB + 17], "read back");
+    // It was read from the object: the file was saved as it stood.
+    assert_eq!(store.keys().get("pack"), Some(&(20 * MIB as u64)));
+    f.write_all_at(b"HEADER", 0).unwrap();
+    drop(f);
+    let mut want = content.clone();
+    want[..6].copy_from_slice(b"HEADER");
+    assert!(store.get("pack") == want, "the patched whole");
+    m.unmount();
+    store.assert_no_uploads_left();
+}
+
 #[test]
 fn a_file_written_and_read_by_two_processes_at_once() {
     let server = common::start(Kind::Garage);
