@@ -1150,3 +1150,38 @@ async fn a_failed_part_sent_from_memory_fails_every_save_until_emptied() {
     assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
     assert_eq!(c.mem.open_uploads(BUCKET), 0);
 }
+
+/// A close (a FLUSH: any process that forks while holding the file sends
+/// one) saves a file streamed from memory while its writer goes on: the
+/// writes made while that commit is in flight are staged, and the file
+/// starts no new stream from its staging file, which lacks the bytes the
+/// first stream sent. Found by a real mount, where such a stream sent
+/// zeros for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_while_a_stream_from_memory_is_being_saved_lose_nothing() {
+    let c = core();
+    let content = data(24 * MIB, 7);
+    let (_, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
+            .await
+            .expect("create");
+    write_in_order(&c, fh, &content[..12 * MIB]).await;
+    let gate = Gate::new();
+    c.faults
+        .on_call(Op::CompleteMultipartUpload, 1, Fault::Hold(gate.clone()));
+    let fs = c.fs.clone();
+    let close = tokio::spawn(async move { fs.flush(fh).await });
+    gate.arrived().await;
+    for (i, chunk) in content[12 * MIB..].chunks(MIB).enumerate() {
+        c.fs.write(fh, (12 * MIB + i * MIB) as u64, chunk.to_vec())
+            .await
+            .expect("write");
+    }
+    gate.open();
+    close.await.expect("task").expect("the first close");
+    c.fs.flush(fh).await.expect("the last close");
+    c.fs.release(fh).await;
+    c.fs.settle().await;
+    assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
+    assert_eq!(c.mem.open_uploads(BUCKET), 0);
+}

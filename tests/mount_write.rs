@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use bladefs::s3::{GetObjectParams, ListUploadsParams, ObjectClient};
@@ -434,7 +434,10 @@ fn git_works_on_the_mount() {
 /// sent (docs/SEMANTICS.md, "Streamed from memory"), through the kernel:
 /// a pack writer that reads its file back before it closes it (git's
 /// index-pack), and a muxer that patches its header last (zip, mp4). The
-/// bytes read are the bytes written, and the close saves the whole.
+/// bytes read are the bytes written, and the close saves the whole. (When
+/// the file is saved on the way, by the read or by a FLUSH that any fork
+/// of this multi-threaded test process sends, varies: the core tests
+/// assert it.)
 #[test]
 fn a_file_streamed_from_memory_is_read_back_and_patched_before_its_close() {
     let server = common::start(Kind::Garage);
@@ -450,19 +453,17 @@ fn a_file_streamed_from_memory_is_read_back_and_patched_before_its_close() {
     for chunk in content.chunks(MIB) {
         f.write_all(chunk).unwrap();
     }
-    // What the kernel cached of the writes is dropped, so that the read
-    // reaches the daemon (as it would once memory pressure evicts it).
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    // SAFETY: advice on a descriptor we hold open.
-    assert_eq!(
-        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) },
-        0
-    );
+    // Read through O_DIRECT, so that the read reaches the daemon and not
+    // the kernel's cache of the writes.
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(m.join("pack"))
+        .unwrap();
     let mut back = vec![0u8; MIB];
-    f.read_exact_at(&mut back, 3 * MIB as u64 + 17).unwrap();
-    assert!(back[..] == content[3 * MIB + 17..4 * MIB + 17], "read back");
-    // It was read from the object: the file was saved as it stood.
-    assert_eq!(store.keys().get("pack"), Some(&(20 * MIB as u64)));
+    direct.read_exact_at(&mut back, 3 * MIB as u64).unwrap();
+    assert!(back[..] == content[3 * MIB..4 * MIB], "read back");
+    drop(direct);
     f.write_all_at(b"HEADER", 0).unwrap();
     drop(f);
     let mut want = content.clone();
@@ -612,7 +613,8 @@ fn staging_limit_noreplace_and_orphaned_uploads() {
 
     // Writes beyond the staging space fail clearly, and lose nothing else.
     // (Written from 1 MiB on: a file written in order from its start
-    // streams from memory and stages nothing, as the next one shows.)
+    // streams from memory and stages nothing; core.rs shows that, as a
+    // fork anywhere in this test process may save a file on the way.)
     let f = std::fs::File::create(m.join("too-big.bin")).unwrap();
     let err = (0..8)
         .map(|i| f.write_all_at(&data(MIB, i), (i + 1) * MIB as u64))
@@ -620,14 +622,6 @@ fn staging_limit_noreplace_and_orphaned_uploads() {
         .expect("ENOSPC before 8 MiB");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
     drop(f);
-    let mut f = std::fs::File::create(m.join("streamed.bin")).unwrap();
-    let streamed: Vec<u8> = (0..12).flat_map(|i| data(MIB, i)).collect();
-    for chunk in streamed.chunks(MIB) {
-        f.write_all(chunk)
-            .expect("in order: no staging space needed");
-    }
-    drop(f);
-    assert!(store.get("streamed.bin") == streamed);
     std::fs::write(m.join("small.txt"), b"fits").unwrap();
     assert_eq!(store.get("small.txt"), b"fits");
 
