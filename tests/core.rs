@@ -1185,3 +1185,44 @@ async fn writes_while_a_stream_from_memory_is_being_saved_lose_nothing() {
     assert!(c.mem.objects(BUCKET)["f"][..] == content[..]);
     assert_eq!(c.mem.open_uploads(BUCKET), 0);
 }
+
+/// A close saves a file while its writer goes on, then the writer patches
+/// the head: no stream starts from the staging file while that commit is
+/// in flight (its end makes the object the base under such a stream), and
+/// the last close saves every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_saved_while_written_then_patched_saves_every_byte() {
+    let c = core();
+    let content = data(16 * MIB, 8);
+    let (_, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
+            .await
+            .expect("create");
+    write_in_order(&c, fh, &content[..3 * MIB]).await;
+    let gate = Gate::new();
+    c.faults
+        .on_call(Op::PutObject, 1, Fault::Hold(gate.clone()));
+    let fs = c.fs.clone();
+    let close = tokio::spawn(async move { fs.flush(fh).await });
+    gate.arrived().await;
+    for (i, chunk) in content[3 * MIB..].chunks(MIB).enumerate() {
+        c.fs.write(fh, (3 * MIB + i * MIB) as u64, chunk.to_vec())
+            .await
+            .expect("write");
+    }
+    assert_eq!(
+        c.requests(Op::CreateMultipartUpload),
+        0,
+        "no stream meanwhile"
+    );
+    gate.open();
+    close.await.expect("task").expect("the first close");
+    c.fs.write(fh, 0, b"HEAD".to_vec()).await.expect("patch");
+    c.fs.flush(fh).await.expect("the last close");
+    c.fs.release(fh).await;
+    c.fs.settle().await;
+    let mut want = content.clone();
+    want[..4].copy_from_slice(b"HEAD");
+    assert!(c.mem.objects(BUCKET)["f"][..] == want[..]);
+    assert_eq!(c.mem.open_uploads(BUCKET), 0);
+}

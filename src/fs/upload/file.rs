@@ -60,6 +60,9 @@ struct State {
     gone_to: u64,
     /// Such a stream failed: the file cannot be saved.
     lost: bool,
+    /// A commit has taken its snapshot and not ended: no stream may begin
+    /// meanwhile (the commit's end changes the base under it).
+    committing: bool,
     base: Option<Base>,
     /// Changes whenever the base changes or loses bytes (a truncation, a
     /// commit that makes a new object the base). A fill from the base that
@@ -123,6 +126,7 @@ impl DirtyFile {
                 tail: None,
                 gone_to: 0,
                 lost: false,
+                committing: false,
                 base: base.map(|(etag, len)| Base { etag, len }),
                 base_epoch: 0,
                 low_water: size,
@@ -269,6 +273,7 @@ impl DirtyFile {
                 if st.base.is_some()
                     || st.tail.is_some()
                     || st.gone_to > 0
+                    || st.committing
                     || self.unlinked.load(Ordering::SeqCst)
                 {
                     return Ok(());
@@ -310,7 +315,7 @@ impl DirtyFile {
                     )
                     .await?;
                     let mut st = self.state.lock().expect("dirty lock");
-                    if st.stream.is_some() || st.base.is_some() {
+                    if st.stream.is_some() || st.base.is_some() || st.committing {
                         // Raced with another writer, or truncated: dropping
                         // the upload aborts it.
                         continue;
@@ -319,6 +324,7 @@ impl DirtyFile {
                     upload
                 }
             };
+            let sent_to = upload.clone();
             let task = {
                 let this = self.clone();
                 let range = range.clone();
@@ -330,8 +336,12 @@ impl DirtyFile {
             };
             let mut st = self.state.lock().expect("dirty lock");
             match &mut st.stream {
-                Some(s) => s.push(number, range, task),
-                None => task.abort(),
+                // Only into the stream of the upload it was sent to: while
+                // this waited for a slot, that stream may have been given
+                // up (and its upload aborted) and another begun, whose
+                // part numbers it could match.
+                Some(s) if Arc::ptr_eq(&s.upload, &sent_to) => s.push(number, range, task),
+                _ => task.abort(),
             }
         }
     }
@@ -616,6 +626,7 @@ impl DirtyFile {
                 return Ok(None);
             }
             st.low_water = st.held.size;
+            st.committing = true;
             let base_len = st.base.as_ref().map_or(0, |b| b.len).min(st.held.size);
             let all_staged =
                 (base_len == 0 || st.held.present.covers(0..base_len)) && st.gone_to == 0;
@@ -668,8 +679,10 @@ impl DirtyFile {
         let etag = match result {
             Ok(etag) => etag,
             Err(e) => {
+                let mut st = self.state.lock().expect("dirty lock");
+                st.committing = false;
                 if gone > 0 {
-                    self.state.lock().expect("dirty lock").lost = true;
+                    st.lost = true;
                     tracing::warn!(key = %loc.key, error = %e, "a file streamed from memory could not be saved; its bytes are lost");
                 }
                 return Err(e);
@@ -678,6 +691,7 @@ impl DirtyFile {
         let mut st = self.state.lock().expect("dirty lock");
         st.committed = generation;
         st.gone_to = 0;
+        st.committing = false;
         // An empty object is no base: a file written from nothing after it
         // (dd's first close comes before its writes) may still stream.
         // What was cut after the snapshot is not the file's any more, even
