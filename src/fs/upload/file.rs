@@ -296,24 +296,11 @@ impl DirtyFile {
                     n,
                 )
             };
-            // Back-pressure: a writer waits while its parts are uploading.
-            let slot = self
-                .part_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("slots never close");
+            let slot = self.part_slot().await;
             let upload = match upload {
                 Some(u) => u,
                 None => {
-                    let loc = self.location();
-                    let upload = Multipart::create(
-                        self.up.client.clone(),
-                        &self.up.open,
-                        loc.bucket,
-                        loc.key,
-                    )
-                    .await?;
+                    let upload = self.new_upload().await?;
                     let mut st = self.state.lock().expect("dirty lock");
                     if st.stream.is_some() || st.base.is_some() || st.committing {
                         // Raced with another writer, or truncated: dropping
@@ -344,6 +331,22 @@ impl DirtyFile {
                 _ => task.abort(),
             }
         }
+    }
+
+    /// A slot for one more part in flight. Back-pressure: a writer waits
+    /// while its parts are uploading.
+    async fn part_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.part_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("slots never close")
+    }
+
+    /// A multipart upload for a stream to the file's key.
+    async fn new_upload(&self) -> FsResult<Arc<Multipart>> {
+        let loc = self.location();
+        Multipart::create(self.up.client.clone(), &self.up.open, loc.bucket, loc.key).await
     }
 
     /// Bytes of the staging file, holding memory permits while they live.

@@ -11,7 +11,6 @@ use super::super::stream::Stream;
 use super::{DirtyFile, State};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::memory::{Permit, Use};
-use crate::fs::multipart::Multipart;
 use crate::s3::{buffers, limits};
 
 /// Memory mode's buffer: the file's bytes from `start` (where the parts
@@ -96,26 +95,11 @@ impl DirtyFile {
                         tail_memory = Some(m);
                     }
                     let memory = self.up.memory.take(Use::Transfer, cap).await;
-                    // Back-pressure: a writer waits while its parts upload.
-                    let slot = self
-                        .part_slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("slots never close");
+                    let slot = self.part_slot().await;
                     let upload = if has_stream {
                         None
                     } else {
-                        let loc = self.location();
-                        Some(
-                            Multipart::create(
-                                self.up.client.clone(),
-                                &self.up.open,
-                                loc.bucket,
-                                loc.key,
-                            )
-                            .await?,
-                        )
+                        Some(self.new_upload().await?)
                     };
                     part = Some((memory, slot, upload));
                 }
