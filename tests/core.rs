@@ -1151,6 +1151,38 @@ async fn a_failed_part_sent_from_memory_fails_every_save_until_emptied() {
     assert_eq!(c.mem.open_uploads(BUCKET), 0);
 }
 
+/// Creates `f`, writes `content[..at]` in order, and closes it (a FLUSH)
+/// while the rest is written: that save is held at its first `held`
+/// request until the rest is in and `meanwhile` has looked. Returns the
+/// handle once that close has succeeded.
+async fn save_held_while_writing(
+    c: &Core,
+    content: &[u8],
+    at: usize,
+    held: Op,
+    meanwhile: impl FnOnce(),
+) -> u64 {
+    let (_, fh) =
+        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
+            .await
+            .expect("create");
+    write_in_order(c, fh, &content[..at]).await;
+    let gate = Gate::new();
+    c.faults.on_call(held, 1, Fault::Hold(gate.clone()));
+    let fs = c.fs.clone();
+    let close = tokio::spawn(async move { fs.flush(fh).await });
+    gate.arrived().await;
+    for (i, chunk) in content[at..].chunks(MIB).enumerate() {
+        c.fs.write(fh, (at + i * MIB) as u64, chunk.to_vec())
+            .await
+            .expect("write");
+    }
+    meanwhile();
+    gate.open();
+    close.await.expect("task").expect("the first close");
+    fh
+}
+
 /// A close (a FLUSH: any process that forks while holding the file sends
 /// one) saves a file streamed from memory while its writer goes on: the
 /// writes made while that commit is in flight are staged, and the file
@@ -1161,24 +1193,8 @@ async fn a_failed_part_sent_from_memory_fails_every_save_until_emptied() {
 async fn writes_while_a_stream_from_memory_is_being_saved_lose_nothing() {
     let c = core();
     let content = data(24 * MIB, 7);
-    let (_, fh) =
-        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
-            .await
-            .expect("create");
-    write_in_order(&c, fh, &content[..12 * MIB]).await;
-    let gate = Gate::new();
-    c.faults
-        .on_call(Op::CompleteMultipartUpload, 1, Fault::Hold(gate.clone()));
-    let fs = c.fs.clone();
-    let close = tokio::spawn(async move { fs.flush(fh).await });
-    gate.arrived().await;
-    for (i, chunk) in content[12 * MIB..].chunks(MIB).enumerate() {
-        c.fs.write(fh, (12 * MIB + i * MIB) as u64, chunk.to_vec())
-            .await
-            .expect("write");
-    }
-    gate.open();
-    close.await.expect("task").expect("the first close");
+    let fh =
+        save_held_while_writing(&c, &content, 12 * MIB, Op::CompleteMultipartUpload, || {}).await;
     c.fs.flush(fh).await.expect("the last close");
     c.fs.release(fh).await;
     c.fs.settle().await;
@@ -1194,29 +1210,11 @@ async fn writes_while_a_stream_from_memory_is_being_saved_lose_nothing() {
 async fn a_file_saved_while_written_then_patched_saves_every_byte() {
     let c = core();
     let content = data(16 * MIB, 8);
-    let (_, fh) =
-        c.fs.create(c.fs.root_ino(), OsStr::new("f"))
-            .await
-            .expect("create");
-    write_in_order(&c, fh, &content[..3 * MIB]).await;
-    let gate = Gate::new();
-    c.faults
-        .on_call(Op::PutObject, 1, Fault::Hold(gate.clone()));
-    let fs = c.fs.clone();
-    let close = tokio::spawn(async move { fs.flush(fh).await });
-    gate.arrived().await;
-    for (i, chunk) in content[3 * MIB..].chunks(MIB).enumerate() {
-        c.fs.write(fh, (3 * MIB + i * MIB) as u64, chunk.to_vec())
-            .await
-            .expect("write");
-    }
-    assert_eq!(
-        c.requests(Op::CreateMultipartUpload),
-        0,
-        "no stream meanwhile"
-    );
-    gate.open();
-    close.await.expect("task").expect("the first close");
+    let no_stream = || {
+        let streams = c.requests(Op::CreateMultipartUpload);
+        assert_eq!(streams, 0, "no stream meanwhile");
+    };
+    let fh = save_held_while_writing(&c, &content, 3 * MIB, Op::PutObject, no_stream).await;
     c.fs.write(fh, 0, b"HEAD".to_vec()).await.expect("patch");
     c.fs.flush(fh).await.expect("the last close");
     c.fs.release(fh).await;
