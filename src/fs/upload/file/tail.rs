@@ -43,10 +43,11 @@ enum Fit {
     Start { cap: u64 },
     /// Inside the tail's part.
     InPlace,
-    /// Past the part ending at `part_end`: that part goes up, and a new
-    /// tail of `next_cap` bytes takes the rest.
+    /// Past the part ending at `part_end` (of `cap` bytes): that part goes
+    /// up, and a new tail of `next_cap` bytes takes the rest.
     Cross {
         part_end: u64,
+        cap: u64,
         next_cap: u64,
         has_stream: bool,
     },
@@ -76,18 +77,15 @@ impl DirtyFile {
                     None => return Ok(false),
                 },
                 Fit::Cross {
-                    part_end: _,
+                    cap,
                     next_cap,
                     has_stream,
+                    ..
                 } => {
                     // The part leaves the tail's share for the transfers'
                     // (which end on their own, so waiting is safe); the new
                     // tail keeps the tail memory, or needs more now (parts
                     // grow every thousand), or the file is staged.
-                    let cap = {
-                        let st = self.state.lock().expect("dirty lock");
-                        st.tail.as_ref().map_or(0, |t| t.cap)
-                    };
                     if next_cap != cap {
                         let Some(m) = self.up.memory.try_take(Use::Tail, next_cap) else {
                             return Ok(false);
@@ -215,6 +213,7 @@ impl DirtyFile {
         let next_cap = self.up.stream_part_len(n + 1);
         Ok((end - part_end <= next_cap).then_some(Fit::Cross {
             part_end,
+            cap: tail.cap,
             next_cap,
             has_stream: st.stream.is_some(),
         }))
