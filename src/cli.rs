@@ -193,6 +193,22 @@ pub struct MountArgs {
     /// the least recently used blocks go beyond it.
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub data_cache_size: u64,
+    /// Write-back: close() returns once the file's content is journaled
+    /// (fsync'd) in DIR, and uploads run in the background. Other hosts see
+    /// a file once it is uploaded; fsync still waits for the bucket. After
+    /// a crash the next mount with the same DIR uploads what is left first.
+    /// One mount per DIR.
+    #[arg(long, value_name = "DIR")]
+    pub write_back: Option<PathBuf>,
+    /// Bytes the write-back journal may hold not yet uploaded (with K, M,
+    /// G, T); closes wait for room beyond, and a larger file is uploaded
+    /// at its close.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub write_back_max_bytes: u64,
+    /// At unmount, leave what the write-back queue holds in its journal
+    /// for the next mount instead of uploading it before exiting.
+    #[arg(long)]
+    pub write_back_leave: bool,
     /// Memory for parts being uploaded, in MiB (writers wait beyond).
     #[arg(long, default_value_t = 128)]
     pub upload_memory_mib: u64,
@@ -328,6 +344,8 @@ const FLAG_OPTIONS: &[&str] = &[
     "chunked-signing",
     "no-list-url-encoding",
     "no-versions",
+    "checksum-crc32c",
+    "write-back-leave",
 ];
 
 /// What a command line asks for, once mount options are expanded.
@@ -430,8 +448,26 @@ impl MountArgs {
                 files_ahead: self.read_ahead_files,
                 ..Default::default()
             },
+            write_back: self.write_back.as_ref().map(|dir| {
+                let mut wb = crate::fs::writeback::WriteBackConfig::new(
+                    dir.clone(),
+                    self.s3.endpoint.clone(),
+                );
+                wb.max_bytes = self.write_back_max_bytes;
+                wb.leave_queued = self.write_back_leave;
+                wb
+            }),
             write: crate::fs::upload::WriteConfig {
-                cache_dir: self.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
+                // With write-back, staging shares the journal's disk: a
+                // full disk shows at write(), not as a close that cannot
+                // be journaled.
+                cache_dir: self
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| match &self.write_back {
+                        Some(dir) => dir.join(crate::fs::writeback::STAGING_SUBDIR),
+                        None => std::env::temp_dir(),
+                    }),
                 max_staged: self.cache_size_mib * 1024 * 1024,
                 max_memory: self.upload_memory_mib.max(16) * 1024 * 1024,
                 ..Default::default()

@@ -23,11 +23,14 @@
 //! - `multipart`: the one multipart upload driver
 //! - `memory`: the one memory budget of read-ahead, fills and uploads
 //! - `data_cache`: blocks of objects on local disk
+//! - `writeback`, `closing`: `--write-back`'s journal and queue, and what
+//!   a close does with a written file
 //! - `error`: the one errno boundary
 
 pub mod attr;
 pub mod cache;
 mod changes;
+mod closing;
 pub mod config;
 pub mod data_cache;
 pub mod dir;
@@ -47,6 +50,7 @@ mod resolve;
 pub mod upload;
 pub mod versions;
 pub mod walk;
+pub mod writeback;
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -314,7 +318,7 @@ impl Fs {
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         match self.files.writer(fh)? {
             Some((_, file)) if file.only_emptied() => Ok(()),
-            Some((ino, file)) => self.names.commit(ino, &file).await,
+            Some((ino, file)) => closing::close(&self.names, ino, &file).await,
             None => Ok(()),
         }
     }
@@ -340,6 +344,18 @@ impl Fs {
     /// first, while its buffer still answers for it here; a failure is
     /// logged: close() has returned, there is nobody left to tell.
     pub async fn release(&self, fh: u64) {
+        // With write-back the queue may hold the file's last handle: an
+        // emptying is journaled at this close all the same.
+        if self.files.write_back().is_some()
+            && let Ok(Some((ino, file))) = self.files.writer(fh)
+            && file.only_emptied()
+        {
+            if let Err(e) = closing::close(&self.names, ino, &file).await {
+                tracing::warn!(key = %file.location().key, error = %e, "a file emptied or created at open not saved at its release");
+            }
+            self.files.drop_handle(fh);
+            return;
+        }
         let Some((ino, file)) = self.files.release_unless_last_buffer(fh) else {
             return;
         };
@@ -369,6 +385,27 @@ impl Fs {
     }
 
     /// Writes every directory's pending metadata (unmount).
+    /// With `--write-back`: opens the journal, uploads what an earlier
+    /// mount left in it, and from then on journals closes. Call before
+    /// serving. Returns the files uploaded from the journal.
+    pub async fn start_write_back(&self) -> FsResult<u64> {
+        self.files.start_write_back().await
+    }
+
+    /// Uploads every queued file (unmount); returns those left in the
+    /// journal because their uploads keep failing.
+    pub async fn drain_write_back(&self) -> u64 {
+        match self.files.write_back() {
+            Some(wb) => wb.drain().await,
+            None => 0,
+        }
+    }
+
+    /// The write-back queue, if write-back is on.
+    pub fn write_back(&self) -> Option<&Arc<writeback::WriteBack>> {
+        self.files.write_back()
+    }
+
     pub async fn flush_metadata(&self) -> FsResult<()> {
         self.names.flush_metadata().await
     }

@@ -268,6 +268,39 @@ impl Collector for Exporter {
                 ("stored", g.data_cache_stored_bytes),
             ],
         )?;
+        counters(
+            &mut e,
+            "bladefs_write_back_uploads",
+            "Write-back: queued files uploaded, uploads that failed (the file stays journaled and is tried again), and files uploaded at mount from an earlier mount's journal",
+            None,
+            "outcome",
+            &[
+                ("uploaded", g.write_back_uploaded),
+                ("failed", g.write_back_failures),
+                ("replayed", g.write_back_replayed),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "bladefs_write_back_queued_files",
+            "Write-back: files closed and journaled on local disk, not yet in the bucket",
+            None,
+            g.write_back_queued_files,
+        )?;
+        gauge(
+            &mut e,
+            "bladefs_write_back_queued",
+            "Write-back: bytes journaled on local disk, not yet in the bucket",
+            Some(&Unit::Bytes),
+            g.write_back_queued_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "bladefs_write_back_failed_files",
+            "Write-back: queued files whose last upload failed",
+            None,
+            g.write_back_failed_files,
+        )?;
         gauge(
             &mut e,
             "bladefs_data_cache_used",

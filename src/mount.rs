@@ -96,6 +96,16 @@ pub fn run(args: MountArgs) -> ExitCode {
         return report_fail(ready, e);
     }
 
+    // Absolute, so that it means the same whatever the daemon's directory.
+    let mut args = args;
+    if let Some(dir) = &args.write_back {
+        match std::fs::create_dir_all(dir).and_then(|()| dir.canonicalize()) {
+            Ok(abs) => args.write_back = Some(abs),
+            Err(e) => {
+                return report_fail(ready, format!("write-back journal {}: {e}", dir.display()));
+            }
+        }
+    }
     let data_cache = match &args.data_cache {
         Some(dir) => match crate::fs::data_cache::DataCache::open(
             dir,
@@ -117,6 +127,16 @@ pub fn run(args: MountArgs) -> ExitCode {
         args.fs_config(),
         data_cache,
     ));
+    // What an earlier mount journaled and did not store goes up before
+    // anything is served: nothing here may show or change those files first.
+    match runtime.block_on(fs.start_write_back()) {
+        Ok(0) => {}
+        Ok(files) => tracing::info!(
+            files,
+            "write-back: files journaled by an earlier mount are stored"
+        ),
+        Err(e) => return report_fail(ready, e.to_string()),
+    }
     let fuse_stats = Arc::new(FuseStats::default());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), fuse_stats.clone());
     let exporter = Arc::new(Exporter {
@@ -250,6 +270,17 @@ pub fn run(args: MountArgs) -> ExitCode {
     // Uploads given up as the last files closed are still being aborted:
     // a moment for them, rather than leaving them to the next mount.
     runtime.block_on(async {
+        if let Some(wb) = at_exit.write_back() {
+            if wb.leave_queued() {
+                let (files, bytes, _) = wb.counts();
+                tracing::info!(files, bytes, dir = %wb.dir().display(), "write-back: the queue is left in the journal for the next mount");
+            } else {
+                let left = at_exit.drain_write_back().await;
+                if left > 0 {
+                    tracing::error!(files = left, dir = %wb.dir().display(), "write-back: files not uploaded stay in the journal; the next mount with it uploads them");
+                }
+            }
+        }
         // Attributes changed in the last moments (chmod, utimes, symlinks)
         // are written before the daemon goes.
         match tokio::time::timeout(METADATA_GRACE, at_exit.flush_metadata()).await {

@@ -219,6 +219,10 @@ impl Changes {
             }
             return Err(e.into());
         }
+        // Nothing journaled of it may come back after a crash.
+        if let (Some(file), Some(wb)) = (&open, self.names.files.write_back()) {
+            wb.unlinked(file, self.names.open()).await?;
+        }
         self.names.inodes.unlink(parent, name);
         self.names.changed(&loc, Entry::Missing);
         self.names.entries_changed(&[parent]);

@@ -4,6 +4,7 @@
 use super::cache::Ttl;
 use super::prefetch::PrefetchConfig;
 use super::upload::WriteConfig;
+use super::writeback::WriteBackConfig;
 use super::{versions, walk};
 
 /// What a mount shows.
@@ -33,6 +34,10 @@ pub struct FsConfig {
     /// Read-ahead across the files of a directory being walked.
     pub walk: walk::WalkConfig,
     pub write: WriteConfig,
+    /// `--write-back`: closes journaled on local disk, uploads in the
+    /// background (`fs/writeback`). Active once `Fs::start_write_back`
+    /// has run.
+    pub write_back: Option<WriteBackConfig>,
     /// Names whose kind and attributes are cached. Default 100 000.
     pub max_cached_names: usize,
     /// Complete directory listings cached. Default 256.
@@ -60,6 +65,7 @@ impl Default for FsConfig {
             prefetch: PrefetchConfig::default(),
             walk: walk::WalkConfig::default(),
             write: WriteConfig::default(),
+            write_back: None,
             max_cached_names: 100_000,
             max_cached_listings: 256,
             max_cached_listing_len: 100_000,
@@ -86,6 +92,15 @@ pub struct Gauges {
     pub name_misses: u64,
     pub listing_hits: u64,
     pub listing_misses: u64,
+    /// Write-back: files queued (journaled, not yet in the bucket), their
+    /// bytes, those whose last upload failed; uploads done, failures, and
+    /// files uploaded from an earlier mount's journal.
+    pub write_back_queued_files: u64,
+    pub write_back_queued_bytes: u64,
+    pub write_back_failed_files: u64,
+    pub write_back_uploaded: u64,
+    pub write_back_failures: u64,
+    pub write_back_replayed: u64,
     /// Files fetched ahead of a directory walk, and those then opened.
     pub walk_fetched: u64,
     pub walk_used: u64,

@@ -58,6 +58,11 @@ pub enum FsError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The write-back journal cannot be used as asked (another mount holds
+    /// it, it belongs to another endpoint, entries it holds cannot be
+    /// uploaded).
+    #[error("{0}")]
+    WriteBack(String),
     /// A change reached the store only in part (some keys of a batch).
     #[error("{0}")]
     Partial(String),
@@ -113,7 +118,14 @@ impl FsError {
             FsError::NoSpace => libc::ENOSPC,
             FsError::FileTooBig => libc::EFBIG,
             FsError::WriteLost | FsError::SaveFirst => libc::EIO,
-            FsError::LocalIo { .. } | FsError::Partial(_) | FsError::TimedOut { .. } => libc::EIO,
+            // A full local disk is ENOSPC, as on any filesystem.
+            FsError::LocalIo { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                libc::ENOSPC
+            }
+            FsError::LocalIo { .. }
+            | FsError::Partial(_)
+            | FsError::TimedOut { .. }
+            | FsError::WriteBack(_) => libc::EIO,
             FsError::Internal(_) => libc::EIO,
             FsError::S3(e) => match e.kind() {
                 ErrorKind::NotFound | ErrorKind::NoSuchBucket => libc::ENOENT,
@@ -174,5 +186,10 @@ mod tests {
             "local I/O error writing the staging file: disk gone"
         );
         assert!(std::error::Error::source(&disk).is_some());
+        let full = local_io(
+            "writing the staging file",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert_eq!(full.errno(), libc::ENOSPC);
     }
 }

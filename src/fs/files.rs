@@ -22,6 +22,7 @@ use super::open::{OpenFiles, Target};
 use super::prefetch::FileReader;
 use super::upload::{self, DirtyFile, Uploads};
 use super::walk::{Fetched, Walk};
+use super::writeback::WriteBack;
 use crate::s3::ObjectClient;
 
 pub struct Files {
@@ -37,6 +38,8 @@ pub struct Files {
     /// Tells the kernel to drop its cached attributes of an inode, once set
     /// by the adapter.
     kernel_forget: std::sync::OnceLock<Box<dyn Fn(Ino) + Send + Sync>>,
+    /// The write-back queue, once started (`--write-back`).
+    write_back: std::sync::OnceLock<Arc<WriteBack>>,
 }
 
 impl Files {
@@ -56,7 +59,11 @@ impl Files {
             uploads: Uploads::new(
                 client.clone(),
                 crate::fs::upload::WriteConfig {
-                    from_memory: cfg.write.from_memory && data_cache.is_none(),
+                    // A data cache is filled, and a write-back journal
+                    // written, from the staging file.
+                    from_memory: cfg.write.from_memory
+                        && data_cache.is_none()
+                        && cfg.write_back.is_none(),
                     ..cfg.write.clone()
                 },
                 memory.clone(),
@@ -67,7 +74,28 @@ impl Files {
             cfg: cfg.clone(),
             data_cache,
             kernel_forget: std::sync::OnceLock::new(),
+            write_back: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Opens the write-back journal of the configuration, uploads what an
+    /// earlier mount left in it, and from then on journals closes. Returns
+    /// the files uploaded from the journal.
+    pub async fn start_write_back(&self) -> FsResult<u64> {
+        let Some(cfg) = self.cfg.write_back.clone() else {
+            return Ok(0);
+        };
+        if self.write_back.get().is_some() {
+            return Err(FsError::Internal("write-back started twice"));
+        }
+        let (wb, replayed) = WriteBack::start(cfg, &self.uploads).await?;
+        let _ = self.write_back.set(wb);
+        Ok(replayed)
+    }
+
+    /// The write-back queue, when write-back is on.
+    pub fn write_back(&self) -> Option<&Arc<WriteBack>> {
+        self.write_back.get()
     }
 
     /// See `Fs::set_kernel_forget`.
@@ -367,6 +395,15 @@ impl Files {
         g.transfer_bytes = self.memory.in_use_for(memory::Use::Transfer)
             + self.memory.in_use_for(memory::Use::Tail);
         g.memory_peak_bytes = self.memory.peak();
+        if let Some(wb) = self.write_back() {
+            let (files, bytes, failed) = wb.counts();
+            g.write_back_queued_files = files;
+            g.write_back_queued_bytes = bytes;
+            g.write_back_failed_files = failed;
+            g.write_back_uploaded = wb.stats.uploaded.load(Relaxed);
+            g.write_back_failures = wb.stats.failures.load(Relaxed);
+            g.write_back_replayed = wb.stats.replayed.load(Relaxed);
+        }
         g.walk_fetched = walk_fetched;
         g.walk_used = walk_used;
     }

@@ -398,16 +398,21 @@ impl Names {
 
     /// Puts a file's changes in the bucket (close, fsync): returns once the
     /// object is complete there.
+    /// With write-back, the journal's entries the commit covers go.
     pub(super) async fn commit(&self, ino: Ino, file: &Arc<DirtyFile>) -> FsResult<()> {
-        let Some(done) = self.files.upload(file).await? else {
+        match self.files.upload(file).await? {
+            Some(done) => self.saved(ino, &file.location(), done).await?,
             // Nothing to upload: the object stays, and the entry naming it
             // holds any time set meanwhile.
-            if self.meta_home(&file.location()).is_some() {
+            None if self.meta_home(&file.location()).is_some() => {
                 self.inodes.saved(ino, None);
             }
-            return Ok(());
-        };
-        self.saved(ino, &file.location(), done).await
+            None => {}
+        }
+        if let Some(wb) = self.files.write_back() {
+            wb.saved(ino, file.saved_generation()).await?;
+        }
+        Ok(())
     }
 
     /// Runs `op` on open file `ino`; when it needs bytes the file sent from

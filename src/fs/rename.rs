@@ -99,6 +99,11 @@ impl Renames {
                     .await?;
                 if let Some(f) = &replaced {
                     f.unlink();
+                    // Its journaled content must not come back over the
+                    // file renamed onto it.
+                    if let Some(wb) = self.names.files.write_back() {
+                        wb.unlinked(f, self.names.open()).await?;
+                    }
                 }
                 self.names.open().relocate(
                     &from,

@@ -552,6 +552,38 @@ impl DirtyFile {
         self.staging.read_at(range).ok()
     }
 
+    /// Hands the file's whole content as it stands to `write` (its size,
+    /// and a reader of its bytes at any offset), under the file's lock so
+    /// that no change interleaves; returns what `write` returned, with the
+    /// generation and size handed. `None` when not every byte is local (a
+    /// base not fetched, bytes sent from memory, a lost stream) or the file
+    /// is unlinked. Blocking (local disk).
+    #[allow(clippy::type_complexity)]
+    pub fn journal_into(
+        &self,
+        write: impl FnOnce(u64, &mut dyn FnMut(u64, &mut [u8]) -> FsResult<()>) -> FsResult<u64>,
+    ) -> FsResult<Option<(u64, u64, u64)>> {
+        let mut st = self.state.lock().expect("dirty lock");
+        self.spill(&mut st)?;
+        let base_len = st.base.as_ref().map_or(0, |b| b.len).min(st.held.size);
+        if st.gone_to > 0
+            || st.lost
+            || self.is_unlinked()
+            || (base_len > 0 && !st.held.present.covers(0..base_len))
+        {
+            return Ok(None);
+        }
+        let size = st.held.size;
+        let staging = &self.staging;
+        let got = write(size, &mut |at, buf| staging.read_into(at, buf))?;
+        Ok(Some((got, st.generation, size)))
+    }
+
+    /// The generation the last successful commit saved.
+    pub fn saved_generation(&self) -> u64 {
+        self.state.lock().expect("dirty lock").committed
+    }
+
     /// Truncates or extends the file to `new_size` (extension reads as zeros).
     pub async fn set_size(self: &Arc<Self>, new_size: u64) -> FsResult<()> {
         let this = self.clone();

@@ -39,9 +39,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use file::DirtyFile;
 pub use plan::plan;
+pub use staging::blocking;
 
+use std::ops::Range;
+
+use super::error::FsResult;
+use super::inode::Location;
 use super::memory::{Memory, Use};
 use super::multipart;
+use super::ranges::RangeSet;
 use crate::s3::{ObjectClient, limits};
 
 #[derive(Debug, Clone)]
@@ -132,6 +138,46 @@ impl Uploads {
     pub fn max_file_size(&self) -> u64 {
         u64::from(PLANNED_PARTS) * self.largest_part()
     }
+}
+
+/// Uploads `size` bytes that `read` (blocking: local disk) produces, at
+/// any offset into a buffer, as the object at `loc`: one PUT, or one
+/// multipart upload beyond a part. Returns the object's ETag once it is
+/// complete.
+pub async fn upload_whole<R>(
+    up: &Uploads,
+    loc: &Location,
+    size: u64,
+    read: R,
+) -> FsResult<Option<String>>
+where
+    R: Fn(u64, &mut [u8]) -> FsResult<()> + Clone + Send + Sync + 'static,
+{
+    let mut dirty = RangeSet::new();
+    dirty.insert(0..size);
+    let planned = plan::Planned {
+        loc,
+        size,
+        base_etag: None,
+        base_len: 0,
+        dirty: &dirty,
+    };
+    plan::upload_planned(up, planned, |r: Range<u64>| {
+        let read = read.clone();
+        async move {
+            let len = (r.end - r.start) as usize;
+            let permit = up.memory.take(Use::Transfer, len as u64).await;
+            let buf = blocking(move || {
+                let mut buf = crate::s3::buffers::take(len);
+                buf.resize(len, 0);
+                read(r.start, &mut buf)?;
+                Ok(buf)
+            })
+            .await?;
+            Ok((crate::s3::buffers::freeze(buf), permit))
+        }
+    })
+    .await
 }
 
 /// Parts a planned upload uses at most (a margin below S3's 10 000 for

@@ -21,7 +21,7 @@ use crate::fs::ranges::RangeSet;
 
 /// Runs `f` (local disk I/O, often under a file's lock) on the blocking
 /// pool, so that no async worker waits on the disk.
-pub(super) async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> FsResult<T> + Send + 'static,
 ) -> FsResult<T> {
     tokio::task::spawn_blocking(f)
@@ -48,6 +48,12 @@ impl Staging {
         self.0
             .write_all_at(data, offset)
             .map_err(|e| local_io("writing the staging file", e))
+    }
+
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> FsResult<()> {
+        self.0
+            .read_exact_at(buf, offset)
+            .map_err(|e| local_io("reading the staging file", e))
     }
 
     pub fn read_at(&self, range: Range<u64>) -> FsResult<Vec<u8>> {
