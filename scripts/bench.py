@@ -13,6 +13,7 @@ log: a SIGUSR1 snapshot after mounting, and the totals at unmount).
 """
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -416,6 +417,65 @@ class Bench:
                 # make: a result, and the next runs still measure cp.
                 self.record("rm -r 1000 files (failed)", tool, 0, {"error": rm.stderr.strip()[-300:]})
 
+    def small_writes(self, tool):
+        """Small files written through a link with DELAY_MS of latency each
+        way (scripts/lib/delay_proxy.py in front of the server): cp -r of
+        1000 x 4 KiB and tar x of a tree (--tree-files files of 4 KiB, 50
+        per directory), without and with --write-back. The time is until
+        the command returns; with write-back the unmount then waits for
+        the queue to be stored, and that time is recorded beside it. Each
+        result is checked through a fresh mount."""
+        if tool != "bladefs":
+            return
+        n = self.args.tree_files
+        tree = self.work / "tree.tar"
+        if not tree.exists():
+            src = self.work / "tree-src"
+            for i in range(n):
+                d = src / f"d{i // 50:04}"
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f"f{i:05}").write_bytes(os.urandom(4096))
+            run(["tar", "cf", str(tree), "-C", str(src), "."])
+            shutil.rmtree(src)
+        proxy = subprocess.Popen([sys.executable, str(ROOT / "scripts/lib/delay_proxy.py"), "0",
+                                  self.server.endpoint.split("//", 1)[1], str(DELAY_MS)],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(proxy.stdout.readline().split()[1])
+            slow = copy.copy(self.server)
+            slow.endpoint = f"http://127.0.0.1:{port}"
+            for rep in range(self.args.reps):
+                for mode, opts in [("", []), (" write-back", ["--write-back", str(self.work / "journal")])]:
+                    label = f"at {DELAY_MS:g} ms{mode}"
+                    drop_caches()
+                    extra = (*self.args.bladefs_args.split(), *opts)
+                    m = Mount(tool, slow, self.bucket, self.work, extra)
+                    dst = f"wcp{rep}{mode.strip()}"
+                    secs = timed(["cp", "-r", str(self.small_src), str(m.path / dst)])
+                    t = time.perf_counter()
+                    cost = m.stop()
+                    cost["stored_after_s"] = secs + time.perf_counter() - t
+                    self.record(f"cp -r 1000x4KiB in {label} s", tool, secs, cost)
+                    check = self.cold_mount(tool)
+                    run(["diff", "-r", str(self.small_src), str(check.path / dst)], stdout=subprocess.DEVNULL)
+                    check.stop()
+                    m = Mount(tool, slow, self.bucket, self.work, extra)
+                    dst = f"wtar{rep}{mode.strip()}"
+                    (m.path / dst).mkdir()
+                    secs = timed(["tar", "xf", str(tree), "-C", str(m.path / dst)])
+                    t = time.perf_counter()
+                    cost = m.stop()
+                    cost["stored_after_s"] = secs + time.perf_counter() - t
+                    self.record(f"tar x {n} files in {label} s", tool, secs, cost)
+                    check = self.cold_mount(tool)
+                    files = sum(len(f) for _, _, f in os.walk(check.path / dst))
+                    check.stop()
+                    if files != n:
+                        raise RuntimeError(f"tar x{mode}: {files} of {n} files stored")
+        finally:
+            proxy.kill()
+            proxy.wait()
+
     def tree_walk(self, tool):
         """Reading a tree of small files (50 per directory) with tools that
         walk it: tar c (every byte read), then diff -r against a local copy."""
@@ -475,7 +535,9 @@ SKIP = {
 }
 
 WORKLOADS = ["seqread", "seqwrite", "randread", "ttfb", "listing", "small_files", "tree_walk",
-             "data_cache", "big_write_rss"]
+             "data_cache", "big_write_rss", "small_writes"]
+# Latency added each way by the small_writes workload's proxy.
+DELAY_MS = 2
 
 
 def median_of(runs, key="value"):

@@ -96,6 +96,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         return report_fail(ready, e);
     }
 
+    raise_open_files_limit();
     // Absolute, so that it means the same whatever the daemon's directory.
     let mut args = args;
     if let Some(dir) = &args.write_back {
@@ -426,6 +427,25 @@ fn describe_check_failure(e: &S3Error, source: &MountSource) -> String {
             format!("access to {bucket} refused: check the access key and secret ({e})")
         }
         _ => e.to_string(),
+    }
+}
+
+/// Raises the soft limit of open descriptors to the hard one: every file
+/// being written holds its staging file open, and with `--write-back`
+/// every queued file too (up to 4096), well past the usual soft 1024.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("the open files limit could not be raised");
+            }
+        }
     }
 }
 

@@ -77,6 +77,11 @@ impl Renames {
                 for (ino, file) in &source {
                     self.names.commit(*ino, file).await?;
                 }
+                // Its journaled content must not come back under the old
+                // name after a crash.
+                if let Some(wb) = self.names.files.write_back() {
+                    wb.sync().await?;
+                }
                 // The file replaced keeps its content for its open handles.
                 let replaced = if matches!(dst, Entry::File(_)) {
                     self.names.keep_open_content(new_parent, new_name).await?
@@ -203,6 +208,9 @@ impl Renames {
     pub(super) async fn rename_dir(&self, from: &Location, to: &Location) -> FsResult<Copies> {
         for (ino, file) in self.names.open().written_under(from) {
             self.names.commit(ino, &file).await?;
+        }
+        if let Some(wb) = self.names.files.write_back() {
+            wb.sync().await?;
         }
         self.names.meta.flush_under(&from.bucket, &from.key).await?;
         let mut keys = Vec::new();

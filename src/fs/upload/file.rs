@@ -113,7 +113,7 @@ impl DirtyFile {
         // An empty base is no base: the file is new, and may stream.
         let base = base.filter(|b| b.1 > 0);
         let size = base.as_ref().map_or(0, |b| b.1);
-        let staging = Staging::create(&up.cfg.cache_dir, size)?;
+        let staging = Staging::create(&up.cfg.cache_dir, &up.spares, size)?;
         Ok(Arc::new(DirtyFile {
             size: AtomicU64::new(size),
             changed: std::sync::atomic::AtomicBool::new(false),
@@ -807,5 +807,7 @@ impl Drop for DirtyFile {
             // The upload itself is aborted when its last part lets go.
             stream.abandon();
         }
+        let len = st.held.size;
+        self.up.spares.keep(&self.staging, len);
     }
 }

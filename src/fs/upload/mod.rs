@@ -91,6 +91,7 @@ pub struct Uploads {
     pub open: multipart::OpenUploads,
     memory: Memory,
     staged: AtomicU64,
+    spares: staging::Spares,
 }
 
 impl Uploads {
@@ -101,6 +102,7 @@ impl Uploads {
             client,
             open: multipart::OpenUploads::default(),
             staged: AtomicU64::new(0),
+            spares: staging::Spares::default(),
         })
     }
 

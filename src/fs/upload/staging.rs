@@ -33,12 +33,53 @@ pub async fn blocking<T: Send + 'static>(
 #[derive(Clone)]
 pub(super) struct Staging(Arc<std::fs::File>);
 
+/// Staging files of files gone, emptied, kept for the next ones: making
+/// and removing an inode for every small file written costs more than
+/// writing it (ext4 searches its inode bitmaps past recently freed ones).
+#[derive(Default)]
+pub(super) struct Spares(std::sync::Mutex<Vec<std::fs::File>>);
+
+/// Spare staging files kept at most.
+const SPARES: usize = 64;
+/// Larger staging files are not kept: emptying them costs their extents.
+const SPARE_MAX_LEN: u64 = 8 << 20;
+
+impl Spares {
+    fn take(&self) -> Option<std::fs::File> {
+        self.0.lock().expect("spares lock").pop()
+    }
+
+    /// Keeps `staging` (of a file going away) for another file if nobody
+    /// else holds it and it is small; it is emptied first.
+    pub fn keep(&self, staging: &Staging, len: u64) {
+        if len > SPARE_MAX_LEN
+            || Arc::strong_count(&staging.0) > 1
+            || self.0.lock().expect("spares lock").len() >= SPARES
+            || staging.0.set_len(0).is_err()
+        {
+            return;
+        }
+        // The descriptor given up with the file closes; this one stays.
+        if let Ok(file) = staging.0.try_clone() {
+            let mut spares = self.0.lock().expect("spares lock");
+            if spares.len() < SPARES {
+                spares.push(file);
+            }
+        }
+    }
+}
+
 impl Staging {
-    /// A new staging file in `dir`, `size` bytes long (sparse), so that
-    /// reads stop at the file's end and nothing lies beyond it.
-    pub fn create(dir: &Path, size: u64) -> FsResult<Staging> {
-        let file = tempfile::tempfile_in(dir)
-            .map_err(|e| local_io(format!("creating a staging file in {}", dir.display()), e))?;
+    /// A staging file in `dir` (a spare one if there is), `size` bytes
+    /// long (sparse), so that reads stop at the file's end and nothing
+    /// lies beyond it.
+    pub fn create(dir: &Path, spares: &Spares, size: u64) -> FsResult<Staging> {
+        let file = match spares.take() {
+            Some(f) => f,
+            None => tempfile::tempfile_in(dir).map_err(|e| {
+                local_io(format!("creating a staging file in {}", dir.display()), e)
+            })?,
+        };
         file.set_len(size)
             .map_err(|e| local_io("sizing the staging file", e))?;
         Ok(Staging(Arc::new(file)))

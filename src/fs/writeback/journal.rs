@@ -6,42 +6,61 @@
 //!   flock'd while open; a second mount is refused, not mixed in) and for
 //!   one endpoint (`endpoint`: entries replayed against another store
 //!   would land in the wrong place).
-//! - One file per closed state of a file, `queue/<seq>.entry`: the
-//!   content, then a trailer naming the bucket, the key, the size and the
-//!   CRC32C of the content, then the trailer's length and a magic. It is
-//!   written, `fdatasync`'d and its directory `fsync`'d before `close()`
-//!   returns ([`Journal::append`]); an entry whose trailer or checksum does
-//!   not hold was being written when the machine stopped (its close never
-//!   returned) and is dropped when the journal is opened.
-//! - An entry is removed once the bucket holds that state or a later one
-//!   of the file, or the name was unlinked; removals are made durable
-//!   before the operation that caused them returns, so that no replay
-//!   brings back what was deleted or renamed away.
+//! - A log of records in segment files `queue/<first seq>.log`, appended
+//!   to and never rewritten: no file is created or removed per close
+//!   (creating and deleting inodes cost more than the data on ext4). A
+//!   record is a header (magic, kind, sequence number, payload length and
+//!   the header's CRC32C), the payload, and the payload's CRC32C.
+//!   - An *entry* (a close) holds the bucket, key and size, then the
+//!     content. Its header is written when its place is taken, under the
+//!     log's lock, so the headers of a segment always chain; its content
+//!     is written outside the lock, then `fdatasync`'d before `close()`
+//!     returns ([`Journal::append`]).
+//!   - A *removal* lists entries the bucket now holds (or whose name was
+//!     unlinked or renamed away); it is `fdatasync`'d before the operation
+//!     that caused it returns, so no replay brings back what was deleted.
+//! - Reading the log back ([`Journal::open`]): a record whose payload does
+//!   not match its checksum was being written when the machine stopped
+//!   (its close never returned) and is skipped; a header that does not
+//!   hold ends the segment (nothing after it was promised).
+//! - A segment goes once every entry in it is removed, oldest first (a
+//!   later one may hold the removals of an earlier one's entries). Live
+//!   entries of an old segment are copied to the end of the log so that
+//!   one file whose upload keeps failing does not keep the log growing.
 //! - Sequence numbers only grow, across mounts: of two entries for one
-//!   key, the higher is the later close.
+//!   key, the higher is the later close. Appending after a restart starts
+//!   a new segment, never after a torn tail.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fs::error::{FsError, FsResult, local_io};
 
-const MAGIC: &[u8; 8] = b"BFWB0001";
+const MAGIC: &[u8; 4] = b"BFWJ";
+const HEADER: u64 = 32;
+const FOOTER: u64 = 4;
+const ENTRY: u8 = 1;
+const REMOVAL: u8 = 2;
 /// Bytes copied at a time into an entry.
 const CHUNK: usize = 1 << 20;
+/// A segment past this size is closed and a new one begun.
+const SEGMENT_ROLL: u64 = 64 << 20;
+/// Segments behind the active one before the oldest one's live entries
+/// are copied forward.
+const COMPACT_AFTER: usize = 3;
 
-/// What the trailer of an entry says.
+/// What an entry says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryInfo {
     pub bucket: String,
     pub key: String,
     pub size: u64,
-    pub crc32c: u32,
 }
 
 /// An entry found in the journal.
@@ -51,14 +70,40 @@ pub struct Found {
     pub info: EntryInfo,
 }
 
+/// Where an entry's content is.
+#[derive(Clone, Copy)]
+struct Place {
+    segment: u64,
+    /// Offset of the content in the segment file.
+    data: u64,
+    size: u64,
+}
+
+struct Segment {
+    file: Arc<File>,
+    /// Entries in it not removed.
+    live: usize,
+}
+
+struct Log {
+    segments: BTreeMap<u64, Segment>,
+    /// The segment appended to, and its length.
+    active: u64,
+    end: u64,
+    next_seq: u64,
+    index: HashMap<u64, (Place, EntryInfo)>,
+}
+
 pub struct Journal {
     dir: PathBuf,
     queue: PathBuf,
     /// Held for the journal's life: the flock.
     _lock: File,
-    /// The queue directory, fsync'd after entries come and go.
+    /// The queue directory, fsync'd when segments come and go.
     queue_dir: File,
-    next_seq: AtomicU64,
+    log: Mutex<Log>,
+    /// Held by each removal across its compaction.
+    removing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -67,10 +112,32 @@ impl std::fmt::Debug for Journal {
     }
 }
 
+fn header(kind: u8, seq: u64, len: u64) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    h[..4].copy_from_slice(MAGIC);
+    h[4] = kind;
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..24].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A record's kind, sequence number and payload length, if its header holds.
+fn parse_header(h: &[u8; HEADER as usize]) -> Option<(u8, u64, u64)> {
+    let crc = u32::from_le_bytes(h[28..].try_into().expect("4 bytes"));
+    if &h[..4] != MAGIC || crc32c::crc32c(&h[..28]) != crc {
+        return None;
+    }
+    let seq = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
+    Some((h[4], seq, len))
+}
+
 impl Journal {
     /// Opens (creating) the journal in `dir` for `endpoint`; refuses one in
     /// use by another mount or written for another endpoint. Returns the
-    /// journal and the entries it holds, oldest first (torn ones removed).
+    /// journal and the entries it holds, oldest first.
     pub fn open(dir: &Path, endpoint: &str) -> FsResult<(Journal, Vec<Found>)> {
         let io = |what: &str, e| local_io(format!("{what} {}", dir.display()), e);
         let queue = dir.join("queue");
@@ -105,43 +172,71 @@ impl Journal {
             Err(e) => return Err(io("reading the endpoint of", e)),
         }
         let queue_dir = File::open(&queue).map_err(|e| io("opening", e))?;
-        let mut found = Vec::new();
-        let mut torn = 0;
+        let mut ids = Vec::new();
         for item in std::fs::read_dir(&queue).map_err(|e| io("listing", e))? {
-            let item = item.map_err(|e| io("listing", e))?;
-            let name = item.file_name();
-            let Some(seq) = name
+            let name = item.map_err(|e| io("listing", e))?.file_name();
+            if let Some(id) = name
                 .to_str()
-                .and_then(|n| n.strip_suffix(".entry"))
+                .and_then(|n| n.strip_suffix(".log"))
                 .and_then(|n| u64::from_str_radix(n, 16).ok())
-            else {
-                continue;
-            };
-            match read_entry(&item.path()) {
-                Ok(Some(info)) => found.push(Found { seq, info }),
-                Ok(None) => {
-                    torn += 1;
-                    let _ = std::fs::remove_file(item.path());
-                }
-                Err(e) => return Err(io("reading an entry of", e)),
+            {
+                ids.push(id);
             }
         }
-        found.sort_by_key(|f| f.seq);
+        ids.sort_unstable();
+        let mut log = Log {
+            segments: BTreeMap::new(),
+            active: 0,
+            end: 0,
+            next_seq: 1,
+            index: HashMap::new(),
+        };
+        let mut torn = 0;
+        let mut removed = HashSet::new();
+        for id in ids {
+            let path = queue.join(format!("{id:016x}.log"));
+            let file = Arc::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io("opening a segment of", e))?,
+            );
+            torn += scan(&file, id, &mut log, &mut removed)
+                .map_err(|e| io("reading a segment of", e))?;
+            log.segments.insert(id, Segment { file, live: 0 });
+        }
+        for (place, _) in log.index.values() {
+            log.segments.get_mut(&place.segment).expect("scanned").live += 1;
+        }
         if torn > 0 {
             tracing::info!(
                 torn,
                 "write-back journal: entries whose close never returned dropped"
             );
         }
-        let next = found.last().map_or(1, |f| f.seq + 1);
+        let mut found: Vec<Found> = log
+            .index
+            .iter()
+            .map(|(&seq, (_, info))| Found {
+                seq,
+                info: info.clone(),
+            })
+            .collect();
+        found.sort_by_key(|f| f.seq);
         let journal = Journal {
             dir: dir.to_path_buf(),
             queue,
             _lock: lock,
             queue_dir,
-            next_seq: AtomicU64::new(next),
+            log: Mutex::new(log),
+            removing: Mutex::new(()),
         };
-        journal.sync_dir()?;
+        {
+            let mut log = journal.lock();
+            journal.roll(&mut log)?;
+            journal.drop_dead(&mut log)?;
+        }
         Ok((journal, found))
     }
 
@@ -149,8 +244,8 @@ impl Journal {
         &self.dir
     }
 
-    fn path(&self, seq: u64) -> PathBuf {
-        self.queue.join(format!("{seq:016x}.entry"))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().expect("journal lock")
     }
 
     fn sync_dir(&self) -> FsResult<()> {
@@ -159,114 +254,322 @@ impl Journal {
             .map_err(|e| local_io("syncing the write-back journal", e))
     }
 
+    /// Begins a new segment (durably named) and appends there from now on.
+    fn roll(&self, log: &mut Log) -> FsResult<()> {
+        let id = log.next_seq;
+        let path = self.queue.join(format!("{id:016x}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| local_io("creating a write-back journal segment", e))?;
+        self.sync_dir()?;
+        log.segments.insert(
+            id,
+            Segment {
+                file: Arc::new(file),
+                live: 0,
+            },
+        );
+        log.active = id;
+        log.end = 0;
+        Ok(())
+    }
+
+    /// Takes the place of a record of `len` payload bytes at the end of
+    /// the log and writes its header there. Under the log's lock.
+    fn reserve(
+        &self,
+        log: &mut Log,
+        kind: u8,
+        seq: u64,
+        len: u64,
+    ) -> FsResult<(u64, Arc<File>, u64)> {
+        if log.end >= SEGMENT_ROLL {
+            self.roll(log)?;
+        }
+        let file = log.segments[&log.active].file.clone();
+        let at = log.end;
+        file.write_all_at(&header(kind, seq, len), at)
+            .map_err(|e| local_io("writing the write-back journal", e))?;
+        log.end = at + HEADER + len + FOOTER;
+        Ok((log.active, file, at))
+    }
+
     /// Writes an entry for `bucket`/`key` whose `size` bytes `fill`
     /// produces (it is called with each offset and a buffer to fill), and
-    /// makes it durable. Blocking. On failure nothing is left behind.
+    /// makes it durable. Blocking. Returns the entry's sequence number.
     pub fn append(
         &self,
         bucket: &str,
         key: &str,
         size: u64,
+        fill: impl FnMut(u64, &mut [u8]) -> FsResult<()>,
+    ) -> FsResult<u64> {
+        self.append_as(None, bucket, key, size, fill)
+    }
+
+    /// [`Journal::append`] under a fresh sequence number, or under `copy`'s
+    /// (an entry copied forward).
+    fn append_as(
+        &self,
+        copy: Option<u64>,
+        bucket: &str,
+        key: &str,
+        size: u64,
         mut fill: impl FnMut(u64, &mut [u8]) -> FsResult<()>,
     ) -> FsResult<u64> {
-        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let path = self.path(seq);
-        let written = (|| {
-            let mut out = std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| local_io("creating a write-back entry", e))?;
-            let mut buf = vec![0u8; CHUNK.min(size as usize)];
-            let mut crc = 0u32;
-            let mut at = 0u64;
-            while at < size {
-                let n = CHUNK.min((size - at) as usize);
-                fill(at, &mut buf[..n])?;
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                out.write_all(&buf[..n])
-                    .map_err(|e| local_io("writing a write-back entry", e))?;
-                at += n as u64;
+        let info = EntryInfo {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size,
+        };
+        let meta = serde_json::to_vec(&info).expect("plain struct");
+        let len = 4 + meta.len() as u64 + size;
+        let (seq, segment, file, at) = {
+            let mut log = self.lock();
+            let seq = copy.unwrap_or_else(|| {
+                log.next_seq += 1;
+                log.next_seq - 1
+            });
+            let (segment, file, at) = self.reserve(&mut log, ENTRY, seq, len)?;
+            (seq, segment, file, at)
+        };
+        let io = |e| local_io("writing the write-back journal", e);
+        let mut crc = 0u32;
+        let mut head = (meta.len() as u32).to_le_bytes().to_vec();
+        head.extend_from_slice(&meta);
+        crc = crc32c::crc32c_append(crc, &head);
+        file.write_all_at(&head, at + HEADER).map_err(io)?;
+        let data = at + HEADER + head.len() as u64;
+        let mut buf = vec![0u8; CHUNK.min(size as usize)];
+        let mut done = 0u64;
+        while done < size {
+            let n = CHUNK.min((size - done) as usize);
+            fill(done, &mut buf[..n])?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            file.write_all_at(&buf[..n], data + done).map_err(io)?;
+            done += n as u64;
+        }
+        file.write_all_at(&crc.to_le_bytes(), data + size)
+            .map_err(io)?;
+        file.sync_data().map_err(io)?;
+        let mut log = self.lock();
+        log.segments
+            .get_mut(&segment)
+            .ok_or(FsError::Internal("a journal segment went while written"))?
+            .live += 1;
+        let place = Place {
+            segment,
+            data,
+            size,
+        };
+        if let Some((old, _)) = log.index.insert(seq, (place, info)) {
+            // Copied forward: the old place is dead.
+            if let Some(s) = log.segments.get_mut(&old.segment) {
+                s.live -= 1;
             }
-            let info = EntryInfo {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                size,
-                crc32c: crc,
-            };
-            let trailer = serde_json::to_vec(&info).expect("plain struct");
-            out.write_all(&trailer)
-                .and_then(|()| out.write_all(&(trailer.len() as u32).to_le_bytes()))
-                .and_then(|()| out.write_all(MAGIC))
-                .and_then(|()| out.sync_data())
-                .map_err(|e| local_io("writing a write-back entry", e))?;
-            self.sync_dir()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
         }
         Ok(seq)
     }
 
-    /// Removes entries, durably. Blocking.
-    pub fn remove(&self, seqs: &[u64]) -> FsResult<()> {
+    /// Removes entries; durably before returning when `durable`, else with
+    /// the log's next sync (a replay before then may upload them again).
+    /// Blocking.
+    pub fn remove(&self, seqs: &[u64], durable: bool) -> FsResult<()> {
         if seqs.is_empty() {
             return Ok(());
         }
-        for &seq in seqs {
-            match std::fs::remove_file(self.path(seq)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(local_io("removing a write-back entry", e)),
+        // No copy forward may put back an entry removed meanwhile.
+        let _removing = self.removing.lock().expect("journal removal lock");
+        let payload: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let file = {
+            let mut log = self.lock();
+            let (_, file, at) = self.reserve(&mut log, REMOVAL, 0, payload.len() as u64)?;
+            let io = |e| local_io("writing the write-back journal", e);
+            file.write_all_at(&payload, at + HEADER).map_err(io)?;
+            file.write_all_at(
+                &crc32c::crc32c(&payload).to_le_bytes(),
+                at + HEADER + payload.len() as u64,
+            )
+            .map_err(io)?;
+            for seq in seqs {
+                if let Some((place, _)) = log.index.remove(seq)
+                    && let Some(s) = log.segments.get_mut(&place.segment)
+                {
+                    s.live -= 1;
+                }
             }
+            file
+        };
+        if durable {
+            file.sync_data()
+                .map_err(|e| local_io("syncing the write-back journal", e))?;
         }
-        self.sync_dir()
+        self.compact()?;
+        let mut log = self.lock();
+        self.drop_dead(&mut log)
+    }
+
+    /// Makes every removal so far durable. Blocking.
+    pub fn sync(&self) -> FsResult<()> {
+        let file = {
+            let log = self.lock();
+            log.segments[&log.active].file.clone()
+        };
+        file.sync_data()
+            .map_err(|e| local_io("syncing the write-back journal", e))
+    }
+
+    /// Deletes the oldest segments while no entry in them is live.
+    fn drop_dead(&self, log: &mut Log) -> FsResult<()> {
+        if log
+            .segments
+            .iter()
+            .next()
+            .is_some_and(|(&id, s)| s.live == 0 && id != log.active)
+        {
+            // The removals that emptied it must outlive it.
+            log.segments[&log.active]
+                .file
+                .sync_data()
+                .map_err(|e| local_io("syncing the write-back journal", e))?;
+        }
+        let mut dropped = false;
+        while let Some((&id, s)) = log.segments.iter().next() {
+            if s.live > 0 || id == log.active {
+                break;
+            }
+            log.segments.remove(&id);
+            std::fs::remove_file(self.queue.join(format!("{id:016x}.log")))
+                .map_err(|e| local_io("removing a write-back journal segment", e))?;
+            dropped = true;
+        }
+        if dropped {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// Copies the live entries of the oldest segment to the end of the log
+    /// once it is far behind, so that it can go.
+    fn compact(&self) -> FsResult<()> {
+        let copies: Vec<(u64, Place, EntryInfo, Arc<File>)> = {
+            let log = self.lock();
+            if log.segments.len() <= COMPACT_AFTER {
+                return Ok(());
+            }
+            let (&oldest, s) = log.segments.iter().next().expect("segments");
+            if s.live == 0 {
+                return Ok(());
+            }
+            log.index
+                .iter()
+                .filter(|(_, (p, _))| p.segment == oldest)
+                .map(|(&seq, (p, i))| (seq, *p, i.clone(), s.file.clone()))
+                .collect()
+        };
+        for (seq, place, info, file) in copies {
+            self.append_as(Some(seq), &info.bucket, &info.key, info.size, |at, buf| {
+                file.read_exact_at(buf, place.data + at)
+                    .map_err(|e| local_io("reading the write-back journal", e))
+            })?;
+        }
+        Ok(())
     }
 
     /// Bytes `offset..offset + buf.len()` of entry `seq`'s content. Blocking.
     pub fn read_at(&self, seq: u64, offset: u64, buf: &mut [u8]) -> FsResult<()> {
-        File::open(self.path(seq))
-            .and_then(|f| f.read_exact_at(buf, offset))
-            .map_err(|e| local_io("reading a write-back entry", e))
+        let (place, file) = {
+            let log = self.lock();
+            let (place, _) = log.index.get(&seq).ok_or(FsError::Internal(
+                "a write-back entry read after its removal",
+            ))?;
+            (*place, log.segments[&place.segment].file.clone())
+        };
+        if offset + buf.len() as u64 > place.size {
+            return Err(FsError::Internal("a read past a write-back entry"));
+        }
+        file.read_exact_at(buf, place.data + offset)
+            .map_err(|e| local_io("reading the write-back journal", e))
     }
 }
 
-/// The trailer of the entry at `path`, if the entry is whole and its
-/// content matches its checksum.
-fn read_entry(path: &Path) -> std::io::Result<Option<EntryInfo>> {
-    let mut f = File::open(path)?;
-    let len = f.metadata()?.len();
-    if len < 12 {
-        return Ok(None);
+/// Reads segment `id` into `log`: its entries join the index, its
+/// removals take them out. Returns the torn entries skipped.
+fn scan(file: &File, id: u64, log: &mut Log, removed: &mut HashSet<u64>) -> std::io::Result<usize> {
+    let len = file.metadata()?.len();
+    let mut at = 0u64;
+    let mut torn = 0;
+    while at + HEADER + FOOTER <= len {
+        let mut h = [0u8; HEADER as usize];
+        file.read_exact_at(&mut h, at)?;
+        let Some((kind, seq, plen)) = parse_header(&h) else {
+            break;
+        };
+        let end = at + HEADER + plen + FOOTER;
+        if end > len {
+            torn += usize::from(kind == ENTRY);
+            break;
+        }
+        log.next_seq = log.next_seq.max(seq + 1);
+        let mut crc = 0u32;
+        let mut buf = vec![0u8; CHUNK];
+        let mut left = plen;
+        let mut pos = at + HEADER;
+        let mut first = Vec::new();
+        while left > 0 {
+            let n = CHUNK.min(left as usize);
+            file.read_exact_at(&mut buf[..n], pos)?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            if first.is_empty() {
+                first = buf[..n].to_vec();
+            }
+            pos += n as u64;
+            left -= n as u64;
+        }
+        let mut footer = [0u8; 4];
+        file.read_exact_at(&mut footer, at + HEADER + plen)?;
+        let whole = u32::from_le_bytes(footer) == crc;
+        match kind {
+            ENTRY if whole => {
+                let parsed = first
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                    .and_then(|m| {
+                        let info =
+                            serde_json::from_slice::<EntryInfo>(first.get(4..4 + m)?).ok()?;
+                        Some((m, info))
+                    });
+                match parsed {
+                    Some((m, info)) if 4 + m as u64 + info.size == plen => {
+                        let place = Place {
+                            segment: id,
+                            data: at + HEADER + 4 + m as u64,
+                            size: info.size,
+                        };
+                        if !removed.contains(&seq) {
+                            log.index.insert(seq, (place, info));
+                        }
+                    }
+                    _ => torn += 1,
+                }
+            }
+            ENTRY => torn += 1,
+            REMOVAL if whole => {
+                for s in first.chunks_exact(8) {
+                    let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+                    log.index.remove(&s);
+                    removed.insert(s);
+                }
+            }
+            _ => {}
+        }
+        at = end;
     }
-    let mut end = [0u8; 12];
-    f.read_exact_at(&mut end, len - 12)?;
-    if &end[4..] != MAGIC {
-        return Ok(None);
-    }
-    let tlen = u64::from(u32::from_le_bytes(end[..4].try_into().expect("4 bytes")));
-    if tlen + 12 > len {
-        return Ok(None);
-    }
-    let mut trailer = vec![0u8; tlen as usize];
-    f.read_exact_at(&mut trailer, len - 12 - tlen)?;
-    let Ok(info) = serde_json::from_slice::<EntryInfo>(&trailer) else {
-        return Ok(None);
-    };
-    if info.size + tlen + 12 != len {
-        return Ok(None);
-    }
-    let mut crc = 0u32;
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = info.size;
-    while left > 0 {
-        let n = CHUNK.min(left as usize);
-        f.read_exact(&mut buf[..n])?;
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        left -= n as u64;
-    }
-    Ok((crc == info.crc32c).then_some(info))
+    Ok(torn)
 }
 
 #[cfg(test)]
@@ -278,6 +581,15 @@ mod tests {
             buf.copy_from_slice(&data[at as usize..at as usize + buf.len()]);
             Ok(())
         }
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("queue"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]
@@ -294,30 +606,57 @@ mod tests {
                 2
             );
             assert_eq!(j.append("b", "k3", 0, fill_from(b"")).unwrap(), 3);
-            j.remove(&[3]).unwrap();
+            j.remove(&[3], true).unwrap();
+            assert_eq!(j.append("b", "k4", 5, fill_from(b"torn!")).unwrap(), 4);
         }
-        // A close that never returned: content without its trailer, and
-        // one whose content changed after its checksum.
-        std::fs::write(dir.path().join("queue/0000000000000009.entry"), b"partial").unwrap();
-        let p2 = dir.path().join("queue/0000000000000002.entry");
-        let mut bytes = std::fs::read(&p2).unwrap();
-        std::fs::write(dir.path().join("queue/000000000000000a.entry"), {
-            bytes[5] ^= 1;
-            &bytes
-        })
-        .unwrap();
+        // The last close never returned: a byte of its content is not the
+        // one its checksum covers.
+        let seg = segments(dir.path()).pop().unwrap();
+        let bytes = std::fs::read(&seg).unwrap();
+        let at = bytes.windows(5).rposition(|w| w == b"torn!").unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(b"T", at as u64).unwrap();
         let (j, found) = Journal::open(dir.path(), "http://a").unwrap();
         let keys: Vec<(u64, &str, u64)> = found
             .iter()
             .map(|f| (f.seq, f.info.key.as_str(), f.info.size))
             .collect();
         assert_eq!(keys, vec![(1, "k1", 3), (2, "dir/k2", big.len() as u64)]);
-        assert!(!dir.path().join("queue/0000000000000009.entry").exists());
         let mut buf = vec![0u8; big.len()];
         j.read_at(2, 0, &mut buf).unwrap();
         assert_eq!(buf, big);
+        let mut buf = [0u8; 2];
+        j.read_at(1, 1, &mut buf).unwrap();
+        assert_eq!(&buf, b"bc");
         // New entries come after every one found, even those dropped.
-        assert_eq!(j.append("b", "k4", 1, fill_from(b"x")).unwrap(), 3);
+        assert_eq!(j.append("b", "k5", 1, fill_from(b"x")).unwrap(), 5);
+        // Once every entry is removed, the segments go.
+        j.remove(&[1, 2, 5], false).unwrap();
+        drop(j);
+        let (_, found) = Journal::open(dir.path(), "http://a").unwrap();
+        assert!(found.is_empty());
+        assert_eq!(segments(dir.path()).len(), 1, "only the new active one");
+    }
+
+    #[test]
+    fn a_tail_cut_short_ends_the_log_and_loses_nothing_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = Journal::open(dir.path(), "e").unwrap();
+            j.append("b", "a", 4, fill_from(b"aaaa")).unwrap();
+            j.append("b", "z", 4, fill_from(b"zzzz")).unwrap();
+        }
+        let seg = segments(dir.path()).pop().unwrap();
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (_, found) = Journal::open(dir.path(), "e").unwrap();
+        let keys: Vec<&str> = found.iter().map(|f| f.info.key.as_str()).collect();
+        assert_eq!(keys, vec!["a"]);
     }
 
     #[test]
@@ -343,12 +682,36 @@ mod tests {
             .append("b", "k", 10, |_, _| Err(FsError::Internal("disk")))
             .unwrap_err();
         assert!(matches!(e, FsError::Internal(_)));
+        j.append("b", "after", 1, fill_from(b"x")).unwrap();
         drop(j);
         let (_, found) = Journal::open(dir.path(), "e").unwrap();
-        assert!(found.is_empty());
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("queue")).unwrap().count(),
-            0
+        let keys: Vec<&str> = found.iter().map(|f| f.info.key.as_str()).collect();
+        assert_eq!(keys, vec!["after"]);
+    }
+
+    #[test]
+    fn an_entry_that_stays_does_not_keep_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), "e").unwrap();
+        let stuck = j.append("b", "stuck", 3, fill_from(b"old")).unwrap();
+        let chunk = vec![7u8; (SEGMENT_ROLL / 2) as usize];
+        for i in 0..12 {
+            let seq = j
+                .append("b", &format!("k{i}"), chunk.len() as u64, fill_from(&chunk))
+                .unwrap();
+            j.remove(&[seq], false).unwrap();
+        }
+        assert!(
+            segments(dir.path()).len() <= COMPACT_AFTER + 1,
+            "{:?}",
+            segments(dir.path())
         );
+        drop(j);
+        let (j, found) = Journal::open(dir.path(), "e").unwrap();
+        let keys: Vec<(u64, &str)> = found.iter().map(|f| (f.seq, f.info.key.as_str())).collect();
+        assert_eq!(keys, vec![(stuck, "stuck")]);
+        let mut buf = [0u8; 3];
+        j.read_at(stuck, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"old");
     }
 }

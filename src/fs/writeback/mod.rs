@@ -200,7 +200,7 @@ impl WriteBack {
             )));
         }
         let this = self.clone();
-        upload::blocking(move || this.journal.remove(&all)).await?;
+        upload::blocking(move || this.journal.remove(&all, true)).await?;
         self.stats
             .replayed
             .fetch_add(files as u64, Ordering::Relaxed);
@@ -306,7 +306,8 @@ impl WriteBack {
     }
 
     /// The file of `ino` is saved up to `generation` (a commit succeeded):
-    /// the entries that covers are removed, durably.
+    /// the entries that covers are removed (durably with the journal's next
+    /// sync: the next close, [`WriteBack::sync`], or the end of a drain).
     pub async fn saved(self: &Arc<Self>, ino: Ino, generation: u64) -> FsResult<()> {
         let done: Vec<u64> = {
             let mut st = self.state();
@@ -321,15 +322,22 @@ impl WriteBack {
             st.bytes -= done.iter().map(|e| e.size).sum::<u64>();
             done.iter().map(|e| e.seq).collect()
         };
-        self.remove_entries(done).await
+        self.remove_entries(done, false).await
     }
 
-    async fn remove_entries(self: &Arc<Self>, seqs: Vec<u64>) -> FsResult<()> {
+    /// Makes every removal so far durable: before a change that a replay
+    /// of a removed entry would undo (a rename deletes the old name).
+    pub async fn sync(self: &Arc<Self>) -> FsResult<()> {
+        let this = self.clone();
+        upload::blocking(move || this.journal.sync()).await
+    }
+
+    async fn remove_entries(self: &Arc<Self>, seqs: Vec<u64>, durable: bool) -> FsResult<()> {
         if seqs.is_empty() {
             return Ok(());
         }
         let this = self.clone();
-        let r = upload::blocking(move || this.journal.remove(&seqs)).await;
+        let r = upload::blocking(move || this.journal.remove(&seqs, durable)).await;
         self.changed.notify_waiters();
         r
     }
@@ -356,7 +364,7 @@ impl WriteBack {
             q
         };
         let r = self
-            .remove_entries(gone.entries.iter().map(|e| e.seq).collect())
+            .remove_entries(gone.entries.iter().map(|e| e.seq).collect(), true)
             .await;
         open.release(gone.fh);
         r
@@ -461,6 +469,9 @@ impl WriteBack {
                 (st.queued.len(), st.bytes, stuck)
             };
             if left == 0 {
+                if let Err(e) = self.journal.sync() {
+                    tracing::warn!(error = %e, "write-back: journal not synced; a next mount may upload some files again");
+                }
                 return 0;
             }
             if stuck == left {
