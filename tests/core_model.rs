@@ -26,6 +26,7 @@ use bladefs::fs::data_cache::DataCache;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::prefetch::PrefetchConfig;
 use bladefs::fs::upload::WriteConfig;
+use bladefs::fs::writeback::WriteBackConfig;
 use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
@@ -357,6 +358,7 @@ fn slice(content: &[u8], off: u64, len: u32) -> Vec<u8> {
 }
 
 struct Harness {
+    write_back: bool,
     mem: Arc<MemoryClient>,
     faults: Arc<FaultClient>,
     fs: Arc<Fs>,
@@ -368,7 +370,7 @@ struct Harness {
     cache: Option<Arc<DataCache>>,
 }
 
-fn config(dir: &std::path::Path) -> FsConfig {
+fn config(dir: &std::path::Path, journal: Option<&std::path::Path>) -> FsConfig {
     FsConfig {
         prefetch: PrefetchConfig {
             initial_window: 64 * 1024,
@@ -384,7 +386,9 @@ fn config(dir: &std::path::Path) -> FsConfig {
             parts_in_flight: 3,
             max_memory: 32 * MIB,
             from_memory: true,
+            stream: true,
         },
+        write_back: journal.map(|j| WriteBackConfig::new(j.to_path_buf(), "mem".to_string())),
         ..FsConfig::default()
     }
 }
@@ -396,14 +400,19 @@ fn errno<T>(r: &Result<T, bladefs::fs::FsError>) -> Option<i32> {
 impl Harness {
     /// With `cached`, every mount reads through one local data cache
     /// (kept across remounts, as its directory would be).
-    fn new(dir: &std::path::Path, cached: bool) -> Self {
+    ///
+    /// With `write_back`, every mount journals closes (`--write-back`, a
+    /// journal of its own); a remount first drains the queue.
+    fn new(dir: &std::path::Path, cached: bool, write_back: bool) -> Self {
         let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
         let faults = Arc::new(FaultClient::new(mem.clone()));
         let cache = cached.then(|| {
             DataCache::open(&dir.join("data-cache"), 64 * MIB, "mem").expect("data cache")
         });
-        let fs = Self::mount(&faults, dir, &cache);
+        let journal = write_back.then(|| dir.join("journal-0"));
+        let fs = Self::mount(&faults, dir, &cache, journal.as_deref());
         Harness {
+            write_back,
             mem,
             faults,
             fs,
@@ -418,6 +427,7 @@ impl Harness {
         faults: &Arc<FaultClient>,
         dir: &std::path::Path,
         cache: &Option<Arc<DataCache>>,
+        journal: Option<&std::path::Path>,
     ) -> Arc<Fs> {
         let client: Arc<dyn ObjectClient> = faults.clone();
         Arc::new(Fs::with_data_cache(
@@ -426,7 +436,7 @@ impl Harness {
                 bucket: BUCKET.to_string(),
                 prefix: String::new(),
             },
-            config(dir),
+            config(dir, journal),
             cache.clone(),
         ))
     }
@@ -889,14 +899,28 @@ impl Harness {
                 while let Some(&(fh, inode, w)) = self.model.handles.first() {
                     self.close(fh, inode, w).await?;
                 }
-                // As at unmount: the directories' metadata is written.
+                // As at unmount: the write-back queue is stored, then the
+                // directories' metadata is written.
+                if self.write_back {
+                    let left = self.fs.drain_write_back().await;
+                    if left > 0 {
+                        return Err(format!("{left} files left in the write-back queue"));
+                    }
+                }
                 self.fs
                     .flush_metadata()
                     .await
                     .map_err(|e| format!("metadata at unmount: {e}"))?;
                 let dir = self.fs.config().write.cache_dir.clone();
-                let old =
-                    std::mem::replace(&mut self.fs, Self::mount(&self.faults, &dir, &self.cache));
+                // The old mount stays (settling) and holds its journal.
+                let journal = self
+                    .write_back
+                    .then(|| dir.join(format!("journal-{}", self.retired.len() + 1)));
+                let new = Self::mount(&self.faults, &dir, &self.cache, journal.as_deref());
+                new.start_write_back()
+                    .await
+                    .map_err(|e| format!("write-back: {e}"))?;
+                let old = std::mem::replace(&mut self.fs, new);
                 self.retired.push(old);
                 // Only what has a name survives.
                 let live: BTreeSet<usize> = self.model.names.values().copied().collect();
@@ -1116,6 +1140,11 @@ impl Harness {
         self.fs.release(fh).await;
         self.model.handles.retain(|x| x.0 != fh);
         r.map_err(|e| format!("close: {e}"))?;
+        if self.write_back {
+            // The store has it once the queue is drained (at a remount).
+            self.model.held.remove(&inode);
+            return Ok(());
+        }
         let last = !self.model.handles.iter().any(|x| x.1 == inode);
         if self.model.held.contains(&inode) {
             // The truncation is published by the last handle's release.
@@ -1146,10 +1175,15 @@ fn initial() -> impl Strategy<Value = Initial> {
 }
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    run_from(&[None, None, None], ops, false)
+    run_from(&[None, None, None], ops, false, false)
 }
 
-fn run_from(initial: &Initial, ops: &[Op], cached: bool) -> Result<(), TestCaseError> {
+fn run_from(
+    initial: &Initial,
+    ops: &[Op],
+    cached: bool,
+    write_back: bool,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("temp dir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1157,7 +1191,10 @@ fn run_from(initial: &Initial, ops: &[Op], cached: bool) -> Result<(), TestCaseE
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut h = Harness::new(dir.path(), cached);
+        let mut h = Harness::new(dir.path(), cached, write_back);
+        h.fs.start_write_back()
+            .await
+            .map_err(|e| TestCaseError::fail(format!("write-back: {e}")))?;
         for (path, file) in ["a", "b", "d/a"].into_iter().zip(initial) {
             let Some((size, seed)) = *file else { continue };
             let data = pattern(seed, 0, size as u32);
@@ -1214,8 +1251,9 @@ proptest! {
         initial in initial(),
         ops in prop::collection::vec(op(), 1..50),
         cached in any::<bool>(),
+        write_back in prop::bool::weighted(0.3),
     ) {
-        run_from(&initial, &ops, cached)?;
+        run_from(&initial, &ops, cached, write_back)?;
     }
 }
 
@@ -1315,7 +1353,7 @@ fn a_chmod_after_a_rename_names_the_copy() {
         Op::Rename { from: 1, to: 0 },
         Op::Chmod { path: 0, mode: 0 },
     ];
-    run_from(&[None, Some((0, 0)), None], &ops, false).unwrap();
+    run_from(&[None, Some((0, 0)), None], &ops, false, false).unwrap();
 }
 
 /// Found by the model: a time set on a file open for writing, the file
@@ -1336,5 +1374,5 @@ fn a_second_utimes_after_a_close_without_changes_wins() {
         Op::Lstat { path: 0 },
         Op::Remount,
     ];
-    run_from(&[Some((0, 0)), None, None], &ops, false).unwrap();
+    run_from(&[Some((0, 0)), None, None], &ops, false, false).unwrap();
 }

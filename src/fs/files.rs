@@ -64,6 +64,7 @@ impl Files {
                     from_memory: cfg.write.from_memory
                         && data_cache.is_none()
                         && cfg.write_back.is_none(),
+                    stream: cfg.write.stream && cfg.write_back.is_none(),
                     ..cfg.write.clone()
                 },
                 memory.clone(),

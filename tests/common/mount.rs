@@ -151,11 +151,23 @@ impl Mounted {
     /// `fusermount3 -u`, then the daemon must exit with status 0. Returns
     /// the log, which ends with the request counters.
     pub fn unmount(mut self) -> String {
-        let out = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.path)
-            .output()
-            .expect("run fusermount3");
+        // A child forked by another test of this process holds copies of
+        // every descriptor until its exec closes them: an unmount meeting
+        // that window is EBUSY. Nothing announces the window's end, so
+        // that answer (only that one) is tried again, for a bounded time.
+        let start = Instant::now();
+        let out = loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.path)
+                .output()
+                .expect("run fusermount3");
+            let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+            if out.status.success() || !busy || start.elapsed() > EXIT_DEADLINE {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(
             out.status.success(),
             "fusermount3 -u: {}",

@@ -270,7 +270,8 @@ impl DirtyFile {
                 // Memory mode sends its own parts. While a commit completes
                 // a stream sent from memory (`gone_to`), the staging file
                 // lacks those bytes: no new stream may start from it.
-                if st.base.is_some()
+                if !self.up.cfg.stream
+                    || st.base.is_some()
                     || st.tail.is_some()
                     || st.gone_to > 0
                     || st.committing

@@ -67,6 +67,9 @@ pub struct WriteConfig {
     /// `file.rs`). Off with a data cache: it is filled from the staging
     /// file of what was written.
     pub from_memory: bool,
+    /// Whether parts of a new file go up while it is written (*streams*).
+    /// Off with write-back: its writes never wait for the store.
+    pub stream: bool,
 }
 
 impl Default for WriteConfig {
@@ -79,6 +82,7 @@ impl Default for WriteConfig {
             parts_in_flight: 8,
             max_memory: 128 * MIB,
             from_memory: true,
+            stream: true,
         }
     }
 }

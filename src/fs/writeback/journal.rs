@@ -51,6 +51,8 @@ const REMOVAL: u8 = 2;
 const CHUNK: usize = 1 << 20;
 /// A segment past this size is closed and a new one begun.
 const SEGMENT_ROLL: u64 = 64 << 20;
+/// Removed entries from this size on give their disk blocks back at once.
+const PUNCH_FROM: u64 = 64 << 10;
 /// Segments behind the active one before the oldest one's live entries
 /// are copied forward.
 const COMPACT_AFTER: usize = 3;
@@ -400,6 +402,9 @@ impl Journal {
                     && let Some(s) = log.segments.get_mut(&place.segment)
                 {
                     s.live -= 1;
+                    if place.size >= PUNCH_FROM {
+                        punch(&s.file, place.data, place.size);
+                    }
                 }
             }
             file
@@ -494,6 +499,21 @@ impl Journal {
         }
         file.read_exact_at(buf, place.data + offset)
             .map_err(|e| local_io("reading the write-back journal", e))
+    }
+}
+
+/// Frees the disk blocks of a removed entry's content (the segment keeps
+/// its length, so offsets hold); best effort: a filesystem without holes
+/// frees them with the segment.
+fn punch(file: &File, offset: u64, len: u64) {
+    // SAFETY: a valid descriptor; the range is inside the file.
+    unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        );
     }
 }
 
