@@ -245,22 +245,26 @@ fn after_a_crash_the_next_mount_uploads_every_closed_file_once_in_its_latest_sta
     });
 }
 
+/// rsync, git, editors: a temporary name written, closed, renamed over
+/// the real one. Queued, the file moves by its journal entry (no upload
+/// first: here the store refuses every PUT), and a replay after a crash
+/// stores it under the new name only.
 #[test]
-fn a_rename_of_a_queued_file_is_not_undone_by_a_replay() {
+fn a_queued_file_renamed_moves_by_its_journal_entry_and_a_replay_honours_it() {
     let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
+    mem.put(BUCKET, "target", b"old content".to_vec());
+    mem.put(BUCKET, "stale", b"stored before".to_vec());
     let journal = tempfile::tempdir().unwrap();
     {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (mem, dir) = (mem.clone(), journal.path().to_path_buf());
         rt.block_on(async move {
             let faults = Arc::new(FaultClient::new(mem.clone()));
-            // The queue's own upload fails; the rename's goes through.
-            faults.on_call(Op::PutObject, 1, Fault::Fail(injected()));
+            faults.always(Op::PutObject, Fault::Fail(injected()));
             let m = wb_mount(faults.clone(), &dir, |_| {});
             m.fs.start_write_back().await.unwrap();
-            write_new(&m.fs, "tmp.123", b"content").await;
-            write_new(&m.fs, "target", b"old content").await;
             let root = m.fs.root_ino();
+            write_new(&m.fs, "tmp.123", b"content").await;
             m.fs.rename(
                 root,
                 OsStr::new("tmp.123"),
@@ -270,8 +274,16 @@ fn a_rename_of_a_queued_file_is_not_undone_by_a_replay() {
             )
             .await
             .unwrap();
-            assert_eq!(object(&mem, "target").unwrap(), b"content");
-            assert_eq!(object(&mem, "tmp.123"), None);
+            // An existing object rewritten, then renamed: its old key goes.
+            rewrite(&m.fs, "stale", b"rewritten").await;
+            m.fs.rename(root, OsStr::new("stale"), root, OsStr::new("moved"), false)
+                .await
+                .unwrap();
+            assert_eq!(read_all(&m.fs, "target").await, b"content");
+            assert_eq!(read_all(&m.fs, "moved").await, b"rewritten");
+            assert_eq!(names(&m.fs).await, vec!["moved", "target"]);
+            assert_eq!(object(&mem, "target").unwrap(), b"old content");
+            assert_eq!(object(&mem, "stale"), None);
             drop(m);
         });
         drop(rt);
@@ -279,9 +291,11 @@ fn a_rename_of_a_queued_file_is_not_undone_by_a_replay() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let m = wb_mount(mem.clone(), journal.path(), |_| {});
-        m.fs.start_write_back().await.unwrap();
+        assert_eq!(m.fs.start_write_back().await.unwrap(), 2);
         assert_eq!(object(&mem, "tmp.123"), None);
         assert_eq!(object(&mem, "target").unwrap(), b"content");
+        assert_eq!(object(&mem, "moved").unwrap(), b"rewritten");
+        assert_eq!(object(&mem, "stale"), None);
     });
 }
 

@@ -172,3 +172,67 @@ fn a_full_journal_disk_is_enospc_at_write_and_loses_nothing() {
     assert_eq!(store.get("after.bin"), after);
     assert!(!store.keys().contains_key("huge.bin"));
 }
+
+/// rsync writes each file under a temporary name, sets its mode and time,
+/// and renames it: with write-back, queued files move by their journal
+/// entries. After the unmount (the queue drained) the bucket holds every
+/// file under its own name, and a fresh mount shows their modes and times.
+#[test]
+fn rsync_into_a_write_back_mount_stores_every_file_with_its_attributes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let server = common::start(Kind::Garage);
+    let store = Store::new(&server, "wbrsync");
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        let p = src.path().join(format!("f{i:02}"));
+        std::fs::write(&p, small(i)).unwrap();
+        std::fs::set_permissions(
+            &p,
+            std::fs::Permissions::from_mode(0o600 + (i as u32 % 2) * 0o40),
+        )
+        .unwrap();
+    }
+    let journal = tempfile::tempdir().unwrap();
+    let rt = common::background_runtime();
+    let proxy = holding_puts(&rt, &server, "wbrsync");
+    let m = Mounted::at(
+        &server,
+        &proxy.endpoint,
+        "wbrsync",
+        &["--write-back", journal.path().to_str().unwrap()],
+    );
+    store.put("dst/", Vec::new());
+    let out = std::process::Command::new("rsync")
+        .args(["-a", &format!("{}/", src.path().display())])
+        .arg(m.join("dst"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rsync: {out:?}");
+    // Every file was renamed while its upload was held: all still queued.
+    proxy.release(1 << 30);
+    let log = m.unmount();
+    // The renames moved journal entries: nothing was copied in the store.
+    assert_eq!(common::mount::requests(&log, "CopyObject"), 0);
+    assert!(common::mount::requests(&log, "PutObject") >= 50);
+    let keys: Vec<String> = store
+        .keys()
+        .into_keys()
+        .filter(|k| !k.contains(".bladefs"))
+        .collect();
+    let want: Vec<String> = std::iter::once("dst/".to_string())
+        .chain((0..50).map(|i| format!("dst/f{i:02}")))
+        .collect();
+    assert_eq!(keys, want, "no temporary names left");
+    let m = Mounted::new(&server, "wbrsync", &[]);
+    for i in 0..50 {
+        let name = format!("f{i:02}");
+        let (a, b) = (
+            std::fs::metadata(src.path().join(&name)).unwrap(),
+            std::fs::metadata(m.join(&format!("dst/{name}"))).unwrap(),
+        );
+        assert_eq!(store.get(&format!("dst/{name}")), small(i));
+        assert_eq!(b.mode() & 0o7777, a.mode() & 0o7777, "{name}");
+        assert_eq!(b.mtime(), a.mtime(), "{name}");
+    }
+    m.unmount();
+}

@@ -79,6 +79,7 @@ impl Changes {
         // write, or at the last release.
         file.set_size(0).await?;
         file.hold_empty();
+        file.set_fresh(true);
         self.names.changed(&loc, Entry::File(stat.clone()));
         // A created file is a new inode, whatever had the name before.
         self.names.inodes.unlink(parent, name);

@@ -50,6 +50,7 @@ pub(super) async fn close(names: &Arc<Names>, ino: Ino, file: &Arc<DirtyFile>) -
 
 /// Uploads queued file `ino` until nothing journaled of it is left.
 async fn upload_queued(names: Arc<Names>, wb: Arc<WriteBack>, ino: Ino) {
+    wb.settle().await;
     let mut failures = 0;
     loop {
         let Some(file) = wb.file(ino) else {

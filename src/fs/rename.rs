@@ -37,6 +37,16 @@ pub struct Renames {
     names: Arc<Names>,
 }
 
+/// A file's rename: its names and their places.
+struct Places<'a> {
+    parent: u64,
+    name: &'a str,
+    new_parent: u64,
+    new_name: &'a str,
+    from: &'a Location,
+    to: &'a Location,
+}
+
 impl Renames {
     pub fn new(names: Arc<Names>) -> Self {
         Renames { names }
@@ -73,6 +83,17 @@ impl Renames {
                 let from = p.loc.child(name, Kind::File);
                 let to = np.loc.child(new_name, Kind::File);
                 Names::key_fits(&to)?;
+                let places = Places {
+                    parent,
+                    name,
+                    new_parent,
+                    new_name,
+                    from: &from,
+                    to: &to,
+                };
+                if self.rename_queued(&places, &dst).await? {
+                    return Ok(());
+                }
                 let source = self.names.open().written_under(&from);
                 for (ino, file) in &source {
                     self.names.commit(*ino, file).await?;
@@ -183,6 +204,101 @@ impl Renames {
                 Ok(())
             }
         }
+    }
+
+    /// With write-back, a file closed here and not yet stored moves by its
+    /// journal entry: no upload, copy and delete in the store first (rsync,
+    /// git, editors and pip write a temporary name, close it and rename
+    /// it). Its old key is deleted unless no object was ever there. `false`
+    /// when the file is not such a one (then the store's way applies).
+    async fn rename_queued(&self, at: &Places<'_>, dst: &Entry) -> FsResult<bool> {
+        let Some(wb) = self.names.files.write_back() else {
+            return Ok(false);
+        };
+        let source = self.names.open().written_under(at.from);
+        let [(ino, file)] = source.as_slice() else {
+            return Ok(false);
+        };
+        if wb.file(*ino).is_none_or(|f| !Arc::ptr_eq(&f, file)) {
+            return Ok(false);
+        }
+        let replaced = if matches!(dst, Entry::File(_)) {
+            self.names
+                .keep_open_content(at.new_parent, at.new_name)
+                .await?
+        } else {
+            None
+        };
+        // No upload of the file runs while it moves; one that ran before
+        // may have stored it, and an edit's upload copies from its base at
+        // its key: those move in the store.
+        let paused = file.pause_commits().await;
+        if file.has_base() || !file.is_dirty() {
+            return Ok(false);
+        }
+        let paused_replaced = match &replaced {
+            Some(f) => Some(f.pause_commits().await),
+            None => None,
+        };
+        if let Some(f) = &replaced {
+            f.unlink();
+            wb.unlinked(f, self.names.open()).await?;
+        }
+        let delete_old = !file.never_stored();
+        self.names.open().relocate(at.from, at.to, &[]);
+        if replaced.is_some() || matches!(dst, Entry::File(_)) {
+            // An object is at the new key until the upload replaces it.
+            file.set_fresh(false);
+        }
+        self.moved(at.parent, at.name, at.new_parent, at.new_name, at.to);
+        let rekeyed = wb.rekey(*ino, file).await;
+        drop((paused, paused_replaced));
+        if !matches!(rekeyed, Ok(true)) {
+            // Not journaled under the new name (a full disk): stored there
+            // now instead, and the old entries go with that.
+            if let Err(e) = rekeyed {
+                tracing::warn!(key = %at.to.key, error = %e, "a renamed queued file not journaled again; uploading it");
+            }
+            self.names.commit(*ino, file).await?;
+            wb.sync().await?;
+        }
+        if delete_old {
+            match self
+                .names
+                .client
+                .delete_object(&at.from.bucket, &at.from.key, None)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.names.changed(at.from, Entry::Missing);
+        self.names.changed(
+            at.to,
+            Entry::File(Stat {
+                size: file.size(),
+                mtime: SystemTime::now(),
+                etag: None,
+            }),
+        );
+        // The entry follows the name (modes and times set on the temporary
+        // name, as rsync and tar do); it names the object once uploaded.
+        let (pdir, ndir) = (self.names.meta_home(at.from), self.names.meta_home(at.to));
+        if let (Some((pdir, _)), Some((ndir, _))) = (pdir, ndir) {
+            let table = self.names.meta.table(&pdir).await?;
+            let entry = described(&table, at.name, Kind::File, None, true).cloned();
+            self.names
+                .meta
+                .update(&pdir, at.name, |e| *e = None)
+                .await?;
+            self.names
+                .meta
+                .update(&ndir, at.new_name, move |e| *e = entry.clone())
+                .await?;
+        }
+        Ok(true)
     }
 
     /// The inode of `name` now lives at `to`.

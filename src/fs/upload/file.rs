@@ -96,6 +96,9 @@ pub struct DirtyFile {
     part_slots: Arc<Semaphore>,
     /// Set by unlink: the name is gone, so nothing may be written back.
     unlinked: std::sync::atomic::AtomicBool,
+    /// Set by create: no object was at the file's key when it was made
+    /// here (cleared when one is: a commit, or a rename onto a name).
+    fresh: std::sync::atomic::AtomicBool,
     /// Commits of one file run one at a time: each must see the result of
     /// the one before. An async mutex, held across the upload on purpose;
     /// nothing else ever waits on it while holding another lock.
@@ -137,6 +140,7 @@ impl DirtyFile {
             }),
             commit_serial: tokio::sync::Mutex::new(()),
             unlinked: std::sync::atomic::AtomicBool::new(false),
+            fresh: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -578,6 +582,23 @@ impl DirtyFile {
         let staging = &self.staging;
         let got = write(size, &mut |at, buf| staging.read_into(at, buf))?;
         Ok(Some((got, st.generation, size)))
+    }
+
+    /// Whether the key held no object when the file was made (`true`), or
+    /// may hold one now (`false`).
+    pub fn set_fresh(&self, fresh: bool) {
+        self.fresh.store(fresh, Ordering::SeqCst);
+    }
+
+    /// Whether no object is at the file's key, as far as this mount knows:
+    /// made here on a name without one, and never saved since.
+    pub fn never_stored(&self) -> bool {
+        self.fresh.load(Ordering::SeqCst) && self.state.lock().expect("dirty lock").committed == 0
+    }
+
+    /// Whether the file's content starts from an object (an edit).
+    pub fn has_base(&self) -> bool {
+        self.state.lock().expect("dirty lock").base.is_some()
     }
 
     /// The generation the last successful commit saved.

@@ -58,6 +58,12 @@ pub struct WriteBackConfig {
     pub parallel: usize,
     /// Unmount leaves the queue for the next mount instead of draining it.
     pub leave_queued: bool,
+    /// How long a closed file waits before its upload begins (not during
+    /// a drain): a temporary file renamed (rsync, git, editors) or a file
+    /// closed again meanwhile is then uploaded once, under its final name
+    /// and in its last state, instead of being uploaded, copied and
+    /// deleted. Default 100 ms.
+    pub settle: Duration,
 }
 
 impl WriteBackConfig {
@@ -69,6 +75,7 @@ impl WriteBackConfig {
             max_files: 4096,
             parallel: 16,
             leave_queued: false,
+            settle: Duration::from_millis(100),
         }
     }
 }
@@ -77,6 +84,8 @@ struct Entry {
     seq: u64,
     generation: u64,
     size: u64,
+    /// The key it was journaled under.
+    key: String,
 }
 
 struct Queued {
@@ -260,33 +269,26 @@ impl WriteBack {
             }
             wait.await;
         }
-        let (this, f) = (self.clone(), file.clone());
-        let journaled = upload::blocking(move || {
-            let loc = f.location();
-            f.journal_into(|size, fill| this.journal.append(&loc.bucket, &loc.key, size, fill))
-        })
-        .await;
-        let mut st = self.state();
-        st.bytes -= size;
-        let (seq, generation, size) = match journaled {
-            Ok(Some(j)) => j,
-            Ok(None) => {
-                drop(st);
-                self.changed.notify_waiters();
-                return Ok(Queuing::CommitNow);
+        let reserved = size;
+        let (entry, mut st) = loop {
+            let journaled = self.journal_file(file).await;
+            let (entry, loc) = match journaled {
+                Ok(Some(j)) => j,
+                done => {
+                    self.state().bytes -= reserved;
+                    self.changed.notify_waiters();
+                    return done.map(|_| Queuing::CommitNow);
+                }
+            };
+            let st = self.state();
+            // Renamed while it was journaled: the entry names the old key.
+            if file.location() == loc {
+                break (entry, st);
             }
-            Err(e) => {
-                drop(st);
-                self.changed.notify_waiters();
-                return Err(e);
-            }
+            drop(st);
+            self.remove_entries(vec![entry.seq], true).await?;
         };
-        st.bytes += size;
-        let entry = Entry {
-            seq,
-            generation,
-            size,
-        };
+        st.bytes = st.bytes - reserved + entry.size;
         if let Some(q) = st.queued.get_mut(&ino) {
             q.entries.push(entry);
             return Ok(Queuing::Added);
@@ -303,6 +305,74 @@ impl WriteBack {
             },
         );
         Ok(Queuing::Started)
+    }
+
+    /// Journals `file`'s whole content under its location now; `None`
+    /// when not all of it is local.
+    async fn journal_file(
+        self: &Arc<Self>,
+        file: &Arc<DirtyFile>,
+    ) -> FsResult<Option<(Entry, Location)>> {
+        let (this, f) = (self.clone(), file.clone());
+        upload::blocking(move || {
+            let loc = f.location();
+            let journaled = f.journal_into(|size, fill| {
+                this.journal.append(&loc.bucket, &loc.key, size, fill)
+            })?;
+            Ok(journaled.map(|(seq, generation, size)| {
+                let key = loc.key.clone();
+                (
+                    Entry {
+                        seq,
+                        generation,
+                        size,
+                        key,
+                    },
+                    loc,
+                )
+            }))
+        })
+        .await
+    }
+
+    /// Queued file `ino` was renamed here (its location is the new one):
+    /// its content is journaled under the new key and the entries under
+    /// any other go, durably, so that a replay neither brings back the old
+    /// name nor loses what was closed. `false` when it is not queued, or
+    /// cannot be journaled (then commit it).
+    pub async fn rekey(self: &Arc<Self>, ino: Ino, file: &Arc<DirtyFile>) -> FsResult<bool> {
+        if self.file(ino).is_none_or(|f| !Arc::ptr_eq(&f, file)) {
+            return Ok(false);
+        }
+        let Some((entry, loc)) = self.journal_file(file).await? else {
+            return Ok(false);
+        };
+        let (seq, stale) = (entry.seq, self.take_other_keys(ino, entry, &loc.key));
+        let Some(stale) = stale else {
+            // It left the queue meanwhile (unlinked).
+            self.remove_entries(vec![seq], true).await?;
+            return Ok(false);
+        };
+        self.remove_entries(stale, true).await?;
+        Ok(true)
+    }
+
+    /// Puts `entry` in the place of `ino`'s entries under keys other than
+    /// `key`, and returns theirs; `None` if `ino` is not queued.
+    fn take_other_keys(&self, ino: Ino, entry: Entry, key: &str) -> Option<Vec<u64>> {
+        {
+            let mut st = self.state();
+            let q = st.queued.get_mut(&ino)?;
+            let (old, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut q.entries)
+                .into_iter()
+                .partition(|e| e.key != key);
+            q.entries = keep;
+            let added = entry.size;
+            q.entries.push(entry);
+            let gone: u64 = old.iter().map(|e| e.size).sum();
+            st.bytes = st.bytes + added - gone;
+            Some(old.iter().map(|e| e.seq).collect())
+        }
     }
 
     /// The file of `ino` is saved up to `generation` (a commit succeeded):
@@ -425,6 +495,24 @@ impl WriteBack {
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
+            _ = drain => {}
+        }
+    }
+
+    /// Waits the settling time of a file just queued, cut short when a
+    /// drain begins (or has begun).
+    pub async fn settle(&self) {
+        if self.cfg.settle.is_zero() {
+            return;
+        }
+        let drain = self.retry_now.notified();
+        tokio::pin!(drain);
+        drain.as_mut().enable();
+        if self.state().drain_round > 0 {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.cfg.settle) => {}
             _ = drain => {}
         }
     }
