@@ -213,8 +213,18 @@ fn a_silent_server_costs_the_timeout_and_unmount_still_ends_the_daemon() {
         took >= Duration::from_secs(2) && took < Duration::from_secs(30),
         "{took:?}"
     );
-    let (errno, _) = failure(|| f.sync_all());
-    assert_eq!(errno, libc::EIO);
+    // EIO, unless a flush from a child process of a test running beside
+    // this one saved it before the outage (such a child holds this
+    // process's descriptors for an instant, and their close at its exec
+    // is a FUSE flush): then there is nothing left to save, and the store
+    // must hold it whole (checked below).
+    let saved_early = match f.sync_all() {
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            false
+        }
+        Ok(()) => true,
+    };
     drop(f);
 
     // Still silent: unmounting must not wait on the server.
@@ -231,6 +241,9 @@ fn a_silent_server_costs_the_timeout_and_unmount_still_ends_the_daemon() {
             || store.get("during.txt") == b"never acknowledged",
         "nothing partial"
     );
+    if saved_early {
+        assert_eq!(store.get("during.txt"), b"never acknowledged");
+    }
     assert!(
         !store.keys().contains_key("big.bin") || store.get("big.bin") == data(20 * MIB, 5),
         "nothing partial"
