@@ -8,53 +8,15 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::mount::Mounted;
-use common::proxy::{self, FaultProxy};
 use common::store::Store;
-use common::{Kind, Server, data, wait_for};
+use common::writeback::{holding_puts, replayed, write_file};
+use common::{Kind, data, wait_for};
 
 const MIB: usize = 1 << 20;
-
-/// A proxy before `server` that holds every PUT to `bucket` (objects and
-/// parts) until released: what is closed stays queued.
-fn holding_puts(rt: &tokio::runtime::Runtime, server: &Server, bucket: &str) -> FaultProxy {
-    let when: &'static str = Box::leak(format!("put /{bucket}/").into_boxed_str());
-    rt.block_on(proxy::start_rules(
-        server.addr,
-        vec![proxy::Rule {
-            when: vec![when],
-            fault: proxy::Fault::Hold,
-            count: usize::MAX,
-        }],
-    ))
-}
-
-/// Writes one file as cp does: create (truncating), write, close; `Ok`
-/// only if close returned success.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-    // SAFETY: closing the descriptor we own, to see close's own result.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The replay's figure in a mount's log: files an earlier mount left.
-fn replayed(log: &str) -> u64 {
-    log.lines()
-        .find(|l| l.contains("files journaled by an earlier mount are stored"))
-        .and_then(|l| l.split("files=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_kill_9_in_the_middle_of_a_1_gib_write_stores_only_what_was_closed() {

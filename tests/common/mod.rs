@@ -20,6 +20,7 @@ use bladefs::s3::{Credentials, ObjectClient, S3Client};
 pub mod mount;
 pub mod proxy;
 pub mod store;
+pub mod writeback;
 
 /// [`on_servers!`] for test bodies that block (mounts driven from the
 /// test's own thread).
