@@ -286,7 +286,10 @@ impl WriteBack {
                 break (entry, st);
             }
             drop(st);
-            self.remove_entries(vec![entry.seq], true).await?;
+            if let Err(e) = self.remove_entries(vec![entry.seq], true).await {
+                self.state().bytes -= reserved;
+                return Err(e);
+            }
         };
         st.bytes = st.bytes - reserved + entry.size;
         if let Some(q) = st.queued.get_mut(&ino) {
