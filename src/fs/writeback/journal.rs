@@ -28,8 +28,11 @@
 //!   entries of an old segment are copied to the end of the log so that
 //!   one file whose upload keeps failing does not keep the log growing.
 //! - Sequence numbers only grow, across mounts: of two entries for one
-//!   key, the higher is the later close. Appending after a restart starts
-//!   a new segment, never after a torn tail.
+//!   key, the higher is the later close. Every record carries one (a
+//!   removal, the highest given so far), and a segment is named after
+//!   every one before it, so reading segments in name order is reading
+//!   the log in the order written. Appending after a restart starts a new
+//!   segment, never after a torn tail.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -258,7 +261,11 @@ impl Journal {
 
     /// Begins a new segment (durably named) and appends there from now on.
     fn roll(&self, log: &mut Log) -> FsResult<()> {
-        let id = log.next_seq;
+        // After every segment there is, so that reading in name order
+        // reads in the order written; entries in it number from its name.
+        let after = log.segments.keys().next_back().map_or(0, |last| last + 1);
+        let id = log.next_seq.max(after);
+        log.next_seq = id;
         let path = self.queue.join(format!("{id:016x}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -389,7 +396,11 @@ impl Journal {
         let payload: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
         let file = {
             let mut log = self.lock();
-            let (_, file, at) = self.reserve(&mut log, REMOVAL, 0, payload.len() as u64)?;
+            // A removal carries the highest number given so far, so that
+            // a log of removals alone still tells the next mount where
+            // numbering stands.
+            let high = log.next_seq - 1;
+            let (_, file, at) = self.reserve(&mut log, REMOVAL, high, payload.len() as u64)?;
             let io = |e| local_io("writing the write-back journal", e);
             file.write_all_at(&payload, at + HEADER).map_err(io)?;
             file.write_all_at(
@@ -539,13 +550,15 @@ fn scan(file: &File, id: u64, log: &mut Log, removed: &mut HashSet<u64>) -> std:
         let mut buf = vec![0u8; CHUNK];
         let mut left = plen;
         let mut pos = at + HEADER;
+        // An entry's head is in its first chunk (the content is not kept);
+        // a removal's list is kept whole.
         let mut first = Vec::new();
         while left > 0 {
             let n = CHUNK.min(left as usize);
             file.read_exact_at(&mut buf[..n], pos)?;
             crc = crc32c::crc32c_append(crc, &buf[..n]);
-            if first.is_empty() {
-                first = buf[..n].to_vec();
+            if first.is_empty() || kind == REMOVAL {
+                first.extend_from_slice(&buf[..n]);
             }
             pos += n as u64;
             left -= n as u64;
@@ -677,6 +690,45 @@ mod tests {
         let (_, found) = Journal::open(dir.path(), "e").unwrap();
         let keys: Vec<&str> = found.iter().map(|f| f.info.key.as_str()).collect();
         assert_eq!(keys, vec!["a"]);
+    }
+
+    /// A mount that only replays (its segment holds removals, no entry)
+    /// must not let the next one number entries from 1 again: a removal in
+    /// a later-named segment would then take a new entry of the same
+    /// number.
+    #[test]
+    fn numbers_keep_growing_across_mounts_that_only_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Journal::open(dir.path(), "e").unwrap();
+        let (j, _) = open();
+        j.append("b", "x", 1, fill_from(b"x")).unwrap();
+        drop(j);
+        let (j, found) = open();
+        j.remove(&[found[0].seq], true).unwrap();
+        drop(j);
+        let (j, found) = open();
+        assert!(found.is_empty());
+        j.append("b", "y", 1, fill_from(b"y")).unwrap();
+        drop(j);
+        let (_, found) = open();
+        let keys: Vec<&str> = found.iter().map(|f| f.info.key.as_str()).collect();
+        assert_eq!(keys, vec!["y"]);
+    }
+
+    #[test]
+    fn a_removal_of_more_entries_than_one_chunk_holds_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), "e").unwrap();
+        let real: Vec<u64> = (0..3)
+            .map(|i| j.append("b", &format!("k{i}"), 0, fill_from(b"")).unwrap())
+            .collect();
+        // The real ones last, past the first chunk of the record.
+        let mut seqs: Vec<u64> = (1000..1000 + (CHUNK / 8) as u64).collect();
+        seqs.extend(&real);
+        j.remove(&seqs, true).unwrap();
+        drop(j);
+        let (_, found) = Journal::open(dir.path(), "e").unwrap();
+        assert_eq!(found.len(), 0);
     }
 
     #[test]
