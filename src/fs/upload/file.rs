@@ -43,6 +43,17 @@ mod tail;
 
 use tail::Tail;
 
+/// A reader of a file's bytes at any offset into a buffer.
+pub type ReadAt<'a> = &'a mut dyn FnMut(u64, &mut [u8]) -> FsResult<()>;
+
+/// What [`DirtyFile::journal_into`] handed: the number `write` returned,
+/// and the generation and size of the content.
+pub struct Journaled {
+    pub seq: u64,
+    pub generation: u64,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Base {
     etag: Option<String>,
@@ -559,15 +570,13 @@ impl DirtyFile {
 
     /// Hands the file's whole content as it stands to `write` (its size,
     /// and a reader of its bytes at any offset), under the file's lock so
-    /// that no change interleaves; returns what `write` returned, with the
-    /// generation and size handed. `None` when not every byte is local (a
+    /// that no change interleaves. `None` when not every byte is local (a
     /// base not fetched, bytes sent from memory, a lost stream) or the file
     /// is unlinked. Blocking (local disk).
-    #[allow(clippy::type_complexity)]
     pub fn journal_into(
         &self,
-        write: impl FnOnce(u64, &mut dyn FnMut(u64, &mut [u8]) -> FsResult<()>) -> FsResult<u64>,
-    ) -> FsResult<Option<(u64, u64, u64)>> {
+        write: impl FnOnce(u64, ReadAt<'_>) -> FsResult<u64>,
+    ) -> FsResult<Option<Journaled>> {
         let mut st = self.state.lock().expect("dirty lock");
         self.spill(&mut st)?;
         let base_len = st.base.as_ref().map_or(0, |b| b.len).min(st.held.size);
@@ -580,8 +589,12 @@ impl DirtyFile {
         }
         let size = st.held.size;
         let staging = &self.staging;
-        let got = write(size, &mut |at, buf| staging.read_into(at, buf))?;
-        Ok(Some((got, st.generation, size)))
+        let seq = write(size, &mut |at, buf| staging.read_into(at, buf))?;
+        Ok(Some(Journaled {
+            seq,
+            generation: st.generation,
+            size,
+        }))
     }
 
     /// Whether the key held no object when the file was made (`true`), or

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use file::DirtyFile;
+pub use file::{DirtyFile, Journaled};
 pub use plan::plan;
 pub use staging::blocking;
 

@@ -322,17 +322,14 @@ impl WriteBack {
             let journaled = f.journal_into(|size, fill| {
                 this.journal.append(&loc.bucket, &loc.key, size, fill)
             })?;
-            Ok(journaled.map(|(seq, generation, size)| {
-                let key = loc.key.clone();
-                (
-                    Entry {
-                        seq,
-                        generation,
-                        size,
-                        key,
-                    },
-                    loc,
-                )
+            Ok(journaled.map(|j| {
+                let entry = Entry {
+                    seq: j.seq,
+                    generation: j.generation,
+                    size: j.size,
+                    key: loc.key.clone(),
+                };
+                (entry, loc)
             }))
         })
         .await
