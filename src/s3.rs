@@ -16,8 +16,10 @@
 //! - `credentials`: where keys come from
 //! - `stats`: request counters
 //! - `mem`: an in-memory store, and `faults`: a fault-injecting wrapper,
-//!   both behind the same trait, for testing the core without a server
-//!   (only with the `test-doubles` feature, which the tests enable)
+//!   both behind the same trait, for testing the core without a server,
+//!   and `generated`: a read-only bucket of millions of objects made up
+//!   on the fly (only with the `test-doubles` feature, which the tests
+//!   enable)
 
 pub mod buffers;
 pub mod chunked;
@@ -28,6 +30,8 @@ pub mod credentials;
 pub mod error;
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod faults;
+#[cfg(any(test, feature = "test-doubles"))]
+pub mod generated;
 pub mod http;
 mod listing;
 #[cfg(any(test, feature = "test-doubles"))]
