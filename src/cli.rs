@@ -172,11 +172,22 @@ pub struct MountArgs {
     /// Memory for read-ahead across all open files, in MiB.
     #[arg(long, default_value_t = 256)]
     pub prefetch_memory_mib: u64,
+    /// Memory for what the mount remembers of names, in MiB: the inodes
+    /// the kernel holds, cached names and attributes, listings and
+    /// metadata tables. Beyond it the least recently used go (the kernel
+    /// is asked to forget inodes), so a walk of any size stays within it.
+    #[arg(long, default_value_t = 64)]
+    pub metadata_cache_mib: u64,
     /// When files of a directory are opened in listing order (cp -r, tar,
     /// rsync, diff -r), fetch up to this many next files of 1 MiB or less
     /// before they are opened; 0 turns it off.
     #[arg(long, default_value_t = 16)]
     pub read_ahead_files: usize,
+    /// When subdirectories are entered in listing order (find, du, ls -R,
+    /// rsync), list up to this many next ones before they are entered; 0
+    /// turns it off.
+    #[arg(long, default_value_t = 8)]
+    pub read_ahead_dirs: usize,
     /// Where files being written are staged (sparse temp files, removed
     /// at once). Default: $TMPDIR or /tmp.
     #[arg(long, value_name = "DIR")]
@@ -438,6 +449,7 @@ impl MountArgs {
             file_mode: self.file_mode,
             dir_mode: self.dir_mode,
             metadata_ttl: self.metadata_ttl,
+            metadata_cache_bytes: self.metadata_cache_mib.max(4) << 20,
             close_to_open: !self.no_close_to_open,
             read_only: self.read_only,
             prefetch: crate::fs::prefetch::PrefetchConfig {
@@ -446,6 +458,7 @@ impl MountArgs {
             },
             walk: crate::fs::walk::WalkConfig {
                 files_ahead: self.read_ahead_files,
+                dirs_ahead: self.read_ahead_dirs,
                 ..Default::default()
             },
             write_back: self.write_back.as_ref().map(|dir| {

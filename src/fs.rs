@@ -28,6 +28,7 @@
 //! - `error`: the one errno boundary
 
 pub mod attr;
+pub mod budget;
 pub mod cache;
 mod changes;
 mod closing;
@@ -37,6 +38,7 @@ pub mod dir;
 pub mod error;
 pub mod files;
 pub mod inode;
+pub mod list_ahead;
 pub mod memory;
 pub mod meta;
 pub mod multipart;
@@ -103,8 +105,9 @@ impl Fs {
                 key: String::new(),
             },
         };
-        let files = Arc::new(Files::new(client.clone(), &cfg, data_cache));
-        let names = Arc::new(Names::new(client, root, cfg, files.clone()));
+        let budget = Arc::new(budget::MetaBudget::new(cfg.metadata_cache_bytes));
+        let files = Arc::new(Files::new(client.clone(), &cfg, data_cache, budget.clone()));
+        let names = Arc::new(Names::new(client, root, cfg, files.clone(), budget));
         Fs {
             changes: Changes::new(names.clone()),
             renames: Renames::new(names.clone()),
@@ -122,6 +125,18 @@ impl Fs {
         self.files.set_kernel_forget(f);
     }
 
+    /// How to make the kernel forget names (`fuser`'s `inval_entry`), for
+    /// the metadata budget: see `Names::set_kernel_evict`.
+    pub fn set_kernel_evict(&self, f: names::KernelEvict) {
+        self.names.set_kernel_evict(f);
+    }
+
+    /// What the metadata budget holds now, its peak, and its limit.
+    pub fn metadata_charged(&self) -> (u64, u64, u64) {
+        let b = &self.names.budget;
+        (b.charged(), b.peak(), b.limit())
+    }
+
     pub fn config(&self) -> &FsConfig {
         &self.names.cfg
     }
@@ -133,6 +148,11 @@ impl Fs {
     /// Inodes the table holds (the kernel's references), for tests.
     pub fn inode_count(&self) -> usize {
         self.names.inode_count()
+    }
+
+    /// Directories listed ahead of a walk so far, and those then used.
+    pub fn list_ahead_counts(&self) -> (u64, u64) {
+        self.names.resolver.list_ahead.counts()
     }
 
     /// Files being fetched, or held, ahead of a directory walk.
@@ -156,6 +176,8 @@ impl Fs {
             listing_misses: c.listing_misses.load(Relaxed),
             ..Default::default()
         };
+        (g.list_ahead_started, g.list_ahead_used) = self.list_ahead_counts();
+        (g.metadata_charged_bytes, _, g.metadata_limit_bytes) = self.metadata_charged();
         self.files.gauges(&mut g);
         g
     }

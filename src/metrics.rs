@@ -246,6 +246,31 @@ impl Collector for Exporter {
         )?;
         counters(
             &mut e,
+            "bladefs_list_ahead_dirs",
+            "Subdirectories listed ahead of a directory walk, and those an open or lookup then used",
+            None,
+            "outcome",
+            &[
+                ("listed", g.list_ahead_started),
+                ("used", g.list_ahead_used),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "bladefs_metadata_cache",
+            "Bytes charged to the metadata budget now: inodes, cached names and listings, metadata tables",
+            Some(&Unit::Bytes),
+            g.metadata_charged_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "bladefs_metadata_cache_limit",
+            "The metadata budget (--metadata-cache-mib)",
+            Some(&Unit::Bytes),
+            g.metadata_limit_bytes,
+        )?;
+        counters(
+            &mut e,
             "bladefs_data_cache_blocks",
             "Blocks the local data cache served (hit), could not serve (miss), evicted, or found damaged and removed (invalid)",
             None,

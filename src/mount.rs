@@ -209,6 +209,29 @@ pub fn run(args: MountArgs) -> ExitCode {
             tracing::debug!(ino, error = %e, "kernel attribute invalidation refused");
         }
     }));
+    // The metadata budget's requests to forget names: sent from a thread
+    // of their own, since the kernel takes each parent directory's lock,
+    // which a request this daemon is answering may hold.
+    let notifier = session.notifier();
+    let (evict_tx, evict_rx) = std::sync::mpsc::channel::<Vec<(u64, Arc<str>)>>();
+    let evictor = std::thread::Builder::new()
+        .name("evict".to_string())
+        .spawn(move || {
+            for batch in evict_rx {
+                for (parent, name) in batch {
+                    if let Err(e) =
+                        notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(&*name))
+                    {
+                        tracing::debug!(parent, error = %e, "kernel entry invalidation refused");
+                    }
+                }
+            }
+        });
+    if evictor.is_ok() {
+        fs.set_kernel_evict(Box::new(move |batch| {
+            let _ = evict_tx.send(batch);
+        }));
+    }
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let serving = std::thread::Builder::new()
         .name("fuse".to_string())

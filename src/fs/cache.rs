@@ -1,15 +1,20 @@
 //! The metadata cache: what a name is (file with its stat, directory, or
 //! nothing) and complete directory listings, each good for the metadata
-//! TTL, in bounded LRUs. A fresh complete listing answers lookups of every
-//! name in (and not in) that directory without a request.
+//! TTL. A fresh complete listing answers lookups of every name in (and not
+//! in) that directory without a request.
+//!
+//! Both LRUs charge each entry's size to the mount's metadata budget
+//! (`fs/budget.rs`) and are bounded by it, not by a count: [`MetaCache::evict`]
+//! drops the older of the two least recently used entries until enough is
+//! given back.
 
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::budget::{self, MetaBudget};
 use super::inode::{Kind, Stat};
 
 /// How long metadata is trusted. `None`: forever (static data sets).
@@ -58,6 +63,10 @@ pub struct MetaCache {
     /// Listings longer than this are not kept (their memory would crowd
     /// out everything else); they are listed again when read again.
     max_listing_len: usize,
+    budget: Arc<MetaBudget>,
+    /// Counts changes made through the mount (edits and invalidations):
+    /// what was listed before a change may not show it.
+    epoch: AtomicU64,
     /// Lookups answered from `names` or not, and the same for listings:
     /// what the metrics show.
     pub stats: CacheStats,
@@ -75,16 +84,105 @@ fn count(hit: bool, hits: &AtomicU64, misses: &AtomicU64) {
     if hit { hits } else { misses }.fetch_add(1, Ordering::Relaxed);
 }
 
+/// What an LRU entry costs beside its key and value: the lru crate's node
+/// (two links) in its own block, and a slot of its index (about two for
+/// one at the table's usual load).
+const LRU_NODE: usize = 16;
+const LRU_SLOT: u64 = 2 * 17;
+
+fn name_charge(path: &str, entry: &Entry) -> u64 {
+    let etag = match entry {
+        Entry::File(s) => s.etag.as_ref().map_or(0, |e| budget::alloc(e.len())),
+        _ => 0,
+    };
+    budget::alloc(std::mem::size_of::<(Key, (Entry, Instant))>() + LRU_NODE)
+        + LRU_SLOT
+        + budget::alloc(path.len())
+        + etag
+}
+
+/// What one name of a listing costs: its place in the vector, its name's
+/// block and its ETag's.
+pub fn dir_entry_charge(e: &DirEntry) -> u64 {
+    std::mem::size_of::<DirEntry>() as u64
+        + budget::alloc(16 + e.name.len())
+        + e.stat.etag.as_ref().map_or(0, |t| budget::alloc(t.len()))
+}
+
+fn listing_charge(prefix: &str, entries: &[DirEntry]) -> u64 {
+    budget::alloc(std::mem::size_of::<(Key, Listing)>() + LRU_NODE)
+        + LRU_SLOT
+        + budget::alloc(prefix.len())
+        + budget::alloc(16 + std::mem::size_of_val(entries))
+        + entries
+            .iter()
+            .map(|e| dir_entry_charge(e) - std::mem::size_of::<DirEntry>() as u64)
+            .sum::<u64>()
+}
+
 impl MetaCache {
-    pub fn new(ttl: Ttl, max_names: usize, max_listings: usize, max_listing_len: usize) -> Self {
-        let cap = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one");
+    pub fn new(ttl: Ttl, max_listing_len: usize, budget: Arc<MetaBudget>) -> Self {
         MetaCache {
             ttl,
-            names: Mutex::new(LruCache::new(cap(max_names))),
-            listings: Mutex::new(LruCache::new(cap(max_listings))),
+            names: Mutex::new(LruCache::unbounded()),
+            listings: Mutex::new(LruCache::unbounded()),
             max_listing_len,
+            budget,
+            epoch: AtomicU64::new(0),
             stats: CacheStats::default(),
         }
+    }
+
+    /// The count of changes made through the mount so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn changing(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops least recently used entries (names or listings, whichever
+    /// was used longer ago) until `bytes` are given back or nothing is
+    /// left; returns what was given back.
+    pub fn evict(&self, bytes: u64) -> u64 {
+        let mut freed = 0;
+        while freed < bytes {
+            // One entry at a time, each lock alone: never both at once.
+            let name_age = self
+                .names
+                .lock()
+                .expect("cache lock")
+                .peek_lru()
+                .map(|(_, (_, at))| *at);
+            let listing_age = self
+                .listings
+                .lock()
+                .expect("cache lock")
+                .peek_lru()
+                .map(|(_, (_, at, _))| *at);
+            let from_names = match (name_age, listing_age) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(n), Some(l)) => n <= l,
+            };
+            freed += if from_names {
+                let popped = self.names.lock().expect("cache lock").pop_lru();
+                popped.map_or(0, |((_, path), (entry, _))| name_charge(&path, &entry))
+            } else {
+                let popped = self.listings.lock().expect("cache lock").pop_lru();
+                popped.map_or(0, |((_, prefix), (l, _, _))| listing_charge(&prefix, &l))
+            };
+        }
+        self.budget.release(freed);
+        freed
+    }
+
+    /// Forgets every entry, giving back what they charged.
+    pub fn clear(&self) {
+        self.changing();
+        self.evict(u64::MAX);
     }
 
     pub fn ttl(&self) -> Ttl {
@@ -100,7 +198,12 @@ impl MetaCache {
         if !self.caching() {
             return None;
         }
-        let found = fresh(&self.names, self.ttl, (bucket.clone(), path.to_string()));
+        let found = fresh(
+            &self.names,
+            self.ttl,
+            (bucket.clone(), path.to_string()),
+            &self.budget,
+        );
         count(
             found.is_some(),
             &self.stats.name_hits,
@@ -111,10 +214,29 @@ impl MetaCache {
 
     pub fn put(&self, bucket: &Arc<str>, path: &str, entry: Entry) {
         if self.caching() {
-            self.names
+            self.budget.charge(name_charge(path, &entry));
+            let old = self
+                .names
                 .lock()
                 .expect("cache lock")
                 .put((bucket.clone(), path.to_string()), (entry, Instant::now()));
+            if let Some((old, _)) = old {
+                self.budget.release(name_charge(path, &old));
+            }
+        }
+    }
+
+    fn pop_name(&self, key: &Key) {
+        let popped = self.names.lock().expect("cache lock").pop(key);
+        if let Some((entry, _)) = popped {
+            self.budget.release(name_charge(&key.1, &entry));
+        }
+    }
+
+    fn pop_listing(&self, key: &Key) {
+        let popped = self.listings.lock().expect("cache lock").pop(key);
+        if let Some((l, _, _)) = popped {
+            self.budget.release(listing_charge(&key.1, &l));
         }
     }
 
@@ -141,6 +263,16 @@ impl MetaCache {
             Some((l, at, assumed)) if self.ttl.fresh(*at) => Some((l.clone(), *assumed)),
             _ => None,
         }
+    }
+
+    /// Whether a fresh listing of `prefix` is cached (no hit counted).
+    pub fn listing_is_fresh(&self, bucket: &Arc<str>, prefix: &str) -> bool {
+        self.any_listing(bucket, prefix).is_some()
+    }
+
+    /// Whether the metadata budget has room for more.
+    pub fn has_room(&self) -> bool {
+        self.budget.excess() == 0
     }
 
     /// How many entries the listing of `prefix` had when it went stale
@@ -180,33 +312,36 @@ impl MetaCache {
         entries: Arc<Vec<DirEntry>>,
         assumed: bool,
     ) {
-        if self.caching() && entries.len() <= self.max_listing_len {
-            self.listings.lock().expect("cache lock").put(
+        let charge = listing_charge(prefix, &entries);
+        // A listing worth a quarter of the budget would push out
+        // everything else at each read: it is listed again instead.
+        if self.caching()
+            && entries.len() <= self.max_listing_len
+            && charge <= self.budget.limit() / 4
+        {
+            self.budget.charge(charge);
+            let old = self.listings.lock().expect("cache lock").put(
                 (bucket.clone(), prefix.to_string()),
                 (entries, Instant::now(), assumed),
             );
+            if let Some((old, _, _)) = old {
+                self.budget.release(listing_charge(prefix, &old));
+            }
         }
     }
 
     /// Forgets the listing of `prefix`.
     pub fn forget_listing(&self, bucket: &Arc<str>, prefix: &str) {
-        self.listings
-            .lock()
-            .expect("cache lock")
-            .pop(&(bucket.clone(), prefix.to_string()));
+        self.changing();
+        self.pop_listing(&(bucket.clone(), prefix.to_string()));
     }
 
     /// Forgets what is known of `path` and of the listing of `parent`,
     /// after a change there.
     pub fn invalidate(&self, bucket: &Arc<str>, path: &str, parent: &str) {
-        self.names
-            .lock()
-            .expect("cache lock")
-            .pop(&(bucket.clone(), path.to_string()));
-        self.listings
-            .lock()
-            .expect("cache lock")
-            .pop(&(bucket.clone(), parent.to_string()));
+        self.changing();
+        self.pop_name(&(bucket.clone(), path.to_string()));
+        self.pop_listing(&(bucket.clone(), parent.to_string()));
     }
 
     /// A change made through this mount: `path` (in directory `parent`)
@@ -222,12 +357,14 @@ impl MetaCache {
         entry: Entry,
         dir_stat: &Stat,
     ) {
+        self.changing();
         self.put(bucket, path, entry.clone());
         let mut listings = self.listings.lock().expect("cache lock");
         let Some((list, _, _)) = listings.peek_mut(&(bucket.clone(), parent.to_string())) else {
             return;
         };
         let name = path.strip_prefix(parent).unwrap_or(path);
+        let before = listing_charge(parent, list);
         let list = Arc::make_mut(list);
         let at = list.binary_search_by(|e| e.name.as_ref().cmp(name));
         let new = match entry {
@@ -253,12 +390,7 @@ impl MetaCache {
                 },
             ),
         }
-    }
-
-    /// Forgets everything (after a directory rename moved many keys).
-    pub fn clear(&self) {
-        self.names.lock().expect("cache lock").clear();
-        self.listings.lock().expect("cache lock").clear();
+        self.budget.recharge(before, listing_charge(parent, list));
     }
 
     /// What a name is according to a fresh complete listing of its
@@ -279,14 +411,21 @@ impl MetaCache {
     }
 }
 
-/// The value under `key` if it is younger than `ttl`; a stale one is
-/// dropped on the way.
-fn fresh<V: Clone>(lru: &Mutex<LruCache<Key, (V, Instant)>>, ttl: Ttl, key: Key) -> Option<V> {
+/// The name under `key` if it is younger than `ttl`; a stale one is
+/// dropped on the way (and its charge given back).
+fn fresh(
+    lru: &Mutex<LruCache<Key, (Entry, Instant)>>,
+    ttl: Ttl,
+    key: Key,
+    budget: &MetaBudget,
+) -> Option<Entry> {
     let mut lru = lru.lock().expect("cache lock");
     match lru.get(&key) {
         Some((value, at)) if ttl.fresh(*at) => Some(value.clone()),
         Some(_) => {
-            lru.pop(&key);
+            if let Some((old, _)) = lru.pop(&key) {
+                budget.release(name_charge(&key.1, &old));
+            }
             None
         }
         None => None,
@@ -306,24 +445,71 @@ mod tests {
         }
     }
 
+    fn cache(ttl: Ttl) -> MetaCache {
+        MetaCache::new(ttl, 10, Arc::new(MetaBudget::new(1 << 20)))
+    }
+
     #[test]
-    fn entries_expire_and_are_bounded() {
+    fn entries_expire_and_are_evicted_oldest_first() {
         let b: Arc<str> = Arc::from("b");
-        let c = MetaCache::new(Ttl(Some(Duration::from_secs(60))), 2, 2, 10);
+        let budget = Arc::new(MetaBudget::new(1 << 20));
+        let c = MetaCache::new(Ttl(Some(Duration::from_secs(60))), 10, budget.clone());
         c.put(&b, "a", Entry::Missing);
         c.put(&b, "b", Entry::Dir);
+        c.put_listing(&b, "p/", Arc::new(vec![]));
         c.put(&b, "c", Entry::File(stat()));
-        assert_eq!(c.get(&b, "a"), None, "evicted by the bound");
-        assert_eq!(c.get(&b, "b"), Some(Entry::Dir));
-        let none = MetaCache::new(Ttl(Some(Duration::ZERO)), 2, 2, 10);
+        let all = budget.charged();
+        assert!(all > 0);
+        // The first name is the oldest entry: one byte's worth drops it.
+        let freed = c.evict(1);
+        assert_eq!(c.get(&b, "a"), None, "evicted first");
+        assert_eq!(budget.charged(), all - freed);
+        c.evict(1);
+        assert_eq!(c.get(&b, "b"), None);
+        assert!(c.listing(&b, "p/").is_some(), "younger than the names");
+        c.put(&b, "c", Entry::Dir);
+        c.clear();
+        assert_eq!(budget.charged(), 0, "every charge given back");
+        let none = MetaCache::new(Ttl(Some(Duration::ZERO)), 10, budget.clone());
         none.put(&b, "a", Entry::Dir);
         assert_eq!(none.get(&b, "a"), None);
+        assert_eq!(budget.charged(), 0);
+    }
+
+    #[test]
+    fn edits_of_a_listing_move_its_charge() {
+        let b: Arc<str> = Arc::from("b");
+        let budget = Arc::new(MetaBudget::new(1 << 20));
+        let c = MetaCache::new(Ttl(None), 10, budget.clone());
+        c.put_listing(&b, "p/", Arc::new(vec![]));
+        let empty = budget.charged();
+        c.changed(&b, "p/x", "p/", Entry::File(stat()), &stat());
+        let one = budget.charged();
+        assert!(one > empty);
+        c.changed(&b, "p/x", "p/", Entry::Missing, &stat());
+        c.forget_listing(&b, "p/");
+        c.invalidate(&b, "p/x", "p/");
+        assert_eq!(budget.charged(), 0);
+        let small = MetaCache::new(Ttl(None), 10, Arc::new(MetaBudget::new(4096)));
+        let big: Vec<DirEntry> = (0..100)
+            .map(|i| DirEntry {
+                name: Arc::from(format!("f{i:03}").as_str()),
+                kind: Kind::File,
+                stat: stat(),
+            })
+            .collect();
+        small.put_listing(&b, "p/", Arc::new(big));
+        assert_eq!(
+            small.listing(&b, "p/"),
+            None,
+            "over a quarter of the budget"
+        );
     }
 
     #[test]
     fn listings_answer_lookups() {
         let b: Arc<str> = Arc::from("b");
-        let c = MetaCache::new(Ttl(None), 10, 10, 10);
+        let c = cache(Ttl(None));
         let entries = vec![
             DirEntry {
                 name: Arc::from("d"),
@@ -355,11 +541,11 @@ mod tests {
     #[test]
     fn a_stale_listing_answers_nothing_but_its_length() {
         let b: Arc<str> = Arc::from("b");
-        let long = MetaCache::new(Ttl(Some(Duration::from_secs(60))), 10, 10, 10);
+        let long = cache(Ttl(Some(Duration::from_secs(60))));
         long.put_listing(&b, "p/", Arc::new(vec![]));
         assert_eq!(long.stale_len(&b, "p/"), None, "fresh");
         // A TTL over before the next call can look.
-        let short = MetaCache::new(Ttl(Some(Duration::from_nanos(1))), 10, 10, 10);
+        let short = cache(Ttl(Some(Duration::from_nanos(1))));
         short.put_listing(&b, "p/", Arc::new(vec![]));
         assert_eq!(short.listing(&b, "p/"), None);
         assert_eq!(short.from_listing(&b, "p/", "x"), None);

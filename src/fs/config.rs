@@ -38,10 +38,10 @@ pub struct FsConfig {
     /// background (`fs/writeback`). Active once `Fs::start_write_back`
     /// has run.
     pub write_back: Option<WriteBackConfig>,
-    /// Names whose kind and attributes are cached. Default 100 000.
-    pub max_cached_names: usize,
-    /// Complete directory listings cached. Default 256.
-    pub max_cached_listings: usize,
+    /// The metadata budget (`fs/budget.rs`): bytes for the inodes, names,
+    /// attributes, listings and metadata tables a mount remembers.
+    /// Default 64 MiB.
+    pub metadata_cache_bytes: u64,
     /// Longest listing kept in the cache, in entries. Default 100 000.
     pub max_cached_listing_len: usize,
     /// Names of the history directories at each versioned bucket's root
@@ -66,8 +66,7 @@ impl Default for FsConfig {
             walk: walk::WalkConfig::default(),
             write: WriteConfig::default(),
             write_back: None,
-            max_cached_names: 100_000,
-            max_cached_listings: 256,
+            metadata_cache_bytes: super::budget::DEFAULT_BYTES,
             max_cached_listing_len: 100_000,
             versions_dir: Some(versions::DEFAULT_VERSIONS_DIR.to_string()),
             snapshots_dir: Some(versions::DEFAULT_SNAPSHOTS_DIR.to_string()),
@@ -104,6 +103,12 @@ pub struct Gauges {
     /// Files fetched ahead of a directory walk, and those then opened.
     pub walk_fetched: u64,
     pub walk_used: u64,
+    /// Subdirectories listed ahead of a walk, and those then used.
+    pub list_ahead_started: u64,
+    pub list_ahead_used: u64,
+    /// The metadata budget: bytes charged now, and its limit.
+    pub metadata_charged_bytes: u64,
+    pub metadata_limit_bytes: u64,
     /// The local data cache (zeros without one): blocks served and not,
     /// bytes served, stored and on disk, blocks evicted and found invalid.
     pub data_cache_hits: u64,

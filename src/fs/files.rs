@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 
+use super::budget::MetaBudget;
 use super::config::{FsConfig, Gauges};
 use super::data_cache::{self, DataCache};
 use super::error::{FsError, FsResult};
@@ -47,6 +48,7 @@ impl Files {
         client: Arc<dyn ObjectClient>,
         cfg: &FsConfig,
         data_cache: Option<Arc<DataCache>>,
+        budget: Arc<MetaBudget>,
     ) -> Self {
         let memory = Memory::new(cfg.prefetch.max_memory, cfg.write.max_memory);
         Files {
@@ -55,6 +57,7 @@ impl Files {
                 memory.clone(),
                 cfg.walk.clone(),
                 data_cache.clone(),
+                budget,
             ),
             uploads: Uploads::new(
                 client.clone(),

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 pub use super::attr::Overrides;
 use super::attr::SetAttr;
+use super::budget::{self, MetaBudget};
 
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
@@ -202,6 +203,13 @@ pub struct Inode {
     /// kernel still references it: it has no link left.
     pub unlinked: bool,
     lookups: u64,
+    /// When the kernel last looked it up (the table's tick): the least
+    /// recently used are the first the kernel is asked to forget.
+    used: u64,
+    /// The kernel was asked to forget it and has not looked it up since.
+    evicting: bool,
+    /// What it charges to the metadata budget.
+    charge: u32,
 }
 
 /// Keys copied by a move: the old key, the ETag copied and the copy's.
@@ -224,19 +232,45 @@ impl Inode {
     }
 }
 
+/// The inodes the kernel references. Inodes are boxed: a hash table keeps
+/// up to twice its entries in empty slots, which would each be an inode's
+/// size. Both tables shrink when most of their entries are forgotten, and
+/// charge their capacity and every inode to the metadata budget.
 #[derive(Debug)]
 pub struct InodeTable {
-    inodes: HashMap<Ino, Inode>,
-    children: HashMap<(Ino, Arc<str>), Ino>,
+    inodes: HashMap<Ino, Box<Inode>, Hasher>,
+    children: HashMap<(Ino, Arc<str>), Ino, Hasher>,
     next: Ino,
+    budget: Arc<MetaBudget>,
+    /// Counts lookups, to order inodes by their last one.
+    tick: u64,
+    /// What the two tables' slots are charged now.
+    tables_charged: u64,
+    /// What the inodes the kernel was asked to forget charge: given back
+    /// when it does (or when it looks one up again).
+    evicting_bytes: u64,
+}
+
+/// The tables' hasher: a walk hashes a few keys per entry, and SipHash's
+/// resistance to chosen keys buys nothing for numbers this table picks and
+/// names under one directory (foldhash is seeded per process all the same).
+type Hasher = foldhash::fast::RandomState;
+
+/// What an inode costs beyond its table slots: its block, its name, its
+/// key and an ETag (assumed: most are 34 bytes).
+fn inode_charge(name: &str, key: &str) -> u32 {
+    (budget::alloc(std::mem::size_of::<Inode>())
+        + budget::alloc(16 + name.len())
+        + budget::alloc(key.len())
+        + budget::alloc(34)) as u32
 }
 
 impl InodeTable {
-    pub fn new(root: Location, mount_time: SystemTime) -> Self {
-        let mut inodes = HashMap::new();
+    pub fn new(root: Location, mount_time: SystemTime, budget: Arc<MetaBudget>) -> Self {
+        let mut inodes = HashMap::default();
         inodes.insert(
             ROOT_INO,
-            Inode {
+            Box::new(Inode {
                 ino: ROOT_INO,
                 parent: ROOT_INO,
                 name: Arc::from(""),
@@ -254,17 +288,94 @@ impl InodeTable {
                 unlinked: false,
                 // The root is never forgotten.
                 lookups: 1,
-            },
+                used: 0,
+                evicting: false,
+                charge: 0,
+            }),
         );
-        InodeTable {
+        let mut t = InodeTable {
             inodes,
-            children: HashMap::new(),
+            children: HashMap::default(),
             next: ROOT_INO + 1,
-        }
+            budget,
+            tick: 0,
+            tables_charged: 0,
+            evicting_bytes: 0,
+        };
+        t.account_tables();
+        t
     }
 
     pub fn get(&self, ino: Ino) -> Option<&Inode> {
-        self.inodes.get(&ino)
+        self.inodes.get(&ino).map(|b| &**b)
+    }
+
+    /// Charges the tables' capacity as it is now.
+    fn account_tables(&mut self) {
+        let now = budget::table(
+            self.inodes.capacity(),
+            std::mem::size_of::<(Ino, Box<Inode>)>(),
+        ) + budget::table(
+            self.children.capacity(),
+            std::mem::size_of::<((Ino, Arc<str>), Ino)>(),
+        );
+        self.budget.recharge(self.tables_charged, now);
+        self.tables_charged = now;
+    }
+
+    /// Gives back the tables' room once most of it is empty (a hash table
+    /// never shrinks by itself: a walk's million entries would stay
+    /// reserved after the kernel forgot them). Returns whether it did.
+    fn shrink(&mut self) -> bool {
+        let (len, cap) = (self.inodes.len(), self.inodes.capacity());
+        if cap < 1024 || len * 4 > cap {
+            return false;
+        }
+        self.inodes.shrink_to(len * 2);
+        self.children.shrink_to(self.children.len() * 2);
+        self.account_tables();
+        true
+    }
+
+    /// Asks for the least recently looked-up inodes the kernel holds, as
+    /// (parent, name), worth about `bytes`; each is marked so that it is
+    /// not asked for again unless looked up again. Only names that no
+    /// process can be standing in or using: never a directory (the kernel
+    /// would unhash it under a process whose working directory it is), a
+    /// file in `open`, the root or a nameless inode.
+    pub fn least_used(
+        &mut self,
+        bytes: u64,
+        open: &std::collections::HashSet<Ino>,
+    ) -> Vec<(Ino, Arc<str>)> {
+        let mut all: Vec<(u64, Ino, u32)> = self
+            .inodes
+            .values()
+            .filter(|n| {
+                n.kind != Kind::Dir
+                    && !n.unlinked
+                    && !n.evicting
+                    && n.lookups > 0
+                    && !open.contains(&n.ino)
+            })
+            .map(|n| (n.used, n.ino, n.charge))
+            .collect();
+        all.sort_unstable();
+        let mut out = Vec::new();
+        let mut freed = 0u64;
+        for (_, ino, charge) in all {
+            if freed >= bytes {
+                break;
+            }
+            let Some(n) = self.inodes.get_mut(&ino) else {
+                continue;
+            };
+            n.evicting = true;
+            self.evicting_bytes += u64::from(charge);
+            freed += u64::from(charge);
+            out.push((n.parent, n.name.clone()));
+        }
+        out
     }
 
     /// The inode of `name` in `parent`, if the kernel knows it.
@@ -272,6 +383,7 @@ impl InodeTable {
         self.children
             .get(&(parent, Arc::from(name)))
             .and_then(|ino| self.inodes.get(ino))
+            .map(|b| &**b)
     }
 
     /// Records that the kernel now holds one more reference to `name` in
@@ -300,6 +412,7 @@ impl InodeTable {
         stat: Stat,
     ) -> Ino {
         let key = (parent, Arc::<str>::from(name));
+        self.tick += 1;
         if let Some(&ino) = self.children.get(&key)
             && let Some(inode) = self.inodes.get_mut(&ino)
         {
@@ -307,6 +420,10 @@ impl InodeTable {
                 inode.lookups += 1;
                 inode.stat = inode.stat.updated(stat);
                 inode.stat_at = Instant::now();
+                inode.used = self.tick;
+                if std::mem::take(&mut inode.evicting) {
+                    self.evicting_bytes -= u64::from(inode.charge);
+                }
                 return ino;
             }
             // The old inode lives on until the kernel forgets it, but the
@@ -315,9 +432,11 @@ impl InodeTable {
         }
         let ino = self.next;
         self.next += 1;
+        let charge = inode_charge(name, &loc.key);
+        self.budget.charge(u64::from(charge));
         self.inodes.insert(
             ino,
-            Inode {
+            Box::new(Inode {
                 ino,
                 parent,
                 name: key.1.clone(),
@@ -330,9 +449,13 @@ impl InodeTable {
                 overrides: Overrides::default(),
                 unlinked: false,
                 lookups: 1,
-            },
+                used: self.tick,
+                evicting: false,
+                charge,
+            }),
         );
         self.children.insert(key, ino);
+        self.account_tables();
         ino
     }
 
@@ -395,21 +518,28 @@ impl InodeTable {
     }
 
     /// The kernel dropped `n` references; the inode goes when none is left.
-    pub fn forget(&mut self, ino: Ino, n: u64) {
+    /// Returns whether the tables gave memory back.
+    pub fn forget(&mut self, ino: Ino, n: u64) -> bool {
         if ino == ROOT_INO {
-            return;
+            return false;
         }
         let Some(inode) = self.inodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         inode.lookups = inode.lookups.saturating_sub(n);
         if inode.lookups == 0 {
             let key = (inode.parent, inode.name.clone());
+            self.budget.release(u64::from(inode.charge));
+            if inode.evicting {
+                self.evicting_bytes -= u64::from(inode.charge);
+            }
             self.inodes.remove(&ino);
             if self.children.get(&key) == Some(&ino) {
                 self.children.remove(&key);
             }
+            return self.shrink();
         }
+        false
     }
 
     pub fn len(&self) -> usize {
@@ -434,8 +564,8 @@ pub fn split_key(key: &str) -> (&str, &str) {
 pub struct Inodes(Mutex<InodeTable>);
 
 impl Inodes {
-    pub fn new(root: Location, mount_time: SystemTime) -> Self {
-        Inodes(Mutex::new(InodeTable::new(root, mount_time)))
+    pub fn new(root: Location, mount_time: SystemTime, budget: Arc<MetaBudget>) -> Self {
+        Inodes(Mutex::new(InodeTable::new(root, mount_time, budget)))
     }
 
     fn table(&self) -> MutexGuard<'_, InodeTable> {
@@ -583,8 +713,25 @@ impl Inodes {
         self.table().rebase(from, to, copies);
     }
 
-    pub fn forget(&self, ino: Ino, n: u64) {
-        self.table().forget(ino, n);
+    /// The kernel dropped `n` references to `ino`. Returns whether the
+    /// table gave memory back (worth returning to the system).
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
+        self.table().forget(ino, n)
+    }
+
+    /// See [`InodeTable::least_used`].
+    pub fn least_used(
+        &self,
+        bytes: u64,
+        open: &std::collections::HashSet<Ino>,
+    ) -> Vec<(Ino, Arc<str>)> {
+        self.table().least_used(bytes, open)
+    }
+
+    /// What the inodes the kernel was asked to forget, and has not yet,
+    /// charge.
+    pub fn evicting_bytes(&self) -> u64 {
+        self.table().evicting_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -628,6 +775,7 @@ mod tests {
                 key: String::new(),
             },
             SystemTime::UNIX_EPOCH,
+            Arc::new(MetaBudget::new(1 << 30)),
         )
     }
 

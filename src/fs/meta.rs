@@ -43,6 +43,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::budget::MetaBudget;
 use super::cache::Ttl;
 use super::error::{FsError, FsResult};
 use super::inode::{Kind, Location};
@@ -240,6 +241,11 @@ pub struct Table {
 impl Table {
     pub fn new() -> Self {
         Table::default()
+    }
+
+    /// Records held, removals included.
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
     /// A table of one entry, older than any change (for a name just made,
@@ -510,10 +516,45 @@ impl State {
     }
 }
 
-#[derive(Default)]
 struct DirMeta {
     state: Mutex<State>,
     flushed: Notify,
+    /// What it charges to the metadata budget, given back when it goes.
+    charged: std::sync::atomic::AtomicU64,
+    budget: Arc<MetaBudget>,
+}
+
+/// What a directory's state costs with an empty table, and each record
+/// (name, record, slot) on average: estimates, names being short.
+const DIR_BYTES: u64 = 512;
+const RECORD_BYTES: u64 = 192;
+
+impl DirMeta {
+    fn new(budget: Arc<MetaBudget>) -> Self {
+        budget.charge(DIR_BYTES);
+        DirMeta {
+            state: Mutex::default(),
+            flushed: Notify::new(),
+            charged: std::sync::atomic::AtomicU64::new(DIR_BYTES),
+            budget,
+        }
+    }
+
+    /// Charges the table as it is now (called under its state's lock).
+    fn account(&self, st: &State) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = DIR_BYTES
+            + (st.table.len() + st.pending.len() + st.segments.len()) as u64 * RECORD_BYTES;
+        let old = self.charged.swap(now, Relaxed);
+        self.budget.recharge(old, now);
+    }
+}
+
+impl Drop for DirMeta {
+    fn drop(&mut self) {
+        self.budget
+            .release(self.charged.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }
 
 /// The metadata of every directory this mount has seen: the one owner of
@@ -531,11 +572,13 @@ pub struct MetaStore {
     dirs: Mutex<HashMap<DirKey, Arc<DirMeta>>>,
     /// Objects logged as unreadable, so each is logged once.
     bad_logged: Mutex<HashSet<(Arc<str>, String)>>,
+    budget: Arc<MetaBudget>,
 }
 
 impl MetaStore {
-    pub fn new(client: Arc<dyn ObjectClient>, ttl: Ttl) -> Arc<Self> {
+    pub fn new(client: Arc<dyn ObjectClient>, ttl: Ttl, budget: Arc<MetaBudget>) -> Arc<Self> {
         Arc::new(MetaStore {
+            budget,
             client,
             ttl,
             window: FLUSH_WINDOW,
@@ -559,7 +602,31 @@ impl MetaStore {
                 !st.pending.is_empty() || st.flushing || st.scheduled
             });
         }
-        dirs.entry(key).or_default().clone()
+        dirs.entry(key)
+            .or_insert_with(|| Arc::new(DirMeta::new(self.budget.clone())))
+            .clone()
+    }
+
+    /// Forgets tables with nothing to write (any, the metadata budget
+    /// being short: each is read again when needed) until about `bytes`
+    /// are given back; returns what was.
+    pub fn evict(&self, bytes: u64) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut freed = 0;
+        self.dirs.lock().expect("meta lock").retain(|_, d| {
+            if freed >= bytes {
+                return true;
+            }
+            let busy = {
+                let st = d.state.lock().expect("meta dir lock");
+                !st.pending.is_empty() || st.flushing || st.scheduled
+            };
+            if !busy {
+                freed += d.charged.load(Relaxed);
+            }
+            busy
+        });
+        freed
     }
 
     fn existing(&self, dir: &Location) -> Option<Arc<DirMeta>> {
@@ -701,6 +768,7 @@ impl MetaStore {
                     Ok(Some((seg, table))) => {
                         Arc::make_mut(&mut st.table).merge(table);
                         st.segments.insert(seg.name, (seg.etag, seg.size));
+                        d.account(&st);
                     }
                     Ok(None) => gone = true,
                     Err(e) => {
@@ -798,6 +866,7 @@ impl MetaStore {
             };
             Arc::make_mut(&mut st.table).set(name.to_string(), record.clone());
             st.pending.insert(name.to_string(), record);
+            d.account(&st);
             st.generation += 1;
             !std::mem::replace(&mut st.scheduled, true)
         };

@@ -10,10 +10,11 @@
 //! a file is being written here, and a file's upload at commit.
 
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use super::attr::{self, Attr, Defaults, Sources, described, shown_kind};
+use super::budget::{self, MetaBudget};
 use super::cache::{Entry, MetaCache, Ttl};
 use super::config::FsConfig;
 use super::error::{FsError, FsResult};
@@ -42,7 +43,23 @@ pub struct Names {
     /// Modes, owners, times and special kinds, per directory.
     pub(super) meta: Arc<MetaStore>,
     pub(super) files: Arc<Files>,
+    /// What all of the above may hold (`fs/budget.rs`).
+    pub(super) budget: Arc<MetaBudget>,
+    /// Asks the kernel to forget names (parent, name), once set by the
+    /// adapter: how inodes the kernel holds are given back to the budget.
+    kernel_evict: OnceLock<KernelEvict>,
 }
+
+/// See [`Names::set_kernel_evict`].
+pub type KernelEvict = Box<dyn Fn(Vec<(Ino, Arc<str>)>) + Send + Sync>;
+
+/// A reclaim starts once this share of the budget is charged, before the
+/// limit: the kernel forgets asynchronously, and a walk goes on meanwhile.
+const RECLAIM_AT: f64 = 0.875;
+
+/// A reclaim makes room down to this share of the budget: each scans
+/// every inode, so each gives back enough for many charges to follow.
+const RECLAIM_TO: f64 = 0.625;
 
 impl Names {
     pub fn new(
@@ -50,15 +67,11 @@ impl Names {
         root: Location,
         cfg: FsConfig,
         files: Arc<Files>,
+        budget: Arc<MetaBudget>,
     ) -> Self {
         let mount_time = SystemTime::now();
-        let meta = MetaStore::new(client.clone(), cfg.metadata_ttl);
-        let cache = MetaCache::new(
-            cfg.metadata_ttl,
-            cfg.max_cached_names,
-            cfg.max_cached_listings,
-            cfg.max_cached_listing_len,
-        );
+        let meta = MetaStore::new(client.clone(), cfg.metadata_ttl, budget.clone());
+        let cache = MetaCache::new(cfg.metadata_ttl, cfg.max_cached_listing_len, budget.clone());
         Names {
             root_key: root.key.clone(),
             history: History::new(
@@ -72,9 +85,12 @@ impl Names {
                 meta.clone(),
                 files.clone(),
                 mount_time,
+                cfg.walk.dirs_ahead,
             ),
             meta,
-            inodes: Inodes::new(root, mount_time),
+            inodes: Inodes::new(root, mount_time, budget.clone()),
+            budget,
+            kernel_evict: OnceLock::new(),
             client,
             cfg,
             files,
@@ -182,6 +198,7 @@ impl Names {
         let (ino, stat, ov) = self
             .inodes
             .remember((parent, name), (kind, loc, View::Live), stat);
+        self.reclaim();
         self.attr(ino, kind, &stat, meta, &ov, false)
     }
 
@@ -289,7 +306,56 @@ impl Names {
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+        if self.inodes.forget(ino, n) {
+            budget::give_back_memory();
+        }
+    }
+
+    /// How the kernel is asked to forget names (`fuser`'s `inval_entry`,
+    /// sent from a thread of its own: the kernel takes the parent
+    /// directory's lock, which a request in flight may hold).
+    pub fn set_kernel_evict(&self, f: KernelEvict) {
+        let _ = self.kernel_evict.set(f);
+    }
+
+    /// Keeps what the names hold within the metadata budget: over it,
+    /// the least recently used cached names, listings and tables go, and
+    /// if that is not enough the kernel is asked to forget the least
+    /// recently used inodes (it then sends FORGET, which frees them).
+    /// Cheap when within the budget: called after each step that charges.
+    pub(super) fn reclaim(&self) {
+        if self.budget.above(RECLAIM_AT) == 0 {
+            return;
+        }
+        // What the kernel is forgetting already counts as given back:
+        // asking again while it does would scan the inodes at each charge.
+        let evicting = self.inodes.evicting_bytes();
+        let mark = |f: f64| (self.budget.limit() as f64 * f) as u64;
+        let charged = self.budget.charged().saturating_sub(evicting);
+        if charged <= mark(RECLAIM_AT) {
+            return;
+        }
+        let want = charged - mark(RECLAIM_TO);
+        let mut freed = self.resolver.cache.evict(want);
+        if freed < want {
+            freed += self.meta.evict(want - freed);
+        }
+        if freed >= want {
+            return;
+        }
+        let Some(evict) = self.kernel_evict.get() else {
+            return;
+        };
+        let open = self.open().open_inodes();
+        let names = self.inodes.least_used(want - freed, &open);
+        if !names.is_empty() {
+            tracing::debug!(
+                names = names.len(),
+                charged = self.budget.charged(),
+                "metadata budget full: the kernel is asked to forget the least recently used names"
+            );
+            evict(names);
+        }
     }
 
     /// Re-reads a file's attributes when they are older than the TTL, or

@@ -334,6 +334,11 @@ impl OpenFiles {
             .count()
     }
 
+    /// The inodes with open handles now.
+    pub fn open_inodes(&self) -> std::collections::HashSet<Ino> {
+        self.table().inodes.keys().copied().collect()
+    }
+
     pub fn handle_count(&self) -> usize {
         self.table().handles.len()
     }

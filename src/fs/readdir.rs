@@ -56,33 +56,36 @@ impl Directories {
                         self.names.resolver.mount_time(),
                     )
                     .await?;
-                DirHandle::history(ino, node.loc, &entries)
+                Arc::new(DirHandle::history(ino, node.loc, &entries))
             }
-            Tree::Buckets => DirHandle::complete(
+            Tree::Buckets => Arc::new(DirHandle::complete(
                 ino,
                 node.loc,
                 self.names.resolver.bucket_listing().await?.to_vec(),
-            ),
+            )),
             Tree::Live => {
+                // Asked first, whatever the cache holds: the open moves
+                // the walk on.
+                let ahead = self.names.resolver.listed_ahead(&node.loc).await;
                 let cached = self
                     .names
                     .resolver
                     .cache
                     .listing(&node.loc.bucket, &node.loc.key);
-                match cached {
-                    Some(listing) => DirHandle::complete(ino, node.loc, listing.to_vec()),
-                    None => {
+                match (cached, ahead) {
+                    (Some(listing), _) => {
+                        Arc::new(DirHandle::complete(ino, node.loc, listing.to_vec()))
+                    }
+                    (None, Some(handle)) => handle,
+                    (None, None) => {
                         let local = self.names.resolver.local_files_in(&node.loc);
-                        DirHandle::streaming(ino, node.loc, local)
+                        Arc::new(DirHandle::streaming(ino, node.loc, local))
                     }
                 }
             }
         };
         let fh = self.names.open().next_handle();
-        self.handles
-            .lock()
-            .expect("dirs lock")
-            .insert(fh, Arc::new(handle));
+        self.handles.lock().expect("dirs lock").insert(fh, handle);
         Ok(fh)
     }
 
@@ -189,7 +192,10 @@ impl Directories {
             if complete {
                 // A directory read to its end may be walked next (the
                 // walker keeps the directory open meanwhile: tar, fts).
-                dir.when_listed(|loc, entries| self.names.files.walk().listed(loc, entries));
+                dir.when_listed(|loc, entries| {
+                    self.names.files.walk().listed(loc, entries);
+                    self.names.resolver.list_ahead.listed(loc, entries);
+                });
                 if let Some(all) = dir.finished() {
                     self.names.resolver.cache.put_listing(
                         &dir.location().bucket,
@@ -197,6 +203,7 @@ impl Directories {
                         Arc::new(all),
                     );
                 }
+                self.names.reclaim();
                 return Ok(());
             }
             if batch.is_empty() {

@@ -13,6 +13,7 @@ use super::dir::DirHandle;
 use super::error::{FsError, FsResult};
 use super::files::Files;
 use super::inode::{self, Kind, Location, Stat, Tree, valid_name};
+use super::list_ahead::{self, ListAhead};
 use super::meta::{MetaStore, is_meta_name};
 use crate::s3::{ErrorKind, HeadObjectOutput, ListObjectsParams, ObjectClient, S3Error, limits};
 
@@ -32,6 +33,8 @@ pub struct Resolver {
     client: Arc<dyn ObjectClient>,
     /// Names and listings seen, for a TTL: this mount's one cache of them.
     pub(super) cache: MetaCache,
+    /// Subdirectories listed ahead of a walk (`fs/list_ahead.rs`).
+    pub(super) list_ahead: ListAhead,
     meta: Arc<MetaStore>,
     files: Arc<Files>,
     mount_time: SystemTime,
@@ -46,8 +49,10 @@ impl Resolver {
         meta: Arc<MetaStore>,
         files: Arc<Files>,
         mount_time: SystemTime,
+        dirs_ahead: usize,
     ) -> Self {
         Resolver {
+            list_ahead: ListAhead::new(client.clone(), dirs_ahead, cache.ttl()),
             client,
             cache,
             meta,
@@ -107,6 +112,22 @@ impl Resolver {
                 })
             })
             .collect()
+    }
+
+    /// A listing of directory `loc` started ahead of a walk, for its open
+    /// (see `fs/list_ahead.rs`); the walk moves on. `None` when there is
+    /// none, or when files open here may be in it (they are listed by a
+    /// handle of the open's own).
+    pub(super) async fn listed_ahead(&self, loc: &Location) -> Option<Arc<DirHandle>> {
+        let cached = |l: &Location| self.cache.listing_is_fresh(&l.bucket, &l.key);
+        let ctx = list_ahead::Context {
+            epoch: self.cache.epoch(),
+            cached: &cached,
+            room: self.cache.has_room(),
+            dir_stat: &self.dir_stat(),
+        };
+        let handle = self.list_ahead.opening(loc, &ctx).await?;
+        self.local_files_in(loc).is_empty().then_some(handle)
     }
 
     /// The buckets of the store, as the entries of the all-buckets root.
@@ -174,6 +195,16 @@ impl Resolver {
         }
         if let Some(entry) = self.cache.get(&parent.bucket, &path) {
             return Ok(entry);
+        }
+        // A walk revalidating a subdirectory it is about to enter: the
+        // listing started ahead of it tells, with no request of its own.
+        if self
+            .list_ahead
+            .shows_entries(&parent.child(name, Kind::Dir), self.cache.epoch())
+            .await
+        {
+            self.cache.put(&parent.bucket, &path, Entry::Dir);
+            return Ok(Entry::Dir);
         }
         // A directory made here and never listed (another client may have
         // put the name there since), or one whose last listing went stale

@@ -38,6 +38,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 
+use super::budget::{self, MetaBudget};
 use super::cache::DirEntry;
 use super::data_cache::{self, DataCache};
 use super::inode::{Kind, Location};
@@ -53,6 +54,9 @@ pub struct WalkConfig {
     /// Larger files are left to the ordinary read-ahead of their own
     /// reader. Default 1 MiB.
     pub max_file: u64,
+    /// How many subdirectories ahead of the one entered are listed during
+    /// a walk (`fs/list_ahead.rs`); 0 turns list-ahead off. Default 8.
+    pub dirs_ahead: usize,
 }
 
 impl Default for WalkConfig {
@@ -60,6 +64,7 @@ impl Default for WalkConfig {
         WalkConfig {
             files_ahead: 16,
             max_file: 1024 * 1024,
+            dirs_ahead: 8,
         }
     }
 }
@@ -89,6 +94,26 @@ struct File {
 struct Listing {
     files: Vec<File>,
     index: HashMap<Arc<str>, usize>,
+    /// What it charges to the metadata budget, given back when it goes.
+    charged: u64,
+    budget: Arc<MetaBudget>,
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
+}
+
+/// What a walk's listing of these files costs: each file's entry and
+/// ETag, and its slot in the index by name.
+fn listing_charge<'a>(files: impl Iterator<Item = (&'a Arc<str>, u64, &'a str)>) -> u64 {
+    files
+        .map(|(_, _, etag)| {
+            (std::mem::size_of::<File>() + 2 * std::mem::size_of::<(Arc<str>, usize)>()) as u64
+                + budget::alloc(etag.len())
+        })
+        .sum()
 }
 
 impl Listing {
@@ -143,6 +168,8 @@ pub struct Walk {
     cfg: WalkConfig,
     /// Files in the local data cache are taken from there.
     cache: Option<Arc<DataCache>>,
+    /// Listings kept charge it; one may take an eighth of it.
+    budget: Arc<MetaBudget>,
     state: Mutex<State>,
     /// Files fetched ahead, and those an open then took: for the metrics.
     fetched: AtomicU64,
@@ -168,12 +195,14 @@ impl Walk {
         memory: Memory,
         cfg: WalkConfig,
         cache: Option<Arc<DataCache>>,
+        budget: Arc<MetaBudget>,
     ) -> Self {
         Walk {
             client,
             memory,
             cfg,
             cache,
+            budget,
             state: Mutex::new(State {
                 listings: LruCache::new(NonZeroUsize::new(LISTINGS).expect("not zero")),
                 cursor: None,
@@ -206,6 +235,11 @@ impl Walk {
         {
             return;
         }
+        let charged = listing_charge(fetchable(entries));
+        if charged > self.budget.limit() / 8 {
+            return;
+        }
+        self.budget.charge(charged);
         let files: Vec<File> = fetchable(entries)
             .map(|(name, size, etag)| File {
                 name: name.clone(),
@@ -218,7 +252,12 @@ impl Walk {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
-        let listing = Arc::new(Listing { files, index });
+        let listing = Arc::new(Listing {
+            files,
+            index,
+            charged,
+            budget: self.budget.clone(),
+        });
         self.state
             .lock()
             .expect("walk lock")
