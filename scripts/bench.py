@@ -71,6 +71,28 @@ def proc_peak_rss_mib(pid):
     return 0.0
 
 
+def proc_rss_mib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def settled_rss_mib(pid, timeout=30):
+    """The RSS once it has held still for a second (the kernel's FORGETs
+    and the daemon's giving memory back take a moment)."""
+    last, still, deadline = proc_rss_mib(pid), 0, time.time() + timeout
+    while still < 4 and time.time() < deadline:
+        time.sleep(0.25)
+        now = proc_rss_mib(pid)
+        still = still + 1 if abs(now - last) < 1 else 0
+        last = now
+    return last
+
+
 def is_mounted(path):
     want = str(path)
     with open("/proc/self/mountinfo") as f:
@@ -261,6 +283,14 @@ class Bench:
             s.s3("fill", f"{self.bucket}/ls1k", "--count", "1000", "--size", "100")
             s.s3("fill", f"{self.bucket}/ls10k", "--count", "10000", "--size", "100")
             s.s3("fill", f"{self.bucket}/tree", "--count", "10000", "--size", "100", "--dirs", "100")
+        if "big_walk" in workloads:
+            n = self.args.walk_objects
+            have = s.s3("ls", f"{self.bucket}/million/d{999 % max(1, n // 1000):03}/",
+                        capture=True).stdout.count("\n")
+            if have < max(1, n // 1000):
+                log(f"seeding {n} empty objects in {max(1, n // 1000)} directories (minutes)")
+                s.s3("fill", f"{self.bucket}/million", "--count", str(n), "--size", "0",
+                     "--dirs", str(max(1, n // 1000)), "--jobs", "64")
         if "tree_walk" in workloads:
             n = self.args.tree_files
             s.s3("fill", f"{self.bucket}/walk", "--count", str(n), "--size", "4096",
@@ -493,6 +523,35 @@ class Bench:
             secs = timed(["diff", "-r", "walk", str(local)], cwd=m.path, stdout=subprocess.DEVNULL)
             self.record(f"diff -r {n} files s", tool, secs, m.stop())
 
+    def big_walk(self, tool):
+        """A bucket of --walk-objects empty objects (a million by default)
+        in directories of 1000: find, then ls -lR, each on a fresh mount;
+        the daemon's resident memory after find, and again once the kernel
+        has forgotten every inode (echo 2 > drop_caches, then until the
+        RSS holds still)."""
+        n = self.args.walk_objects
+        for _ in range(self.args.reps):
+            m = self.cold_mount(tool)
+            t = time.perf_counter()
+            out = subprocess.run(["find", "million"], cwd=m.path, check=True,
+                                 capture_output=True).stdout
+            secs = time.perf_counter() - t
+            found = out.count(b"\n")
+            if found < n:
+                raise RuntimeError(f"find saw {found} names of {n}")
+            after_walk = proc_rss_mib(m.proc.pid)
+            os.sync()
+            Path("/proc/sys/vm/drop_caches").write_text("2\n")
+            forgot = settled_rss_mib(m.proc.pid)
+            cost = m.stop()
+            cost.update(rss_after_walk_mib=after_walk, rss_after_forget_mib=forgot)
+            self.record(f"find {n} in {n // 1000} dirs s", tool, secs, cost)
+            self.record(f"RSS after find of {n} MiB", tool, after_walk)
+            self.record(f"RSS after the kernel forgot {n} MiB", tool, forgot)
+            m = self.cold_mount(tool)
+            secs = timed(["ls", "-lR", "million"], cwd=m.path, stdout=subprocess.DEVNULL)
+            self.record(f"ls -lR {n} s", tool, secs, m.stop())
+
     def data_cache(self, tool):
         """A local data cache (bladefs --data-cache, mountpoint-s3 --cache):
         a first mount reads the 1 GiB object (filling the cache), then fresh
@@ -536,6 +595,8 @@ SKIP = {
 
 WORKLOADS = ["seqread", "seqwrite", "randread", "ttfb", "listing", "small_files", "tree_walk",
              "data_cache", "big_write_rss", "small_writes"]
+# Not run unless named: seeding a million objects takes about ten minutes.
+EXTRA_WORKLOADS = ["big_walk"]
 # Latency added each way by the small_writes workload's proxy.
 DELAY_MS = 2
 
@@ -733,10 +794,13 @@ def main():
     p.add_argument("--bladefs-args", default="",
                    help="extra options of every bladefs mount, e.g. '--checksum-crc32c'")
     p.add_argument("--tools", default=",".join(TOOLS))
-    p.add_argument("--workloads", default=None, help=f"default: {','.join(WORKLOADS)}")
+    p.add_argument("--workloads", default=None,
+                   help=f"default: {','.join(WORKLOADS)}; also {','.join(EXTRA_WORKLOADS)}")
     p.add_argument("--random-seconds", type=int, default=10)
     p.add_argument("--tree-files", type=int, default=15000,
                    help="files of the tree_walk workload (50 per directory)")
+    p.add_argument("--walk-objects", type=int, default=1_000_000,
+                   help="objects of the big_walk workload (1000 per directory)")
     p.add_argument("--server-desc", default="Garage, 1 node, 127.0.0.1")
     p.add_argument("--section", default="garage",
                    help="which server's section of the doc to write (garage, rgw, ...)")

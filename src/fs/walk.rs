@@ -76,7 +76,8 @@ const LISTINGS: usize = 8;
 
 /// Larger directories are not kept for walks: their names would hold more
 /// memory than their walk is worth (the metadata cache keeps no longer
-/// listings either).
+/// listings either). A listing charged more than an eighth of the metadata
+/// budget is not kept either (see [`Walk::listed`]).
 const MAX_FILES: usize = 100_000;
 
 /// Bytes fetched ahead: the object's content and the version the store
