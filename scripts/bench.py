@@ -61,24 +61,23 @@ def proc_cpu(pid):
         return 0.0
 
 
-def proc_peak_rss_mib(pid):
+def proc_status_mib(pid, field):
+    """A memory figure of /proc/PID/status (VmHWM, VmRSS) in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def proc_peak_rss_mib(pid):
+    return proc_status_mib(pid, "VmHWM")
 
 
 def proc_rss_mib(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return proc_status_mib(pid, "VmRSS")
 
 
 def settled_rss_mib(pid, timeout=30):

@@ -250,12 +250,7 @@ impl ListAhead {
         let window = self.window;
         let cursor = match st.cursors.pop(&parent) {
             Some(mut c) if Arc::ptr_eq(&c.subdirs, &subdirs) => {
-                if at > c.at && at <= c.at + window {
-                    c.streak += 1;
-                } else {
-                    c.streak = 0;
-                }
-                c.at = at;
+                super::walk::step(&mut c.at, &mut c.streak, at, window);
                 c
             }
             _ => Cursor {

@@ -182,6 +182,18 @@ struct State {
     cursor: Option<Cursor>,
 }
 
+/// A walk's cursor moves from `at` to `to`: one more open in a row that
+/// went forward by at most `reach` entries, or the streak starts over.
+/// (Shared with the walks across directories, `fs/list_ahead.rs`.)
+pub(super) fn step(at: &mut usize, streak: &mut u32, to: usize, reach: usize) {
+    if to > *at && to <= *at + reach {
+        *streak += 1;
+    } else {
+        *streak = 0;
+    }
+    *at = to;
+}
+
 /// `key` as its directory's prefix and its name.
 fn split(key: &str) -> (&str, &str) {
     match key.rfind('/') {
@@ -302,12 +314,7 @@ impl Walk {
         let reach = self.cfg.files_ahead;
         let mut cursor = match st.cursor.take() {
             Some(mut c) if c.dir == key && Arc::ptr_eq(&c.listing, &listing) => {
-                if at > c.at && at <= c.at + reach {
-                    c.streak += 1;
-                } else {
-                    c.streak = 0;
-                }
-                c.at = at;
+                step(&mut c.at, &mut c.streak, at, reach);
                 c
             }
             _ => Cursor {
