@@ -1,0 +1,201 @@
+//! The plugin as a process, killed with `kill -9` while a volume is
+//! published and a file on it is open: the file keeps working (the
+//! bladefs daemon is not the plugin's), and a plugin started afresh
+//! unpublishes the volume. The store is s3s-fs, which keeps each object
+//! as a file, so what the pod wrote is checked on disk. Needs the bladefs
+//! binary built beside this one (`cargo test --workspace` builds it) and
+//! s3s-fs (`scripts/install-test-servers`).
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bladefs_csi::mounts::mounted_type;
+use bladefs_csi::proto::node_client::NodeClient;
+use bladefs_csi::proto::volume_capability::{AccessType, MountVolume};
+use bladefs_csi::proto::*;
+
+fn binary(env: &str, candidates: &[PathBuf]) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("none of ${env}, {candidates:?} exists"))
+}
+
+/// Polls `cond` (a process coming up has no other way to tell) for 30 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn plugin(socket: &Path, state: &Path, bladefs: &Path) -> Killed {
+    let child = Command::new(env!("CARGO_BIN_EXE_bladefs-csi"))
+        .arg(format!("--endpoint=unix://{}", socket.display()))
+        .args(["--node-id", "n1", "--bladefs"])
+        .arg(bladefs)
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the plugin's socket", || {
+        std::os::unix::net::UnixStream::connect(socket).is_ok()
+    });
+    Killed(child)
+}
+
+fn node(rt: &tokio::runtime::Runtime, socket: &Path) -> NodeClient<tonic::transport::Channel> {
+    let path = socket.to_path_buf();
+    let channel = rt
+        .block_on(
+            tonic::transport::Endpoint::try_from("http://[::]:50051")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                })),
+        )
+        .unwrap();
+    NodeClient::new(channel)
+}
+
+#[test]
+fn a_plugin_killed_leaves_its_volumes_working() {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+    let s3s = binary(
+        "BLADEFS_S3S_FS",
+        &[
+            home.join(".cargo/bin/s3s-fs"),
+            "/usr/local/bin/s3s-fs".into(),
+        ],
+    );
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bladefs = binary(
+        "BLADEFS_BIN",
+        &[
+            here.join("../target/debug/bladefs"),
+            here.join("../target/release/bladefs"),
+        ],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir_all(data.join("pvbucket")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _store = Killed(
+        Command::new(s3s)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                "AKPLUGINTEST",
+                "--secret-key",
+                "plugin-test-secret",
+            ])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("s3s-fs", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (socket, state) = (work.path().join("csi.sock"), work.path().join("state"));
+    let target = work.path().join("pods/p/mount");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let first = plugin(&socket, &state, &bladefs);
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_publish_volume(NodePublishVolumeRequest {
+        volume_id: "pv-1".to_string(),
+        target_path: target.to_string_lossy().into_owned(),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+            ..Default::default()
+        }),
+        volume_context: HashMap::from([
+            ("bucket".to_string(), "pvbucket".to_string()),
+            ("endpoint".to_string(), format!("http://127.0.0.1:{port}")),
+        ]),
+        secrets: HashMap::from([
+            ("access_key_id".to_string(), "AKPLUGINTEST".to_string()),
+            (
+                "secret_access_key".to_string(),
+                "plugin-test-secret".to_string(),
+            ),
+        ]),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(mounted_type(&target).as_deref(), Some("fuse.bladefs"));
+    let mut f = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(target.join("log.txt"))
+        .unwrap();
+    f.write_all(b"before\n").unwrap();
+
+    drop(n);
+    drop(first); // kill -9
+    f.write_all(b"after\n").unwrap();
+    f.rewind().unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "before\nafter\n");
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::read(data.join("pvbucket/log.txt")).unwrap(),
+        b"before\nafter\n",
+        "stored in the bucket"
+    );
+
+    let _second = plugin(&socket, &state, &bladefs);
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: "pv-1".to_string(),
+        target_path: target.to_string_lossy().into_owned(),
+    }))
+    .unwrap();
+    assert_eq!(mounted_type(&target), None);
+    assert!(
+        std::fs::read_dir(&state).unwrap().next().is_none(),
+        "no credentials left"
+    );
+}
