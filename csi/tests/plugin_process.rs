@@ -86,8 +86,19 @@ fn node(rt: &tokio::runtime::Runtime, socket: &Path) -> NodeClient<tonic::transp
     NodeClient::new(channel)
 }
 
-#[test]
-fn a_plugin_killed_leaves_its_volumes_working() {
+/// s3s-fs with bucket `pvbucket`, a plugin, and a kubelet's client.
+struct Setup {
+    work: tempfile::TempDir,
+    data: PathBuf,
+    port: u16,
+    bladefs: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    rt: tokio::runtime::Runtime,
+    _store: Killed,
+}
+
+fn setup() -> Setup {
     let home = PathBuf::from(std::env::var_os("HOME").unwrap());
     let s3s = binary(
         "BLADEFS_S3S_FS",
@@ -112,7 +123,7 @@ fn a_plugin_killed_leaves_its_volumes_working() {
         .local_addr()
         .unwrap()
         .port();
-    let _store = Killed(
+    let store = Killed(
         Command::new(s3s)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args([
@@ -132,15 +143,24 @@ fn a_plugin_killed_leaves_its_volumes_working() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let (socket, state) = (work.path().join("csi.sock"), work.path().join("state"));
-    let target = work.path().join("pods/p/mount");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    Setup {
+        data,
+        port,
+        bladefs,
+        socket,
+        state,
+        rt,
+        work,
+        _store: store,
+    }
+}
 
-    let first = plugin(&socket, &state, &bladefs);
-    let mut n = node(&rt, &socket);
-    rt.block_on(n.node_publish_volume(NodePublishVolumeRequest {
+fn publish_request(port: u16, target: &Path) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
         volume_id: "pv-1".to_string(),
         target_path: target.to_string_lossy().into_owned(),
         volume_capability: Some(VolumeCapability {
@@ -159,8 +179,33 @@ fn a_plugin_killed_leaves_its_volumes_working() {
             ),
         ]),
         ..Default::default()
-    }))
-    .unwrap();
+    }
+}
+
+fn unpublish_request(target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: "pv-1".to_string(),
+        target_path: target.to_string_lossy().into_owned(),
+    }
+}
+
+#[test]
+fn a_plugin_killed_leaves_its_volumes_working() {
+    let Setup {
+        work,
+        data,
+        port,
+        bladefs,
+        socket,
+        state,
+        rt,
+        _store,
+    } = setup();
+    let target = work.path().join("pods/p/mount");
+    let first = plugin(&socket, &state, &bladefs);
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_publish_volume(publish_request(port, &target)))
+        .unwrap();
     assert_eq!(mounted_type(&target).as_deref(), Some("fuse.bladefs"));
     let mut f = std::fs::File::options()
         .create(true)
@@ -188,14 +233,68 @@ fn a_plugin_killed_leaves_its_volumes_working() {
 
     let _second = plugin(&socket, &state, &bladefs);
     let mut n = node(&rt, &socket);
-    rt.block_on(n.node_unpublish_volume(NodeUnpublishVolumeRequest {
-        volume_id: "pv-1".to_string(),
-        target_path: target.to_string_lossy().into_owned(),
-    }))
-    .unwrap();
+    rt.block_on(n.node_unpublish_volume(unpublish_request(&target)))
+        .unwrap();
     assert_eq!(mounted_type(&target), None);
     assert!(
         std::fs::read_dir(&state).unwrap().next().is_none(),
         "no credentials left"
     );
+}
+
+/// The bladefs daemon itself dies: the volume fails at once (loudly, not a
+/// hang), and unpublish still takes it down.
+#[test]
+fn a_dead_daemon_fails_loudly_and_is_unpublished() {
+    let Setup {
+        work,
+        port,
+        bladefs,
+        socket,
+        state,
+        rt,
+        _store,
+        ..
+    } = setup();
+    let target = work.path().join("pods/q/mount");
+    let _plugin = plugin(&socket, &state, &bladefs);
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_publish_volume(publish_request(port, &target)))
+        .unwrap();
+    std::fs::write(target.join("f"), b"x").unwrap();
+    let wanted = target.to_string_lossy().into_owned();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
+        })
+        .expect("the volume's daemon");
+    // SAFETY: a signal to a process this test started (through the plugin).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("the daemon to die", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
+        })
+    });
+    let started = Instant::now();
+    // The kernel aborts the first call that finds the daemon gone
+    // (ECONNABORTED), and refuses every later one (ENOTCONN).
+    let e = std::fs::read(target.join("f")).unwrap_err();
+    assert!(
+        [Some(libc::ECONNABORTED), Some(libc::ENOTCONN)].contains(&e.raw_os_error()),
+        "{e}"
+    );
+    let e = std::fs::read(target.join("f")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    rt.block_on(n.node_unpublish_volume(unpublish_request(&target)))
+        .unwrap();
+    assert_eq!(mounted_type(&target), None);
 }
