@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use bladefs_csi::mounts::Mounter;
 use bladefs_csi::proto::identity_client::IdentityClient;
-use bladefs_csi::proto::identity_server::IdentityServer;
 use bladefs_csi::proto::node_client::NodeClient;
-use bladefs_csi::proto::node_server::NodeServer;
 use bladefs_csi::proto::volume_capability::{AccessType, MountVolume};
 use bladefs_csi::proto::*;
 use bladefs_csi::service::Plugin;
@@ -62,17 +60,9 @@ fn start_plugin(socket: &Path, state: &Path, timeout: Duration) -> Running {
         },
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    runtime.spawn(
-        tonic::transport::Server::builder()
-            .add_service(IdentityServer::from_arc(plugin.clone()))
-            .add_service(NodeServer::from_arc(plugin))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
+    runtime.spawn(bladefs_csi::serve(listener, plugin, async {
+        let _ = stopped.await;
+    }));
     Running {
         runtime: Some(runtime),
         stop: Some(stop),
@@ -91,21 +81,7 @@ impl Kubelet {
             .enable_all()
             .build()
             .unwrap();
-        let path = socket.to_path_buf();
-        let channel = rt
-            .block_on(
-                tonic::transport::Endpoint::try_from("http://[::]:50051")
-                    .unwrap()
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    })),
-            )
-            .unwrap();
+        let channel = rt.block_on(bladefs_csi::connect(socket)).unwrap();
         Kubelet { rt, channel }
     }
 

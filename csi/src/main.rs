@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bladefs_csi::mounts::Mounter;
-use bladefs_csi::proto::identity_server::IdentityServer;
-use bladefs_csi::proto::node_server::NodeServer;
 use bladefs_csi::service::Plugin;
 use clap::Parser;
 
@@ -62,15 +60,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let plugin = std::sync::Arc::new(Plugin::new(args.node_id, mounter));
     tracing::info!(endpoint = %path.display(), driver = bladefs_csi::DRIVER_NAME, "serving");
-    tonic::transport::Server::builder()
-        .add_service(IdentityServer::from_arc(plugin.clone()))
-        .add_service(NodeServer::from_arc(plugin))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        )
-        .await?;
+    bladefs_csi::serve(listener, plugin, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -68,22 +68,7 @@ fn plugin(socket: &Path, state: &Path, bladefs: &Path) -> Killed {
 }
 
 fn node(rt: &tokio::runtime::Runtime, socket: &Path) -> NodeClient<tonic::transport::Channel> {
-    let path = socket.to_path_buf();
-    let channel = rt
-        .block_on(
-            tonic::transport::Endpoint::try_from("http://[::]:50051")
-                .unwrap()
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                })),
-        )
-        .unwrap();
-    NodeClient::new(channel)
+    NodeClient::new(rt.block_on(bladefs_csi::connect(socket)).unwrap())
 }
 
 /// s3s-fs with bucket `pvbucket`, a plugin, and a kubelet's client.
