@@ -185,9 +185,24 @@ fn kubelet_publishes_and_unpublishes_a_bucket() {
     // kubelet retries: the same publish again is a success.
     k.publish(request(&server, "csivol", &a, &["metadata-ttl=0"]))
         .unwrap();
-    // The same volume in a second pod.
-    k.publish(request(&server, "csivol", &b, &[])).unwrap();
+    // The same volume in a second pod, whose fsGroup owns its files,
+    // with an option the group also sets (given once to bladefs).
+    let mut second = request(&server, "csivol", &b, &["allow-other"]);
+    if let Some(AccessType::Mount(m)) = second
+        .volume_capability
+        .as_mut()
+        .and_then(|c| c.access_type.as_mut())
+    {
+        m.volume_mount_group = "2000".to_string();
+    }
+    k.publish(second).unwrap();
     assert_eq!(std::fs::read(b.join("hello.txt")).unwrap(), b"from pod a\n");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(b.join("hello.txt")).unwrap();
+        assert_eq!(meta.gid(), 2000, "the pod's fsGroup");
+        assert_eq!(meta.mode() & 0o777, 0o664);
+    }
     let places = public_places();
     assert!(
         !places.contains(&server.secret_key),

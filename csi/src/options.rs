@@ -114,7 +114,16 @@ pub fn volume(
         }
         _ => bucket.clone(),
     };
-    let mut args = Vec::new();
+    // Each option once (bladefs refuses one given twice): a later value
+    // replaces an earlier one, as in mount(8)'s option lists.
+    let mut opts: Vec<(String, Option<String>)> = Vec::new();
+    let set = |opts: &mut Vec<(String, Option<String>)>, name: &str, value: Option<&str>| {
+        let value = value.map(str::to_string);
+        match opts.iter_mut().find(|(n, _)| n == name) {
+            Some(o) => o.1 = value,
+            None => opts.push((name.to_string(), value)),
+        }
+    };
     let mut ro = read_only;
     for flag in mount_flags.iter().flat_map(|f| f.split(',')) {
         let flag = flag.trim().trim_start_matches("--");
@@ -138,9 +147,9 @@ pub fn volume(
         };
         match (kind, value) {
             (Value::Flag, None) if name == "ro" || name == "read-only" => ro = true,
-            (Value::Flag, None) => args.push(format!("--{name}")),
+            (Value::Flag, None) => set(&mut opts, &name, None),
             (Value::Flag, Some(_)) => return Err(format!("mount option {name} takes no value")),
-            (_, Some(v)) if kind.accepts(v) => args.push(format!("--{name}={v}")),
+            (_, Some(v)) if kind.accepts(v) => set(&mut opts, &name, Some(v)),
             (_, Some(v)) => return Err(format!("mount option {name}={v:?}: bad value")),
             (_, None) => return Err(format!("mount option {name} needs a value ({name}=...)")),
         }
@@ -149,15 +158,26 @@ pub fn volume(
         if !Value::Number.accepts(g) {
             return Err(format!("volume mount group {g:?} is not a group id"));
         }
-        // The pod's fsGroup owns the files, and may write them.
-        args.push(format!("--gid={g}"));
-        args.push("--file-mode=664".to_string());
-        args.push("--dir-mode=775".to_string());
-        args.push("--allow-other".to_string());
+        // The pod's fsGroup owns the files (whatever gid the volume says),
+        // and may write them unless the volume set modes of its own.
+        set(&mut opts, "gid", Some(g));
+        for (name, mode) in [("file-mode", "664"), ("dir-mode", "775")] {
+            if !opts.iter().any(|(n, _)| n == name) {
+                set(&mut opts, name, Some(mode));
+            }
+        }
+        set(&mut opts, "allow-other", None);
     }
     if ro {
-        args.push("--read-only".to_string());
+        set(&mut opts, "read-only", None);
     }
+    let args = opts
+        .into_iter()
+        .map(|(name, value)| match value {
+            Some(v) => format!("--{name}={v}"),
+            None => format!("--{name}"),
+        })
+        .collect();
     Ok(Volume {
         source,
         endpoint: endpoint.clone(),
@@ -185,22 +205,24 @@ mod tests {
             ("csi.storage.k8s.io/pod.name", "p"),
         ]);
         let flags = vec![
-            "uid=1000,metadata-ttl=5".to_string(),
+            "uid=1000,metadata-ttl=5,gid=7,dir-mode=750".to_string(),
             "--allow_other".to_string(),
+            "metadata-ttl=9,ro".to_string(),
         ];
         let v = volume(&a, &flags, true, Some("2000")).unwrap();
         assert_eq!(v.source, "data:team/a");
         assert_eq!(v.endpoint, "http://10.0.0.1:80");
+        // Each option once (bladefs refuses repeats): the later value, the
+        // pod's group over the volume's, the volume's modes kept.
         assert_eq!(
             v.args,
             [
                 "--uid=1000",
-                "--metadata-ttl=5",
-                "--allow-other",
+                "--metadata-ttl=9",
                 "--gid=2000",
-                "--file-mode=664",
-                "--dir-mode=775",
+                "--dir-mode=750",
                 "--allow-other",
+                "--file-mode=664",
                 "--read-only"
             ]
         );

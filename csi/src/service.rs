@@ -44,11 +44,18 @@ impl Plugin {
                 target.display()
             )));
         }
-        let (mounter, busy) = (self.mounter.clone(), self.busy.clone());
+        // Freed however the call ends, a panic included.
+        struct Release(Arc<Mutex<HashSet<PathBuf>>>, PathBuf);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                self.0.lock().expect("busy lock").remove(&self.1);
+            }
+        }
+        let release = Release(self.busy.clone(), target);
+        let mounter = self.mounter.clone();
         let out = tokio::task::spawn_blocking(move || {
-            let out = f(&mounter);
-            busy.lock().expect("busy lock").remove(&target);
-            out
+            let _release = release;
+            f(&mounter)
         })
         .await
         .map_err(|e| Status::internal(format!("plugin task failed: {e}")))?;
