@@ -23,6 +23,9 @@ pub struct MetaBudget {
     limit: u64,
     charged: AtomicU64,
     peak: AtomicU64,
+    /// Charges asked back from the kernel (inodes it was asked to forget)
+    /// and not yet given back: a reclaim counts them as freed already.
+    asked: AtomicU64,
 }
 
 impl MetaBudget {
@@ -31,6 +34,7 @@ impl MetaBudget {
             limit,
             charged: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            asked: AtomicU64::new(0),
         }
     }
 
@@ -74,11 +78,34 @@ impl MetaBudget {
         self.charged().saturating_sub(self.limit)
     }
 
-    /// Bytes above `fraction` of the limit: what a reclaim frees so that
-    /// it is not run again at the next charge.
+    /// `fraction` of the limit, in bytes.
+    pub fn mark(&self, fraction: f64) -> u64 {
+        (self.limit as f64 * fraction) as u64
+    }
+
+    /// Bytes above `fraction` of the limit.
     pub fn above(&self, fraction: f64) -> u64 {
-        let mark = (self.limit as f64 * fraction) as u64;
-        self.charged().saturating_sub(mark)
+        self.charged().saturating_sub(self.mark(fraction))
+    }
+
+    /// `bytes` of charges were asked back (the kernel asked to forget).
+    pub fn ask(&self, bytes: u64) {
+        self.asked.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `bytes` asked back came back, or will not (looked up again).
+    pub fn answered(&self, bytes: u64) {
+        let _ = self
+            .asked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
+                Some(a.saturating_sub(bytes))
+            });
+    }
+
+    /// What is charged and not asked back.
+    pub fn unasked(&self) -> u64 {
+        self.charged()
+            .saturating_sub(self.asked.load(Ordering::Relaxed))
     }
 }
 
@@ -145,6 +172,12 @@ mod tests {
         b.release(1000);
         assert_eq!(b.charged(), 0, "never below zero");
         assert_eq!(b.above(0.5), 0);
+        b.charge(60);
+        b.ask(50);
+        assert_eq!(b.unasked(), 10);
+        b.answered(80);
+        assert_eq!(b.unasked(), 60, "never below zero");
+        assert_eq!(b.mark(0.25), 25);
     }
 
     #[test]

@@ -246,9 +246,6 @@ pub struct InodeTable {
     tick: u64,
     /// What the two tables' slots are charged now.
     tables_charged: u64,
-    /// What the inodes the kernel was asked to forget charge: given back
-    /// when it does (or when it looks one up again).
-    evicting_bytes: u64,
 }
 
 /// The tables' hasher: a walk hashes a few keys per entry, and SipHash's
@@ -300,7 +297,6 @@ impl InodeTable {
             budget,
             tick: 0,
             tables_charged: 0,
-            evicting_bytes: 0,
         };
         t.account_tables();
         t
@@ -351,13 +347,7 @@ impl InodeTable {
         let mut all: Vec<(u64, Ino, u32)> = self
             .inodes
             .values()
-            .filter(|n| {
-                n.kind != Kind::Dir
-                    && !n.unlinked
-                    && !n.evicting
-                    && n.lookups > 0
-                    && !open.contains(&n.ino)
-            })
+            .filter(|n| n.kind != Kind::Dir && !n.unlinked && !n.evicting && !open.contains(&n.ino))
             .map(|n| (n.used, n.ino, n.charge))
             .collect();
         all.sort_unstable();
@@ -371,7 +361,7 @@ impl InodeTable {
                 continue;
             };
             n.evicting = true;
-            self.evicting_bytes += u64::from(charge);
+            self.budget.ask(u64::from(charge));
             freed += u64::from(charge);
             out.push((n.parent, n.name.clone()));
         }
@@ -422,7 +412,7 @@ impl InodeTable {
                 inode.stat_at = Instant::now();
                 inode.used = self.tick;
                 if std::mem::take(&mut inode.evicting) {
-                    self.evicting_bytes -= u64::from(inode.charge);
+                    self.budget.answered(u64::from(inode.charge));
                 }
                 return ino;
             }
@@ -531,7 +521,7 @@ impl InodeTable {
             let key = (inode.parent, inode.name.clone());
             self.budget.release(u64::from(inode.charge));
             if inode.evicting {
-                self.evicting_bytes -= u64::from(inode.charge);
+                self.budget.answered(u64::from(inode.charge));
             }
             self.inodes.remove(&ino);
             if self.children.get(&key) == Some(&ino) {
@@ -726,12 +716,6 @@ impl Inodes {
         open: &std::collections::HashSet<Ino>,
     ) -> Vec<(Ino, Arc<str>)> {
         self.table().least_used(bytes, open)
-    }
-
-    /// What the inodes the kernel was asked to forget, and has not yet,
-    /// charge.
-    pub fn evicting_bytes(&self) -> u64 {
-        self.table().evicting_bytes
     }
 
     pub fn len(&self) -> usize {

@@ -153,11 +153,6 @@ impl ListAhead {
         )
     }
 
-    /// Listings in flight or waiting to be taken.
-    pub fn pending(&self) -> usize {
-        self.state.lock().expect("list-ahead lock").ahead.len()
-    }
-
     /// Directory `dir` was listed to its end: `entries` in listing order.
     pub fn listed(&self, dir: &Location, entries: &[DirEntry]) {
         if self.window == 0 || entries.len() > MAX_SUBDIRS {

@@ -324,18 +324,14 @@ impl Names {
     /// recently used inodes (it then sends FORGET, which frees them).
     /// Cheap when within the budget: called after each step that charges.
     pub(super) fn reclaim(&self) {
-        if self.budget.above(RECLAIM_AT) == 0 {
-            return;
-        }
         // What the kernel is forgetting already counts as given back:
         // asking again while it does would scan the inodes at each charge.
-        let evicting = self.inodes.evicting_bytes();
-        let mark = |f: f64| (self.budget.limit() as f64 * f) as u64;
-        let charged = self.budget.charged().saturating_sub(evicting);
-        if charged <= mark(RECLAIM_AT) {
+        // (Atomics only: this runs at every entry a listing hands out.)
+        let charged = self.budget.unasked();
+        if charged <= self.budget.mark(RECLAIM_AT) {
             return;
         }
-        let want = charged - mark(RECLAIM_TO);
+        let want = charged - self.budget.mark(RECLAIM_TO);
         let mut freed = self.resolver.cache.evict(want);
         if freed < want {
             freed += self.meta.evict(want - freed);
