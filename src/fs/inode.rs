@@ -253,6 +253,46 @@ pub struct InodeTable {
 /// names under one directory (foldhash is seeded per process all the same).
 type Hasher = foldhash::fast::RandomState;
 
+/// A key of `children`, owned or borrowed: a lookup by `(parent, &str)`
+/// finds `(parent, Arc<str>)` without making a name to ask with (one
+/// allocation less per entry a listing hands the kernel). Both hash as
+/// `(Ino, &str)` does.
+trait ChildKey {
+    fn key(&self) -> (Ino, &str);
+}
+
+impl ChildKey for (Ino, Arc<str>) {
+    fn key(&self) -> (Ino, &str) {
+        (self.0, &self.1)
+    }
+}
+
+impl ChildKey for (Ino, &str) {
+    fn key(&self) -> (Ino, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn ChildKey + 'a> for (Ino, Arc<str>) {
+    fn borrow(&self) -> &(dyn ChildKey + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn ChildKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for dyn ChildKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn ChildKey + '_ {}
+
 /// What an inode costs beyond its table slots: its block, its name, its
 /// key and an ETag (assumed: most are 34 bytes).
 fn inode_charge(name: &str, key: &str) -> u32 {
@@ -371,7 +411,7 @@ impl InodeTable {
     /// The inode of `name` in `parent`, if the kernel knows it.
     pub fn child(&self, parent: Ino, name: &str) -> Option<&Inode> {
         self.children
-            .get(&(parent, Arc::from(name)))
+            .get(&(parent, name) as &dyn ChildKey)
             .and_then(|ino| self.inodes.get(ino))
             .map(|b| &**b)
     }
@@ -401,9 +441,10 @@ impl InodeTable {
         view: View,
         stat: Stat,
     ) -> Ino {
-        let key = (parent, Arc::<str>::from(name));
+        let looked_up = (parent, name);
+        let looked_up: &dyn ChildKey = &looked_up;
         self.tick += 1;
-        if let Some(&ino) = self.children.get(&key)
+        if let Some(&ino) = self.children.get(looked_up)
             && let Some(inode) = self.inodes.get_mut(&ino)
         {
             if inode.kind == kind && inode.view == view {
@@ -418,8 +459,10 @@ impl InodeTable {
             }
             // The old inode lives on until the kernel forgets it, but the
             // name now leads to the new one.
-            self.children.remove(&key);
+            self.children.remove(looked_up);
         }
+        // Only a new inode needs a name of its own.
+        let key = (parent, Arc::<str>::from(name));
         let ino = self.next;
         self.next += 1;
         let charge = inode_charge(name, &loc.key);
@@ -482,7 +525,7 @@ impl InodeTable {
     /// `name` in `parent` is gone: its inode (if the kernel still holds
     /// it) has no link left, and the name may be given to a new inode.
     pub fn unlink(&mut self, parent: Ino, name: &str) -> Option<Ino> {
-        let ino = self.children.remove(&(parent, Arc::from(name)))?;
+        let ino = self.children.remove(&(parent, name) as &dyn ChildKey)?;
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.unlinked = true;
         }
@@ -669,7 +712,7 @@ impl Inodes {
         after: &Option<String>,
     ) {
         let mut t = self.table();
-        let ino = t.children.get(&(parent, Arc::from(name))).copied();
+        let ino = t.children.get(&(parent, name) as &dyn ChildKey).copied();
         if let Some(n) = ino.and_then(|ino| t.inodes.get_mut(&ino)) {
             n.restamp(before, after);
         }
