@@ -74,6 +74,19 @@ use readdir::Directories;
 pub use readdir::ReaddirEntry;
 use rename::Renames;
 
+/// What is known, at a close (FLUSH), of the process that closes: whether
+/// it still holds the file on another descriptor (the FUSE adapter reads
+/// that from /proc, `crate::proc_fds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closer {
+    /// Nothing: a file only emptied at open is held back, as if it did.
+    Unknown,
+    /// It does: bash's `echo x > f` closing the dup it made for the write.
+    HoldsAnother,
+    /// It does not: `touch new`, `: > f`; this close publishes the file.
+    Done,
+}
+
 pub struct Fs {
     names: Arc<Names>,
     files: Arc<Files>,
@@ -333,13 +346,21 @@ impl Fs {
         Ok(size as u32)
     }
 
+    /// close() from a process nothing is known of: [`Fs::flush_from`]
+    /// with [`Closer::Unknown`].
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        self.flush_from(fh, |_| Closer::Unknown).await
+    }
+
     /// close(): the changes are in the bucket, or the error is returned.
     /// A file whose only change is its emptying at open (O_TRUNC, or a
-    /// create) is not published yet (`DirtyFile::hold_empty`): its next
-    /// write's close, fsync or the release of its last handle do it.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+    /// create) is not published while the closing process may still hold
+    /// it (`DirtyFile::hold_empty`; `closer` is asked only then): its next
+    /// write's close, fsync, a close that is the process's last, or the
+    /// release of its last handle do it.
+    pub async fn flush_from(&self, fh: u64, closer: impl FnOnce(Ino) -> Closer) -> FsResult<()> {
         match self.files.writer(fh)? {
-            Some((_, file)) if file.only_emptied() => Ok(()),
+            Some((ino, file)) if file.only_emptied() && closer(ino) != Closer::Done => Ok(()),
             Some((ino, file)) => closing::close(&self.names, ino, &file).await,
             None => Ok(()),
         }

@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -19,7 +20,7 @@ use fuser::{
 };
 
 use crate::fs::inode::{Kind, NAME_MAX};
-use crate::fs::{Attr, Creator, Fs, FsError, SetAttr};
+use crate::fs::{Attr, Closer, Creator, Fs, FsError, SetAttr};
 use crate::metrics::FuseStats;
 
 /// Largest read and write the kernel sends in one request: 256 pages, the
@@ -33,11 +34,24 @@ pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
     stats: Arc<FuseStats>,
+    device: Arc<AtomicU64>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, stats: Arc<FuseStats>) -> Self {
-        FuseAdapter { fs, rt, stats }
+        FuseAdapter {
+            fs,
+            rt,
+            stats,
+            device: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Where the mount's device number (`st_dev` of its root) goes once
+    /// the mount is live: it tells this mount's files from other file
+    /// systems' with the same inode number in /proc (0 until then).
+    pub fn device(&self) -> Arc<AtomicU64> {
+        self.device.clone()
     }
 
     fn ttl(&self) -> Duration {
@@ -491,17 +505,19 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let pid = req.pid();
+        let device = self.device.load(Ordering::Relaxed);
         self.run(
             "flush",
             ino.0,
             reply,
-            |fs| async move { fs.flush(fh.0).await },
+            |fs| async move { fs.flush_from(fh.0, |ino| closer(pid, device, ino)).await },
             |r, ()| r.ok(),
         );
     }
@@ -859,5 +875,15 @@ impl Filesystem for FuseAdapter {
                 )
             },
         );
+    }
+}
+
+/// Whether the process closing a descriptor still holds the file on
+/// another (read from /proc only for a file held back at its emptying).
+fn closer(pid: u32, device: u64, ino: u64) -> Closer {
+    match crate::proc_fds::holds(pid, device, ino) {
+        Some(true) => Closer::HoldsAnother,
+        Some(false) => Closer::Done,
+        None => Closer::Unknown,
     }
 }

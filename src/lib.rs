@@ -11,4 +11,5 @@ pub mod manual;
 pub mod metrics;
 pub mod mount;
 pub mod notify;
+pub mod proc_fds;
 pub mod s3;

@@ -140,6 +140,7 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
     let fuse_stats = Arc::new(FuseStats::default());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), fuse_stats.clone());
+    let device = adapter.device();
     let exporter = Arc::new(Exporter {
         fs: fs.clone(),
         s3: client.stats().clone(),
@@ -241,8 +242,15 @@ pub fn run(args: MountArgs) -> ExitCode {
     if let Err(e) = serving {
         return report_fail(ready, format!("cannot start serving: {e}"));
     }
-    // Only now: it stats the mountpoint, which the kernel asks us about.
-    raise_read_ahead(&mountpoint, args.read_ahead_kb);
+    // Only now: the mountpoint's stat asks this daemon.
+    match std::fs::metadata(&mountpoint) {
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            device.store(meta.dev(), std::sync::atomic::Ordering::Relaxed);
+            raise_read_ahead(meta.dev(), args.read_ahead_kb);
+        }
+        Err(e) => tracing::warn!(error = %e, "the new mount's root cannot be stat'ed"),
+    }
     tracing::info!(mountpoint = %mountpoint.display(), source = %args.source, endpoint = %args.s3.endpoint, signature, log = %log_to.describe(), "mounted (SIGUSR1 logs counters, SIGUSR2 switches debug logging)");
     if let Some(r) = ready {
         // A place the user did not choose is worth saying.
@@ -475,12 +483,7 @@ fn raise_open_files_limit() {
 /// Kernel read-ahead decides how big the reads reaching us are; FUSE
 /// cannot raise it at INIT, so it is set through the mount's BDI. Best
 /// effort: it needs root.
-fn raise_read_ahead(mountpoint: &Path, kb: u32) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(mountpoint) else {
-        return;
-    };
-    let dev = meta.dev();
+fn raise_read_ahead(dev: u64, kb: u32) {
     let path = format!(
         "/sys/class/bdi/{}:{}/read_ahead_kb",
         libc::major(dev),

@@ -12,10 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bladefs::fs::SetAttr;
 use bladefs::fs::cache::Ttl;
 use bladefs::fs::inode::Kind;
 use bladefs::fs::meta::is_meta_name;
+use bladefs::fs::{Closer, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op, S3Error, S3ErrorCode};
@@ -452,6 +452,65 @@ async fn a_truncation_at_open_is_not_published_before_the_write() {
     b.fs.fsync(fh).await.unwrap();
     assert_eq!(&mem.objects(BUCKET)["g"][..], b"");
     b.fs.release(fh).await;
+}
+
+/// When the FUSE adapter knows that the closing process holds no other
+/// descriptor of the file (`Closer::Done`: `touch new`, `: > f`), that
+/// close publishes the emptied file: it is in the bucket, for other hosts,
+/// when `close()` returns, and an upload's error reaches `close()`. When
+/// the process still holds it (bash's dup), the close holds it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_s_last_close_publishes_an_emptied_file() {
+    let mem = Arc::new(MemoryClient::with_bucket(BUCKET));
+    let (a, b) = (host(&mem), host(&mem));
+    let root = b.fs.root_ino();
+    // touch new
+    let (_, fh) = b.fs.create(root, OsStr::new("touched")).await.unwrap();
+    let mut asked = None;
+    b.fs.flush_from(fh, |ino| {
+        asked = Some(ino);
+        Closer::Done
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked, Some(b.attr("touched").await.ino));
+    assert_eq!(&mem.objects(BUCKET)["touched"][..], b"");
+    assert_eq!(a.read("touched").await.unwrap(), b"");
+    let puts = mem.stats().snapshot().get(Op::PutObject).requests;
+    b.fs.release(fh).await;
+    assert_eq!(
+        mem.stats().snapshot().get(Op::PutObject).requests,
+        puts,
+        "no second upload"
+    );
+    // echo x > f: the dup's close (the process holds another) holds back.
+    a.write("", "f", b"old").await;
+    let ino = b.attr("f").await.ino;
+    let (fh, _) = b.fs.open(ino, true, true).await.unwrap();
+    b.fs.flush_from(fh, |_| Closer::HoldsAnother).await.unwrap();
+    assert_eq!(&mem.objects(BUCKET)["f"][..], b"old");
+    // : > f, its only descriptor closed.
+    b.fs.flush_from(fh, |_| Closer::Done).await.unwrap();
+    assert_eq!(&mem.objects(BUCKET)["f"][..], b"");
+    b.fs.release(fh).await;
+    // A file with writes is saved at every close; the closer is not asked.
+    let (fh, _) = b.fs.open(ino, true, true).await.unwrap();
+    b.fs.write(fh, 0, b"x\n".to_vec()).await.unwrap();
+    b.fs.flush_from(fh, |_| panic!("asked of a written file"))
+        .await
+        .unwrap();
+    assert_eq!(&mem.objects(BUCKET)["f"][..], b"x\n");
+    b.fs.release(fh).await;
+    // The publish's failure is the close's error.
+    let faults = Arc::new(FaultClient::new(mem.clone()));
+    let c = host_with(faults.clone(), true);
+    let root = c.fs.root_ino();
+    let (_, fh) = c.fs.create(root, OsStr::new("refused")).await.unwrap();
+    faults.always(Op::PutObject, Fault::Fail(injected(Op::PutObject)));
+    assert!(c.fs.flush_from(fh, |_| Closer::Done).await.is_err());
+    assert!(!mem.objects(BUCKET).contains_key("refused"));
+    faults.clear();
+    c.fs.release(fh).await;
 }
 
 /// Two handles of a file emptied at open, released at once (two processes

@@ -27,7 +27,7 @@ use bladefs::fs::inode::Kind;
 use bladefs::fs::prefetch::PrefetchConfig;
 use bladefs::fs::upload::WriteConfig;
 use bladefs::fs::writeback::WriteBackConfig;
-use bladefs::fs::{Fs, FsConfig, MountSource, SetAttr};
+use bladefs::fs::{Closer, Fs, FsConfig, MountSource, SetAttr};
 use bladefs::s3::faults::{Fault, FaultClient, Gate};
 use bladefs::s3::mem::MemoryClient;
 use bladefs::s3::{ObjectClient, Op as S3Op};
@@ -104,8 +104,11 @@ enum Op {
     Fsync {
         h: usize,
     },
+    /// A close of handle `h`; `last`: the closing process holds the file
+    /// on no other descriptor (the FUSE adapter reads that in /proc).
     Close {
         h: usize,
+        last: bool,
     },
     Stat {
         h: usize,
@@ -204,7 +207,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (h.clone(), size()).prop_map(|(h, size)| Op::Ftruncate { h, size }),
         1 => (path.clone(), size()).prop_map(|(path, size)| Op::Truncate { path, size }),
         2 => h.clone().prop_map(|h| Op::Fsync { h }),
-        3 => h.clone().prop_map(|h| Op::Close { h }),
+        3 => (h.clone(), any::<bool>()).prop_map(|(h, last)| Op::Close { h, last }),
         1 => h.clone().prop_map(|h| Op::Stat { h }),
         2 => path.clone().prop_map(|path| Op::Unlink { path }),
         2 => (path.clone(), path.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
@@ -671,11 +674,11 @@ impl Harness {
                     self.check_store(inode)?;
                 }
             }
-            Op::Close { h } => {
+            Op::Close { h, last } => {
                 let Some((fh, inode, w)) = self.handle(h) else {
                     return Ok(());
                 };
-                self.close(fh, inode, w).await?;
+                self.close(fh, inode, w, last).await?;
             }
             Op::Stat { h } => {
                 let Some((fh, inode, _)) = self.handle(h) else {
@@ -900,7 +903,7 @@ impl Harness {
             }
             Op::Remount => {
                 while let Some(&(fh, inode, w)) = self.model.handles.first() {
-                    self.close(fh, inode, w).await?;
+                    self.close(fh, inode, w, false).await?;
                 }
                 // As at unmount: the write-back queue is stored, then the
                 // directories' metadata is written.
@@ -1138,11 +1141,28 @@ impl Harness {
             .map_err(|e| e.errno())
     }
 
-    async fn close(&mut self, fh: u64, inode: usize, writable: bool) -> Result<(), String> {
-        let r = self.fs.flush(fh).await;
+    async fn close(
+        &mut self,
+        fh: u64,
+        inode: usize,
+        writable: bool,
+        process_done: bool,
+    ) -> Result<(), String> {
+        let closer = if process_done {
+            Closer::Done
+        } else {
+            Closer::HoldsAnother
+        };
+        let r = self.fs.flush_from(fh, |_| closer).await;
         self.fs.release(fh).await;
         self.model.handles.retain(|x| x.0 != fh);
         r.map_err(|e| format!("close: {e}"))?;
+        if process_done && writable && !self.write_back && self.model.held.remove(&inode) {
+            // That close published the emptied file (a read-only handle's
+            // close publishes nothing: the kernel does not even flush it).
+            self.check_store(inode)?;
+            return Ok(());
+        }
         if self.write_back {
             // The store has it once the queue is drained (at a remount).
             self.model.held.remove(&inode);
@@ -1278,7 +1298,7 @@ fn a_late_fill_does_not_resurrect_truncated_bytes() {
             len: (4 * MIB) as u32,
             seed: 7,
         },
-        Op::Close { h: 0 },
+        Op::Close { h: 0, last: false },
         Op::Open {
             path: 0,
             write: true,
@@ -1302,7 +1322,7 @@ fn a_late_fill_does_not_resurrect_truncated_bytes() {
             off: 0,
             len: (4 * MIB) as u32,
         },
-        Op::Close { h: 0 },
+        Op::Close { h: 0, last: false },
     ];
     run(&ops).unwrap();
 }
@@ -1372,7 +1392,7 @@ fn a_second_utimes_after_a_close_without_changes_wins() {
             create: false,
         },
         Op::Utimes { path: 0, secs: 0 },
-        Op::Close { h: 0 },
+        Op::Close { h: 0, last: false },
         Op::Utimes { path: 0, secs: 1 },
         Op::Lstat { path: 0 },
         Op::Remount,

@@ -205,11 +205,30 @@ fn a_redirection_into_a_file_adds_exactly_one_version() {
     assert_eq!(versions().len(), 2, "{:?}", versions());
     assert!(!versions().contains(&0), "{:?}", versions());
     assert_eq!(std::fs::read(&f).unwrap(), b"hello again\n");
-    // `: > f` still ends as an empty file, once the file is released.
+    // `: > f` still ends as an empty file, published by the shell's last
+    // close of it (the daemon reads in /proc that no other descriptor
+    // holds it), so it is in the bucket when the command returns.
     sh(&format!(": > '{}'", f.display()));
-    common::wait_for("the emptied file published", || {
-        versions().first() == Some(&0)
-    });
-    assert_eq!(versions().len(), 3);
+    assert_eq!(versions(), vec![0, 12, 13]);
+    // A new file: `touch` is there at once, `echo x > new` one version.
+    let touched = m.join("touched");
+    sh(&format!("touch '{}'", touched.display()));
+    let head = |key: &str| runtime().block_on(store.client.head_object("redirect", key, None));
+    assert_eq!(head("touched").expect("touched file in the bucket").size, 0);
+    sh(&format!("echo new > '{}'", m.join("new.txt").display()));
+    let new_versions = runtime()
+        .block_on(store.client.list_object_versions(
+            "redirect",
+            &ListVersionsParams {
+                prefix: "new.txt".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap()
+        .versions;
+    assert_eq!(
+        new_versions.iter().map(|v| v.size).collect::<Vec<_>>(),
+        vec![4]
+    );
     m.unmount();
 }
