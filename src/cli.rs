@@ -245,6 +245,10 @@ pub struct MountArgs {
     /// the same figures).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the same metrics on a unix socket at PATH (mode 0600), for a
+    /// supervisor on this host such as bladefs-csi.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_socket: Option<PathBuf>,
     /// Log at debug level (BLADEFS_LOG=... sets any filter).
     #[arg(long)]
     pub debug: bool,

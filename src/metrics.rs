@@ -410,43 +410,65 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<Exporter>) -> std::io::Result
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let exporter = exporter.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                // The request line is all that matters; the head is read
-                // up to its end (or 8 KiB) so the client is not reset.
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let mut words = line.split_whitespace();
-                let (method, path) = (words.next(), words.next());
-                let (status, kind, body) = match (method, path) {
-                    (Some("GET"), Some("/metrics")) => (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        render(exporter),
-                    ),
-                    _ => (
-                        "404 Not Found",
-                        "text/plain",
-                        "only GET /metrics\n".to_string(),
-                    ),
-                };
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(answer.as_bytes()).await;
-            });
+            if let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(answer(conn, exporter.clone()));
+            }
         }
     });
     Ok(())
+}
+
+/// [`serve`] on a unix socket at `path` (mode 0600; one left by an earlier
+/// mount is replaced): for a supervisor on the same host, such as
+/// bladefs-csi, that gathers the metrics of many mounts.
+pub async fn serve_unix(path: &std::path::Path, exporter: Arc<Exporter>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        loop {
+            if let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(answer(conn, exporter.clone()));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One HTTP/1.1 request on `conn`, answered and closed.
+async fn answer<C>(mut conn: C, exporter: Arc<Exporter>)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The request line is all that matters; the head is read up to its end
+    // (or 8 KiB) so the client is not reset.
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next(), words.next());
+    let (status, kind, body) = match (method, path) {
+        (Some("GET"), Some("/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(exporter),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "only GET /metrics\n".to_string(),
+        ),
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(answer.as_bytes()).await;
 }

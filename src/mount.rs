@@ -152,6 +152,14 @@ pub fn run(args: MountArgs) -> ExitCode {
     {
         return report_fail(ready, format!("cannot serve metrics on {addr}: {e}"));
     }
+    if let Some(path) = &args.metrics_socket
+        && let Err(e) = runtime.block_on(crate::metrics::serve_unix(path, exporter.clone()))
+    {
+        return report_fail(
+            ready,
+            format!("cannot serve metrics on {}: {e}", path.display()),
+        );
+    }
     let mut options = vec![
         fuser::MountOption::FSName(args.source.clone()),
         fuser::MountOption::Subtype("bladefs".to_string()),
