@@ -57,6 +57,7 @@ fn start_plugin(socket: &Path, state: &Path, timeout: Duration) -> Running {
             bladefs: PathBuf::from(env!("CARGO_BIN_EXE_bladefs")),
             state: state.to_path_buf(),
             timeout,
+            cgroup: None,
         },
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -185,6 +186,13 @@ fn kubelet_publishes_and_unpublishes_a_bucket() {
     // kubelet retries: the same publish again is a success.
     k.publish(request(&server, "csivol", &a, &["metadata-ttl=0"]))
         .unwrap();
+    // Another volume onto that target is refused, not taken for a retry.
+    let mut other = request(&server, "csivol", &a, &[]);
+    other.volume_id = "pv-other".to_string();
+    let e = k.publish(other).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("another bladefs volume"), "{e:?}");
+    assert!(is_mounted(&a));
     // The same volume in a second pod, whose fsGroup owns its files,
     // with an option the group also sets (given once to bladefs).
     let mut second = request(&server, "csivol", &b, &["allow-other"]);

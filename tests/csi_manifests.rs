@@ -117,6 +117,32 @@ fn the_kubernetes_files_hold_together() {
         .unwrap();
     assert_eq!(port, declared.to_string());
     assert_eq!(mounted(plugin, "pods-dir"), "/var/lib/kubelet/pods");
+    // Daemons go to a cgroup of the host: under where the host's cgroup
+    // tree is mounted, entered through the host's PID 1 (hostPID).
+    let plugin_args = args(plugin);
+    let cgroup = arg(&plugin_args, "--daemon-cgroup");
+    assert_eq!(
+        s(&volumes["host-cgroup"]["hostPath"]["path"]),
+        "/sys/fs/cgroup"
+    );
+    assert!(
+        cgroup.starts_with(&format!("{}/", mounted(plugin, "host-cgroup"))),
+        "{cgroup}"
+    );
+    assert_eq!(pod["hostPID"].as_bool(), Some(true));
+    // Every volume's metrics on the plugin's one port, declared by name.
+    let metrics_port = arg(&plugin_args, "--metrics-addr")
+        .rsplit(':')
+        .next()
+        .unwrap();
+    let declared_metrics = plugin["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|p| s(&p["name"]) == "metrics")
+        .and_then(|p| p["containerPort"].as_i64())
+        .expect("a port named metrics");
+    assert_eq!(metrics_port, declared_metrics.to_string());
     let rbac = docs("rbac.yaml");
     let account = of_kind(&rbac, "ServiceAccount");
     assert_eq!(

@@ -11,6 +11,8 @@
 //!   credentials files, the plugin's state directory)
 //! - `service`: the gRPC services over the above
 
+pub mod cgroup;
+pub mod metrics;
 pub mod mounts;
 pub mod options;
 pub mod service;

@@ -5,12 +5,15 @@
 //! Rules:
 //! - Each published (volume, target) has a directory of its own under the
 //!   state directory (0700): `credentials` (0600, the secret's keys; never
-//!   on a command line, in the environment or in a log) and `log` (the
-//!   daemon's log).
+//!   on a command line, in the environment or in a log), `log` (the
+//!   daemon's log), `metrics.sock` (the daemon's metrics) and `volume`
+//!   (the volume id and target, for the node's metrics).
 //! - The bladefs daemon detaches into its own session: it is not the
 //!   plugin's child once mounted, so a plugin that exits, crashes or is
-//!   upgraded leaves every mount serving. A new plugin needs nothing from
-//!   the old one: the mount table says what is mounted.
+//!   upgraded leaves every mount serving. With a daemon cgroup
+//!   (`crate::cgroup`) it also leaves the container's cgroup, so the end of
+//!   the container spares it too. A new plugin needs nothing from the old
+//!   one: the mount table says what is mounted.
 //! - Publish and unpublish are idempotent: a target already mounted by
 //!   bladefs is published; one not mounted is unpublished.
 //! - A publish that fails leaves nothing mounted and nothing on disk.
@@ -22,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cgroup::DaemonCgroup;
 use crate::options::Volume;
 
 /// Why a call failed, as the gRPC status it becomes.
@@ -41,6 +45,9 @@ pub struct Mounter {
     pub state: PathBuf,
     /// How long a mount may take before it is given up.
     pub timeout: Duration,
+    /// Where daemons are moved so that the container's end spares them
+    /// (`None`: they stay in the plugin's cgroup).
+    pub cgroup: Option<DaemonCgroup>,
 }
 
 /// `path` as /proc/self/mountinfo writes it (space, tab, newline and
@@ -151,7 +158,14 @@ impl Mounter {
     ) -> Result<(), Failure> {
         check_target(target)?;
         match mounted_type(target).as_deref() {
-            Some("fuse.bladefs") => return Ok(()),
+            // Published already, by this volume: its state is there.
+            Some("fuse.bladefs") if self.dir(volume_id, target).is_dir() => return Ok(()),
+            Some("fuse.bladefs") => {
+                return Err(Failure::Invalid(format!(
+                    "target path {} already holds another bladefs volume",
+                    target.display()
+                )));
+            }
             Some(other) => {
                 return Err(Failure::Invalid(format!(
                     "target path {} is already mounted ({other})",
@@ -188,7 +202,7 @@ impl Mounter {
                 let _ = std::fs::remove_dir(target);
             }
         };
-        let result = self.mount(&dir, target, vol, id, secret);
+        let result = self.mount(&dir, volume_id, target, vol, id, secret);
         if result.is_err() {
             if mounted_type(target).is_some() {
                 let _ = self.unmount(target);
@@ -201,6 +215,7 @@ impl Mounter {
     fn mount(
         &self,
         dir: &Path,
+        volume_id: &str,
         target: &Path,
         vol: &Volume,
         id: &str,
@@ -226,7 +241,18 @@ impl Mounter {
         )
         .map_err(|e| internal("credentials file", e))?;
         drop(f);
-        let mut child = Command::new(&self.bladefs)
+        // What the node's metrics call this volume (crate::metrics).
+        std::fs::write(
+            dir.join(crate::metrics::LABELS),
+            format!("{volume_id}\n{}\n", target.display()),
+        )
+        .map_err(|e| internal("state directory", e))?;
+        let mut cmd = Command::new(&self.bladefs);
+        if let Some(cg) = &self.cgroup {
+            cg.enter_on_spawn(&mut cmd)
+                .map_err(|e| internal("daemon cgroup", e))?;
+        }
+        let mut child = cmd
             .arg(&vol.source)
             .arg(target)
             .arg("--endpoint")
@@ -235,12 +261,19 @@ impl Mounter {
             .arg(&creds)
             .arg("--log-file")
             .arg(dir.join("log"))
+            .arg("--metrics-socket")
+            .arg(dir.join(crate::metrics::SOCKET))
             .args(&vol.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| internal(&format!("cannot run {}", self.bladefs.display()), e))?;
+            .map_err(|e| {
+                let into = self.cgroup.as_ref().map_or(String::new(), |cg| {
+                    format!(" in cgroup {}", cg.dir().display())
+                });
+                internal(&format!("cannot run {}{into}", self.bladefs.display()), e)
+            })?;
         // bladefs returns once mounted (or failed): its daemon carries on
         // in a session of its own. Polled, since the child has no other
         // way to say it is stuck.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bladefs_csi::cgroup::DaemonCgroup;
 use bladefs_csi::mounts::mounted_type;
 use bladefs_csi::proto::node_client::NodeClient;
 use bladefs_csi::proto::volume_capability::{AccessType, MountVolume};
@@ -50,7 +51,27 @@ impl Drop for Killed {
 }
 
 fn plugin(socket: &Path, state: &Path, bladefs: &Path) -> Killed {
-    let child = Command::new(env!("CARGO_BIN_EXE_bladefs-csi"))
+    plugin_in(socket, state, bladefs, None, &[])
+}
+
+/// The plugin, started in cgroup `container` (as its container would be),
+/// with `extra` arguments.
+fn plugin_in(
+    socket: &Path,
+    state: &Path,
+    bladefs: &Path,
+    container: Option<&Path>,
+    extra: &[&str],
+) -> Killed {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bladefs-csi"));
+    if let Some(dir) = container {
+        DaemonCgroup::new(dir)
+            .unwrap()
+            .enter_on_spawn(&mut cmd)
+            .unwrap();
+    }
+    cmd.args(extra);
+    let child = cmd
         .arg(format!("--endpoint=unix://{}", socket.display()))
         .args(["--node-id", "n1", "--bladefs"])
         .arg(bladefs)
@@ -69,6 +90,26 @@ fn plugin(socket: &Path, state: &Path, bladefs: &Path) -> Killed {
 
 fn node(rt: &tokio::runtime::Runtime, socket: &Path) -> NodeClient<tonic::transport::Channel> {
     NodeClient::new(rt.block_on(bladefs_csi::connect(socket)).unwrap())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /metrics` on the plugin's metrics port.
+fn scrape(port: u16) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
 
 /// s3s-fs with bucket `pvbucket`, a plugin, and a kubelet's client.
@@ -242,11 +283,37 @@ fn a_dead_daemon_fails_loudly_and_is_unpublished() {
         ..
     } = setup();
     let target = work.path().join("pods/q/mount");
-    let _plugin = plugin(&socket, &state, &bladefs);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _plugin = plugin_in(
+        &socket,
+        &state,
+        &bladefs,
+        None,
+        &["--metrics-addr", &metrics_addr],
+    );
     let mut n = node(&rt, &socket);
     rt.block_on(n.node_publish_volume(publish_request(port, &target)))
         .unwrap();
     std::fs::write(target.join("f"), b"x").unwrap();
+    // The node's one endpoint: the volume's own counters, labelled.
+    let labels = format!("volume=\"pv-1\",target=\"{}\"", target.display());
+    let text = scrape(metrics_port);
+    assert!(
+        text.contains(&format!("bladefs_csi_volume_up{{{labels}}} 1")),
+        "{text}"
+    );
+    let puts = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "bladefs_s3_requests_total{{{labels},op=\"PutObject\"}} "
+            ))
+        })
+        .unwrap_or_else(|| panic!("no PutObject count in {text}"));
+    assert!(puts.parse::<f64>().unwrap() >= 1.0, "{puts}");
+    assert_eq!(text.matches("# TYPE bladefs_up ").count(), 1);
+    assert!(text.ends_with("# EOF\n"));
     let wanted = target.to_string_lossy().into_owned();
     let pid = std::fs::read_dir("/proc")
         .unwrap()
@@ -279,6 +346,173 @@ fn a_dead_daemon_fails_loudly_and_is_unpublished() {
     let e = std::fs::read(target.join("f")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // A dead daemon is a 0, not missing series.
+    let text = scrape(metrics_port);
+    assert!(
+        text.contains(&format!("bladefs_csi_volume_up{{{labels}}} 0")),
+        "{text}"
+    );
+    rt.block_on(n.node_unpublish_volume(unpublish_request(&target)))
+        .unwrap();
+    assert_eq!(mounted_type(&target), None);
+}
+
+/// Two cgroups in the machine's cgroup v2 tree: one stands for the
+/// plugin's container, one for `--daemon-cgroup`. Removed at the end, and
+/// whatever is left in them killed.
+struct Cgroups {
+    root: PathBuf,
+}
+
+impl Cgroups {
+    fn new(name: &str) -> Cgroups {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = table
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4))?
+            })
+            .expect("a cgroup v2 file system mounted (this test needs one)");
+        let root = Path::new(mount).join(format!("bladefs-csi-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("container")).unwrap();
+        std::fs::create_dir_all(root.join("daemons")).unwrap();
+        Cgroups { root }
+    }
+
+    fn container(&self) -> PathBuf {
+        self.root.join("container")
+    }
+
+    fn daemons(&self) -> PathBuf {
+        self.root.join("daemons")
+    }
+
+    fn pids(dir: &Path) -> Vec<u32> {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+
+    /// What a container runtime does when a container ends.
+    fn kill(dir: &Path) {
+        std::fs::write(dir.join("cgroup.kill"), "1").unwrap();
+        wait_for("the cgroup to empty", || Cgroups::pids(dir).is_empty());
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for dir in [self.container(), self.daemons()] {
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            let start = Instant::now();
+            while std::fs::remove_dir(&dir).is_err() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+/// The end of the plugin's container (a crash, an upgrade, an eviction)
+/// kills every process in its cgroup. With `--daemon-cgroup` the volume's
+/// daemon is not among them: a pod's open file goes on, and a new plugin
+/// unpublishes the volume. Without it, the same end takes the volume down
+/// (ENOTCONN): the case the option exists for.
+#[test]
+fn the_end_of_the_plugin_s_container_spares_daemons_in_their_cgroup() {
+    let Setup {
+        work,
+        data,
+        port,
+        bladefs,
+        socket,
+        state,
+        rt,
+        _store,
+    } = setup();
+    let cg = Cgroups::new("spared");
+    let daemons_dir = cg.daemons().to_string_lossy().into_owned();
+    let daemons_arg = ["--daemon-cgroup", daemons_dir.as_str()];
+    let target = work.path().join("pods/c/mount");
+    let first = plugin_in(
+        &socket,
+        &state,
+        &bladefs,
+        Some(&cg.container()),
+        &daemons_arg,
+    );
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_publish_volume(publish_request(port, &target)))
+        .unwrap();
+    let daemons = Cgroups::pids(&cg.daemons());
+    assert_eq!(
+        daemons.len(),
+        1,
+        "the volume's daemon, in its cgroup: {daemons:?}"
+    );
+    assert_eq!(Cgroups::pids(&cg.container()), vec![first.0.id()]);
+    let mut f = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(target.join("log.txt"))
+        .unwrap();
+    f.write_all(b"before\n").unwrap();
+    drop(n);
+
+    Cgroups::kill(&cg.container());
+    f.write_all(b"after\n").unwrap();
+    f.rewind().unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "before\nafter\n");
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::read(data.join("pvbucket/log.txt")).unwrap(),
+        b"before\nafter\n"
+    );
+    assert_eq!(Cgroups::pids(&cg.daemons()), daemons);
+
+    let second = plugin_in(
+        &socket,
+        &state,
+        &bladefs,
+        Some(&cg.container()),
+        &daemons_arg,
+    );
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_unpublish_volume(unpublish_request(&target)))
+        .unwrap();
+    assert_eq!(mounted_type(&target), None);
+    wait_for("the daemon to end", || {
+        Cgroups::pids(&cg.daemons()).is_empty()
+    });
+
+    // The same end, with the daemon left in the container's cgroup (one
+    // plugin at a time: a new one must not find the old one's socket).
+    drop(second);
+    let target = work.path().join("pods/d/mount");
+    let _third = plugin_in(&socket, &state, &bladefs, Some(&cg.container()), &[]);
+    let mut n = node(&rt, &socket);
+    rt.block_on(n.node_publish_volume(publish_request(port, &target)))
+        .unwrap();
+    std::fs::write(target.join("f"), b"x").unwrap();
+    drop(n);
+    let held = Cgroups::pids(&cg.container());
+    assert_eq!(held.len(), 2, "the plugin and the daemon: {held:?}");
+    Cgroups::kill(&cg.container());
+    let e = std::fs::read(target.join("f")).unwrap_err();
+    assert!(
+        [Some(libc::ECONNABORTED), Some(libc::ENOTCONN)].contains(&e.raw_os_error()),
+        "{e}"
+    );
+    let _fourth = plugin(&socket, &state, &bladefs);
+    let mut n = node(&rt, &socket);
     rt.block_on(n.node_unpublish_volume(unpublish_request(&target)))
         .unwrap();
     assert_eq!(mounted_type(&target), None);
