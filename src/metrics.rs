@@ -436,10 +436,21 @@ pub async fn serve_unix(path: &std::path::Path, exporter: Arc<Exporter>) -> std:
     Ok(())
 }
 
-/// One HTTP/1.1 request on `conn`, answered and closed.
-async fn answer<C>(mut conn: C, exporter: Arc<Exporter>)
+async fn answer<C>(conn: C, exporter: Arc<Exporter>)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    answer_metrics(conn, || async move { render(exporter) }).await
+}
+
+/// One HTTP/1.1 request on `conn`: `GET /metrics` answered with `body()`
+/// as OpenMetrics text, anything else with a 404; then closed. Shared with
+/// bladefs-csi's node endpoint.
+pub async fn answer_metrics<C, B, F>(mut conn: C, body: B)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: FnOnce() -> F,
+    F: std::future::Future<Output = String>,
 {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -458,7 +469,7 @@ where
         (Some("GET"), Some("/metrics")) => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(exporter),
+            body().await,
         ),
         _ => (
             "404 Not Found",

@@ -40,39 +40,12 @@ pub fn serve(listener: tokio::net::TcpListener, state: PathBuf) {
             let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(answer(conn, state.clone()));
+            let state = state.clone();
+            tokio::spawn(bladefs::metrics::answer_metrics(conn, move || async move {
+                gather(&state).await
+            }));
         }
     });
-}
-
-async fn answer(mut conn: tokio::net::TcpStream, state: Arc<PathBuf>) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-            _ => return,
-        }
-    }
-    let line = String::from_utf8_lossy(&head);
-    let mut words = line.split_whitespace();
-    let (status, kind, body) = match (words.next(), words.next()) {
-        (Some("GET"), Some("/metrics")) => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            gather(&state).await,
-        ),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "only GET /metrics\n".to_string(),
-        ),
-    };
-    let answer = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(answer.as_bytes()).await;
 }
 
 /// The merged exposition of every volume under `state`, asked at once.

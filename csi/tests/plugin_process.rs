@@ -92,6 +92,36 @@ fn node(rt: &tokio::runtime::Runtime, socket: &Path) -> NodeClient<tonic::transp
     NodeClient::new(rt.block_on(bladefs_csi::connect(socket)).unwrap())
 }
 
+/// A pod's process opens `log.txt` on the volume and writes a line.
+fn pod_opens(target: &Path) -> std::fs::File {
+    let mut f = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(target.join("log.txt"))
+        .unwrap();
+    f.write_all(b"before\n").unwrap();
+    f
+}
+
+/// ... and, after the plugin's end, writes on, reads back, and syncs: the
+/// bytes are in the bucket (s3s-fs's file).
+fn pod_goes_on(mut f: std::fs::File, data: &Path) {
+    f.write_all(b"after\n").unwrap();
+    f.rewind().unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "before\nafter\n");
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::read(data.join("pvbucket/log.txt")).unwrap(),
+        b"before\nafter\n",
+        "stored in the bucket"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -233,29 +263,11 @@ fn a_plugin_killed_leaves_its_volumes_working() {
     rt.block_on(n.node_publish_volume(publish_request(port, &target)))
         .unwrap();
     assert_eq!(mounted_type(&target).as_deref(), Some("fuse.bladefs"));
-    let mut f = std::fs::File::options()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(target.join("log.txt"))
-        .unwrap();
-    f.write_all(b"before\n").unwrap();
+    let f = pod_opens(&target);
 
     drop(n);
     drop(first); // kill -9
-    f.write_all(b"after\n").unwrap();
-    f.rewind().unwrap();
-    let mut back = String::new();
-    f.read_to_string(&mut back).unwrap();
-    assert_eq!(back, "before\nafter\n");
-    f.sync_all().unwrap();
-    drop(f);
-    assert_eq!(
-        std::fs::read(data.join("pvbucket/log.txt")).unwrap(),
-        b"before\nafter\n",
-        "stored in the bucket"
-    );
+    pod_goes_on(f, &data);
 
     let _second = plugin(&socket, &state, &bladefs);
     let mut n = node(&rt, &socket);
@@ -454,28 +466,11 @@ fn the_end_of_the_plugin_s_container_spares_daemons_in_their_cgroup() {
         "the volume's daemon, in its cgroup: {daemons:?}"
     );
     assert_eq!(Cgroups::pids(&cg.container()), vec![first.0.id()]);
-    let mut f = std::fs::File::options()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(target.join("log.txt"))
-        .unwrap();
-    f.write_all(b"before\n").unwrap();
+    let f = pod_opens(&target);
     drop(n);
 
     Cgroups::kill(&cg.container());
-    f.write_all(b"after\n").unwrap();
-    f.rewind().unwrap();
-    let mut back = String::new();
-    f.read_to_string(&mut back).unwrap();
-    assert_eq!(back, "before\nafter\n");
-    f.sync_all().unwrap();
-    drop(f);
-    assert_eq!(
-        std::fs::read(data.join("pvbucket/log.txt")).unwrap(),
-        b"before\nafter\n"
-    );
+    pod_goes_on(f, &data);
     assert_eq!(Cgroups::pids(&cg.daemons()), daemons);
 
     let second = plugin_in(
