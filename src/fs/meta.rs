@@ -641,9 +641,18 @@ impl MetaStore {
     pub fn fresh(&self, dir: &Location) -> Option<Arc<Table>> {
         let d = self.existing(dir)?;
         let st = d.state.lock().expect("meta dir lock");
-        st.loaded
-            .filter(|at| self.ttl.fresh(*at))
-            .map(|_| st.table.clone())
+        self.is_fresh(&st).then(|| st.table.clone())
+    }
+
+    /// Whether `d`'s table was confirmed within the TTL. (A bool, not the
+    /// table: a snapshot held even briefly makes a concurrent change copy
+    /// the whole table.)
+    fn is_fresh_dir(&self, d: &DirMeta) -> bool {
+        self.is_fresh(&d.state.lock().expect("meta dir lock"))
+    }
+
+    fn is_fresh(&self, st: &State) -> bool {
+        st.loaded.is_some_and(|at| self.ttl.fresh(at))
     }
 
     /// The table of `dir` last read, however old (no request): for what
@@ -687,6 +696,38 @@ impl MetaStore {
         let d = self.dir(dir);
         self.load(dir, &d).await?;
         Ok(d.state.lock().expect("meta dir lock").table.clone())
+    }
+
+    /// `look` applied to the table of `dir` (read as [`MetaStore::table`]
+    /// does) under the directory's lock, for a look at one name: no
+    /// snapshot of the table is handed out, so a change made meanwhile does
+    /// not copy the whole table to keep that snapshot intact (thousands of
+    /// creates in a large directory, each beside lookups, copied it every
+    /// time).
+    pub async fn look<R>(&self, dir: &Location, look: impl FnOnce(&Table) -> R) -> FsResult<R> {
+        self.ready(dir).await?;
+        Ok(self.peek(dir, look))
+    }
+
+    /// Reads the table of `dir` unless it was confirmed within the TTL.
+    pub async fn ready(&self, dir: &Location) -> FsResult<()> {
+        if !has_room(&dir.key) {
+            return Ok(());
+        }
+        let d = self.dir(dir);
+        if !self.is_fresh_dir(&d) {
+            self.load(dir, &d).await?;
+        }
+        Ok(())
+    }
+
+    /// `look` applied to the table of `dir` as it is in memory, under the
+    /// directory's lock (an empty table for one never read).
+    pub fn peek<R>(&self, dir: &Location, look: impl FnOnce(&Table) -> R) -> R {
+        match self.existing(dir) {
+            Some(d) => look(&d.state.lock().expect("meta dir lock").table),
+            None => look(&Table::new()),
+        }
     }
 
     /// Every metadata object of `dir`, listed.
@@ -851,7 +892,7 @@ impl MetaStore {
         if no_op {
             return Ok(());
         }
-        if self.fresh(dir).is_none() {
+        if !self.is_fresh_dir(&d) {
             self.load(dir, &d).await?;
         }
         let schedule = {

@@ -194,6 +194,19 @@ impl Names {
     ) -> Attr {
         let writing = kind != Kind::Dir && self.open().written_at(&loc).is_some();
         let meta = described(table, name, kind, stat.etag.as_deref(), writing);
+        self.remember_described(parent, name, kind, loc, stat, meta)
+    }
+
+    /// [`Names::remember`] with the entry that applies already found.
+    fn remember_described(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        loc: Location,
+        stat: Stat,
+        meta: Option<&MetaEntry>,
+    ) -> Attr {
         let kind = meta.map_or(kind, |m| shown_kind(kind, m));
         let (ino, stat, ov) = self
             .inodes
@@ -289,9 +302,11 @@ impl Names {
         {
             return Ok(self.remember_found(parent, &p.loc.bucket, e));
         }
-        // The directory's metadata is read while the name is resolved.
-        let (entry, table) =
-            tokio::join!(self.resolver.resolve(&p.loc, name), self.table_of(&p.loc));
+        // The directory's metadata is read while the name is resolved. No
+        // snapshot of its table is held across the request: a change made
+        // meanwhile would copy the whole table to keep it.
+        let (entry, ready) =
+            tokio::join!(self.resolver.resolve(&p.loc, name), self.meta_ready(&p.loc));
         let (kind, stat) = match entry? {
             // Only an existing file can have a name this long; a new one
             // could not (creating it would fail the same way).
@@ -300,9 +315,21 @@ impl Names {
             Entry::Dir => (Kind::Dir, self.dir_stat()),
             Entry::File(stat) => (Kind::File, stat),
         };
-        let table = table?;
+        ready?;
         let loc = p.loc.child(name, kind);
-        Ok(self.remember(parent, name, kind, loc, stat, &table))
+        let writing = kind != Kind::Dir && self.open().written_at(&loc).is_some();
+        let meta = self.meta.peek(&p.loc, |t| {
+            described(t, name, kind, stat.etag.as_deref(), writing).cloned()
+        });
+        Ok(self.remember_described(parent, name, kind, loc, stat, meta.as_ref()))
+    }
+
+    /// Reads the metadata table of a live directory unless it is fresh.
+    async fn meta_ready(&self, dir: &Location) -> FsResult<()> {
+        match dir.tree() {
+            Tree::Buckets | Tree::History => Ok(()),
+            Tree::Live => self.meta.ready(dir).await,
+        }
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
@@ -427,15 +454,6 @@ impl Names {
         now
     }
 
-    /// The metadata table of a live directory (empty for the all-buckets
-    /// root).
-    pub(super) async fn table_of(&self, dir: &Location) -> FsResult<Arc<Table>> {
-        match dir.tree() {
-            Tree::Buckets | Tree::History => Ok(Arc::default()),
-            Tree::Live => self.meta.table(dir).await,
-        }
-    }
-
     /// The metadata entry that applies to a live inode, if any.
     pub(super) async fn meta_of(&self, node: &inode::Inode) -> FsResult<Option<MetaEntry>> {
         if node.unlinked {
@@ -444,18 +462,19 @@ impl Names {
         let Some((dir, name)) = self.meta_home(&node.loc) else {
             return Ok(None);
         };
-        let table = self.meta.table(&dir).await?;
         let storage = if node.kind == Kind::Dir {
             Kind::Dir
         } else {
             Kind::File
         };
         let writing = self.open().buffer(node.ino).is_some();
-        Ok(
-            described(&table, name, storage, node.stat.etag.as_deref(), writing)
-                .filter(|m| shown_kind(storage, m) == node.kind)
-                .cloned(),
-        )
+        self.meta
+            .look(&dir, |table| {
+                described(table, name, storage, node.stat.etag.as_deref(), writing)
+                    .filter(|m| shown_kind(storage, m) == node.kind)
+                    .cloned()
+            })
+            .await
     }
 
     /// Puts a file's changes in the bucket (close, fsync): returns once the
