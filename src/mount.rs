@@ -528,3 +528,20 @@ fn lazy_unmount(mountpoint: &Path) {
         tracing::error!(mountpoint = %mountpoint.display(), "lazy unmount failed");
     }
 }
+
+/// The bladefs daemon serving `mountpoint`, found by its command line
+/// (`bladefs SOURCE MOUNTPOINT ...`): for whoever must wait for it to end
+/// after an unmount (bladefs-csi) or signal it.
+pub fn daemon_pid(mountpoint: &Path) -> Option<u32> {
+    let wanted = mountpoint.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
+    })
+}

@@ -79,21 +79,6 @@ pub fn mounted_type(path: &Path) -> Option<String> {
         .next()
 }
 
-/// The bladefs daemon serving `target`, found by its command line.
-fn daemon_pid(target: &Path) -> Option<u32> {
-    let wanted = target.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let e = e.ok()?;
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
-    })
-}
-
 /// A name for the state of (volume, target): FNV-1a of both, in hex.
 fn state_name(volume_id: &str, target: &Path) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -323,7 +308,7 @@ impl Mounter {
     }
 
     fn unmount(&self, target: &Path) -> Result<(), Failure> {
-        let pid = daemon_pid(target);
+        let pid = bladefs::mount::daemon_pid(target);
         let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
             .map_err(|_| Failure::Invalid("target path holds a NUL".to_string()))?;
         // SAFETY: a plain syscall on a NUL-terminated path.

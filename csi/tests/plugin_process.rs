@@ -326,20 +326,7 @@ fn a_dead_daemon_fails_loudly_and_is_unpublished() {
     assert!(puts.parse::<f64>().unwrap() >= 1.0, "{puts}");
     assert_eq!(text.matches("# TYPE bladefs_up ").count(), 1);
     assert!(text.ends_with("# EOF\n"));
-    let wanted = target.to_string_lossy().into_owned();
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
-        })
-        .expect("the volume's daemon");
+    let pid = bladefs::mount::daemon_pid(&target).expect("the volume's daemon") as i32;
     // SAFETY: a signal to a process this test started (through the plugin).
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_for("the daemon to die", || {

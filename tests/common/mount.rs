@@ -67,20 +67,9 @@ pub fn bladefs_command_at(
     cmd
 }
 
-/// The process of a bladefs daemon serving `mountpoint`.
-pub fn daemon_pid(mountpoint: &Path) -> Option<u32> {
-    let wanted = mountpoint.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let e = e.ok()?;
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        (args.first()?.ends_with("bladefs") && args.contains(&wanted)).then_some(pid)
-    })
-}
+// Not every test binary that includes this module signals a daemon.
+#[allow(unused_imports)]
+pub use bladefs::mount::daemon_pid;
 
 pub fn is_mounted(path: &Path) -> bool {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
