@@ -150,6 +150,12 @@ impl Fs {
         (b.charged(), b.peak(), b.limit())
     }
 
+    /// Whole metadata tables copied to change them (see
+    /// `MetaStore::table_copies`), for tests.
+    pub fn metadata_table_copies(&self) -> u64 {
+        self.names.meta.table_copies()
+    }
+
     pub fn config(&self) -> &FsConfig {
         &self.names.cfg
     }

@@ -567,6 +567,9 @@ pub struct MetaStore {
     id: String,
     /// The next segment's sequence number.
     seq: std::sync::atomic::AtomicU64,
+    /// Whole tables copied to change them, because a snapshot of the table
+    /// was held elsewhere (each costs the directory's size).
+    copies: std::sync::atomic::AtomicU64,
     /// The last change's time: changes here never go back in time.
     last_stamp: Mutex<i64>,
     dirs: Mutex<HashMap<DirKey, Arc<DirMeta>>>,
@@ -584,6 +587,7 @@ impl MetaStore {
             window: FLUSH_WINDOW,
             id: format!("{:016x}", fastrand::u64(..)),
             seq: std::sync::atomic::AtomicU64::new(1),
+            copies: std::sync::atomic::AtomicU64::new(0),
             last_stamp: Mutex::new(i64::MIN),
             dirs: Mutex::new(HashMap::new()),
             bad_logged: Mutex::new(HashSet::new()),
@@ -730,6 +734,22 @@ impl MetaStore {
         }
     }
 
+    /// A directory's table to change: copied first if a snapshot of it is
+    /// held (counted: [`MetaStore::table_copies`]).
+    fn table_mut<'a>(&self, st: &'a mut State) -> &'a mut Table {
+        if Arc::strong_count(&st.table) > 1 {
+            self.copies
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Arc::make_mut(&mut st.table)
+    }
+
+    /// How many times a change had to copy a whole table (for tests: a
+    /// snapshot held across a request makes every change meanwhile pay).
+    pub fn table_copies(&self) -> u64 {
+        self.copies.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every metadata object of `dir`, listed.
     async fn list_segments(&self, dir: &Location) -> FsResult<Vec<Segment>> {
         let mut params = ListObjectsParams {
@@ -807,7 +827,7 @@ impl MetaStore {
             for f in fetched {
                 match f {
                     Ok(Some((seg, table))) => {
-                        Arc::make_mut(&mut st.table).merge(table);
+                        self.table_mut(&mut st).merge(table);
                         st.segments.insert(seg.name, (seg.etag, seg.size));
                         d.account(&st);
                     }
@@ -905,7 +925,8 @@ impl MetaStore {
                 by: self.id.clone(),
                 entry,
             };
-            Arc::make_mut(&mut st.table).set(name.to_string(), record.clone());
+            self.table_mut(&mut st)
+                .set(name.to_string(), record.clone());
             st.pending.insert(name.to_string(), record);
             d.account(&st);
             st.generation += 1;
